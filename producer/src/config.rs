@@ -1,0 +1,141 @@
+//! The producer's settings: every flag has an environment-variable twin (`PRODUCER_*`), so the
+//! same binary is configured by hand, by docker compose or by a test.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Parser;
+use pushpull::telemetry::LogFormat;
+
+/// Serves an ordered event log by push (gRPC Subscribe) and by pull (gRPC Poll / long poll).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "producer", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on for gRPC.
+    #[arg(long, env = "PRODUCER_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+
+    /// Most events the log retains; the oldest are dropped first.
+    #[arg(long, env = "PRODUCER_RETENTION_EVENTS", default_value_t = 1_000_000)]
+    pub retention_events: usize,
+
+    /// Most bytes (topics + payloads + 64 bytes per event) the log retains.
+    #[arg(long, env = "PRODUCER_RETENTION_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub retention_bytes: usize,
+
+    /// Largest payload accepted in Publish, in bytes.
+    #[arg(long, env = "PRODUCER_MAX_PAYLOAD_BYTES", default_value_t = 1024 * 1024)]
+    pub max_payload_bytes: usize,
+
+    /// Most events accepted in one Publish.
+    #[arg(long, env = "PRODUCER_MAX_PUBLISH_EVENTS", default_value_t = 10_000)]
+    pub max_publish_events: usize,
+
+    /// Largest `max_events` a Poll may ask for.
+    #[arg(long, env = "PRODUCER_MAX_POLL_EVENTS", default_value_t = 10_000)]
+    pub max_poll_events: u32,
+
+    /// `max_events` used when a Poll asks for 0.
+    #[arg(long, env = "PRODUCER_DEFAULT_POLL_EVENTS", default_value_t = 1_000)]
+    pub default_poll_events: u32,
+
+    /// Longest `max_wait` a long poll may ask for.
+    #[arg(long, env = "PRODUCER_MAX_POLL_WAIT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub max_poll_wait: Duration,
+
+    /// Most events in one Subscribe response (a subscriber catching up gets full batches).
+    #[arg(long, env = "PRODUCER_MAX_BATCH_EVENTS", default_value_t = 1_000)]
+    pub max_batch_events: usize,
+
+    /// A Subscribe or Poll response stops growing at this many topic + payload bytes (it always
+    /// holds at least one event).
+    #[arg(long, env = "PRODUCER_MAX_BATCH_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_batch_bytes: usize,
+
+    /// gRPC message size limit, both directions. Must exceed the payload and batch limits so
+    /// oversize input gets the producer's own INVALID_ARGUMENT, not a transport error.
+    #[arg(long, env = "PRODUCER_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// An idle Subscribe stream gets an empty response this often, carrying head_sequence.
+    #[arg(long, env = "PRODUCER_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// After SIGTERM, how long open connections get to finish before the process exits anyway.
+    #[arg(long, env = "PRODUCER_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Demo source: publish this many readable events per second (JSON stock quotes on topics
+    /// quotes.AAPL, quotes.MSFT, ...). 0 turns it off.
+    #[arg(long, env = "PRODUCER_DEMO_RATE", default_value_t = 0)]
+    pub demo_rate: u32,
+
+    /// Log output format.
+    #[arg(long, env = "PRODUCER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Headroom, on top of the largest payload or batch, for the protobuf framing around it.
+const FRAMING_HEADROOM: usize = 64 * 1024;
+
+impl Config {
+    /// Checks that the limits fit together; a bad combination is refused at start, not found
+    /// in production.
+    pub fn validate(&self) -> Result<(), String> {
+        let need = self.max_batch_bytes + self.max_payload_bytes + FRAMING_HEADROOM;
+        if self.max_message_bytes < need {
+            return Err(format!(
+                "--max-message-bytes {} is too small: it must be at least --max-batch-bytes + \
+                 --max-payload-bytes + 64 KiB = {need}",
+                self.max_message_bytes
+            ));
+        }
+        if self.retention_bytes < self.max_payload_bytes + 4096 {
+            return Err(format!(
+                "--retention-bytes {} must exceed --max-payload-bytes {} (plus 4 KiB)",
+                self.retention_bytes, self.max_payload_bytes
+            ));
+        }
+        if self.retention_events == 0 || self.max_publish_events == 0 || self.max_batch_events == 0
+        {
+            return Err(
+                "--retention-events, --max-publish-events and --max-batch-events must be at least 1"
+                    .into(),
+            );
+        }
+        if self.default_poll_events == 0 || self.default_poll_events > self.max_poll_events {
+            return Err(format!(
+                "--default-poll-events {} must be in 1..={} (--max-poll-events)",
+                self.default_poll_events, self.max_poll_events
+            ));
+        }
+        if self.heartbeat_interval.is_zero() {
+            return Err("--heartbeat-interval must be greater than zero".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_meet_the_promised_limits() {
+        let config = Config::parse_from(["producer"]);
+        config.validate().unwrap();
+        assert!(config.max_publish_events >= 1_000);
+        assert!(config.max_poll_events >= 10_000);
+        assert!(config.max_poll_wait >= Duration::from_secs(30));
+        assert!(config.heartbeat_interval <= Duration::from_secs(10));
+        assert!(config.retention_events >= 100_000);
+        assert_eq!(config.demo_rate, 0, "the demo source is off by default");
+        assert!(config.max_message_bytes > config.max_payload_bytes);
+    }
+
+    #[test]
+    fn message_limit_below_payload_limit_is_refused() {
+        let config = Config::parse_from(["producer", "--max-message-bytes", "1000"]);
+        let err = config.validate().unwrap_err();
+        assert!(err.contains("--max-message-bytes 1000"), "{err}");
+    }
+}

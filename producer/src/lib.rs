@@ -1,0 +1,142 @@
+//! The pushpull producer.
+//!
+//! - [`config`]: flags and environment variables.
+//! - [`log`]: the ordered event log, its cursor rules and retention. Knows nothing of gRPC.
+//! - [`service`]: `pushpull.v1.ProducerService` over the log: Publish, Subscribe (push), Poll
+//!   (pull and long poll).
+//! - [`error`]: the producer's errors and their one mapping to gRPC statuses.
+//! - [`demo`]: an optional source of readable events.
+//!
+//! [`run`] wires them to a listener; `main.rs` only parses flags, binds and calls it.
+
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod log;
+pub mod service;
+
+use std::future::Future;
+
+use pushpull::{grpc, pb::producer_service_server::ProducerServiceServer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{codec::CompressionEncoding, transport::Server};
+use tracing::{info, warn};
+
+pub use config::Config;
+
+use crate::{
+    log::{EventLog, PublishLimits, Retention},
+    service::{ProducerApi, Settings},
+};
+
+/// Why the producer could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves the producer on `listener` until `shutdown` resolves, then ends open streams and long
+/// polls with UNAVAILABLE and returns once connections have closed (or after
+/// `config.shutdown_grace`, whichever is first).
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    config.validate().map_err(RunError::Config)?;
+    let log = EventLog::new(
+        Retention {
+            max_events: config.retention_events,
+            max_bytes: config.retention_bytes,
+        },
+        PublishLimits {
+            max_events: config.max_publish_events,
+            max_payload_bytes: config.max_payload_bytes,
+        },
+    );
+    let stop = CancellationToken::new();
+    let api = ProducerApi::new(
+        log.clone(),
+        Settings {
+            default_poll_events: config.default_poll_events,
+            max_poll_events: config.max_poll_events,
+            max_poll_wait: config.max_poll_wait,
+            max_batch_events: config.max_batch_events,
+            max_batch_bytes: config.max_batch_bytes,
+            heartbeat_interval: config.heartbeat_interval,
+        },
+        stop.clone(),
+    );
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ProducerServiceServer<ProducerApi>>()
+        .await;
+
+    if config.demo_rate > 0 {
+        tokio::spawn(demo::run(
+            log.clone(),
+            config.demo_rate,
+            config.max_publish_events,
+            stop.clone(),
+        ));
+    }
+
+    info!(
+        addr = %listener.local_addr()?,
+        log_id = log.log_id(),
+        retention_events = config.retention_events,
+        retention_bytes = config.retention_bytes,
+        "producer serving"
+    );
+
+    let producer_service = ProducerServiceServer::new(api)
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+
+    let stopping = {
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            info!("shutdown: refusing new calls, ending open streams");
+            health
+                .set_not_serving::<ProducerServiceServer<ProducerApi>>()
+                .await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            stop.cancel();
+        }
+    };
+
+    let server = Server::builder()
+        .http2_keepalive_interval(Some(grpc::HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(grpc::HTTP2_KEEPALIVE_TIMEOUT))
+        .add_service(health_service)
+        .add_service(grpc::reflection_v1()?)
+        .add_service(grpc::reflection_v1alpha()?)
+        .add_service(producer_service)
+        .serve_with_incoming_shutdown(grpc::incoming(listener), stopping);
+
+    // tonic waits for every connection to close; a client that never reads could hold it open
+    // forever, so the wait is bounded.
+    let grace = config.shutdown_grace;
+    tokio::select! {
+        served = server => served?,
+        _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+            warn!(?grace, "connections still open after the shutdown grace period; exiting anyway");
+        }
+    }
+    info!("producer stopped");
+    Ok(())
+}

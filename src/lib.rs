@@ -1,0 +1,24 @@
+//! pushpull: a producer and consumers that move events by push (a gRPC server stream) and by
+//! pull (a unary poll, optionally a long poll), reading one ordered log with one cursor.
+//!
+//! This root crate is what both services (and any Rust client) share:
+//! - [`pb`]: the generated `pushpull.v1` types, clients and servers (from `proto/`).
+//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors that gRPC reflection serves.
+//! - [`time`]: conversions between protobuf and std time types.
+//! - [`grpc`]: the server plumbing both services use: reflection, health, accepted sockets.
+//! - [`telemetry`]: the `tracing` subscriber, text or JSON.
+//! - [`shutdown`]: the SIGTERM / SIGINT future.
+
+pub mod grpc;
+pub mod shutdown;
+pub mod telemetry;
+pub mod time;
+
+/// Generated code for the `pushpull.v1` protobuf package.
+pub mod pb {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("pushpull.v1");
+}
+
+/// Encoded `FileDescriptorSet` of `proto/` (with imports and comments), for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("pushpull_descriptor");
