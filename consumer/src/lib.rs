@@ -1,1 +1,187 @@
+//! The pushpull consumer.
+//!
+//! - [`config`]: flags and environment variables.
+//! - [`reader`]: the push / poll / long-poll loop and its cursor, with reconnection.
+//! - [`backoff`]: reconnection delays.
+//! - [`checkpoint`]: the cursor on disk, written atomically.
+//! - [`stats`]: counters and the latency histogram.
+//! - [`service`]: `pushpull.v1.ConsumerService` (GetStats) over the stats.
+//!
+//! [`run`] wires them together; `main.rs` only parses flags, binds and calls it.
 
+pub mod backoff;
+pub mod checkpoint;
+pub mod config;
+pub mod reader;
+pub mod service;
+pub mod stats;
+
+use std::{future::Future, time::Duration};
+
+use pushpull::{
+    grpc,
+    pb::{
+        consumer_service_server::ConsumerServiceServer,
+        producer_service_client::ProducerServiceClient,
+    },
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Endpoint, Server};
+use tracing::{info, warn};
+
+pub use config::{Config, Mode, StartFrom};
+
+use crate::{
+    reader::{Cursor, Reader, ReaderSettings},
+    service::ConsumerApi,
+    stats::Stats,
+};
+
+/// Why the consumer could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Reads from the producer and serves GetStats on `listener` until `shutdown` resolves; then
+/// stops reading, saves the checkpoint and returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    config.validate().map_err(RunError::Config)?;
+    let cursor = start_cursor(&config)?;
+    let stats = Stats::new(
+        config.mode.into(),
+        config.producer.clone(),
+        config.topics.clone(),
+    );
+
+    // A lazy channel connects on first use and reconnects by itself after a failure; the reader
+    // decides when to call again.
+    let channel = Endpoint::from_shared(config.producer.clone())
+        .map_err(|e| RunError::Config(format!("--producer {:?}: {e}", config.producer)))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(grpc::HTTP2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(grpc::HTTP2_KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .connect_lazy();
+    let client = ProducerServiceClient::new(channel)
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+
+    let stop = CancellationToken::new();
+    let reader = Reader::new(client, ReaderSettings::from(&config), cursor, stats.clone());
+    let reader_task = tokio::spawn(reader.run(stop.clone()));
+    if !config.summary_interval.is_zero() {
+        tokio::spawn(log_summaries(
+            stats.clone(),
+            config.summary_interval,
+            stop.clone(),
+        ));
+    }
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ConsumerServiceServer<ConsumerApi>>()
+        .await;
+    info!(
+        addr = %listener.local_addr()?,
+        producer = %config.producer,
+        mode = ?config.mode,
+        "consumer serving"
+    );
+
+    let stopping = {
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            health
+                .set_not_serving::<ConsumerServiceServer<ConsumerApi>>()
+                .await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            stop.cancel();
+        }
+    };
+    Server::builder()
+        .http2_keepalive_interval(Some(grpc::HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(grpc::HTTP2_KEEPALIVE_TIMEOUT))
+        .add_service(health_service)
+        .add_service(grpc::reflection_v1()?)
+        .add_service(grpc::reflection_v1alpha()?)
+        .add_service(ConsumerServiceServer::new(ConsumerApi::new(stats)))
+        .serve_with_incoming_shutdown(grpc::incoming(listener), stopping)
+        .await?;
+    // The server only returns after `stop` was cancelled; the reader saves its checkpoint and
+    // returns promptly.
+    if let Err(err) = reader_task.await {
+        warn!(%err, "reader task failed");
+    }
+    info!("consumer stopped");
+    Ok(())
+}
+
+/// The starting cursor: the checkpoint when there is one, else `--from`.
+fn start_cursor(config: &Config) -> Result<Cursor, RunError> {
+    if let Some(path) = &config.checkpoint
+        && let Some(cp) = checkpoint::load(path)?
+    {
+        info!(
+            path = %path.display(),
+            log_id = %cp.log_id,
+            after_sequence = cp.after_sequence,
+            "resuming from checkpoint"
+        );
+        return Ok(Cursor {
+            log_id: Some(cp.log_id),
+            after: Some(cp.after_sequence),
+        });
+    }
+    Ok(Cursor {
+        log_id: None,
+        after: config.from.cursor(),
+    })
+}
+
+/// Logs one line every `every`: rate, last sequence, latency and RPC counts.
+async fn log_summaries(stats: Stats, every: Duration, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    let mut previous = stats.summary();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let now = stats.summary();
+        let rate = (now.events_received - previous.events_received) as f64 / every.as_secs_f64();
+        info!(
+            rate = format_args!("{rate:.1}/s"),
+            received = now.events_received,
+            last_sequence = now.last_sequence,
+            missed = now.events_missed,
+            duplicates = now.duplicates_dropped,
+            p50 = ?now.p50,
+            p99 = ?now.p99,
+            rpcs = now.rpcs_sent,
+            rpcs_per_s = format_args!("{:.1}", (now.rpcs_sent - previous.rpcs_sent) as f64 / every.as_secs_f64()),
+            reconnects = now.reconnects,
+            "summary"
+        );
+        previous = now;
+    }
+}

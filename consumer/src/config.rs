@@ -1,0 +1,196 @@
+//! The consumer's settings: every flag has an environment-variable twin (`CONSUMER_*`).
+
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use clap::{Parser, ValueEnum};
+use pushpull::{pb::ReadMode, telemetry::LogFormat};
+
+/// Reads a pushpull producer's log by push, poll or long poll, and reports what it saw.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "consumer", version, about, long_about = None)]
+pub struct Config {
+    /// The producer's gRPC address.
+    #[arg(
+        long,
+        env = "CONSUMER_PRODUCER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub producer: String,
+
+    /// How to read: `push` (Subscribe stream), `poll` (Poll every --poll-interval) or
+    /// `long-poll` (back-to-back Polls waiting up to --max-wait).
+    #[arg(long, env = "CONSUMER_MODE", value_enum, default_value_t = Mode::Push)]
+    pub mode: Mode,
+
+    /// Poll mode: time between the starts of two polls (a poll that finds more events than
+    /// --max-events polls again at once).
+    #[arg(long, env = "CONSUMER_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+
+    /// Long-poll mode: how long each Poll may wait for an event.
+    #[arg(long, env = "CONSUMER_MAX_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub max_wait: Duration,
+
+    /// Poll modes: most events per Poll.
+    #[arg(long, env = "CONSUMER_MAX_EVENTS", default_value_t = 1000)]
+    pub max_events: u32,
+
+    /// Only these topics (comma-separated); all topics when empty.
+    #[arg(long, env = "CONSUMER_TOPICS", value_delimiter = ',')]
+    pub topics: Vec<String>,
+
+    /// Where to start when there is no checkpoint: `latest` (only new events), `earliest` (the
+    /// oldest retained) or a sequence number (events after it).
+    #[arg(long, env = "CONSUMER_FROM", default_value = "latest")]
+    pub from: StartFrom,
+
+    /// File where the cursor is saved (atomically, by rename), so a restarted consumer continues
+    /// where it stopped. When it exists it wins over --from.
+    #[arg(long, env = "CONSUMER_CHECKPOINT")]
+    pub checkpoint: Option<PathBuf>,
+
+    /// Most time between two checkpoint saves while events flow (the cursor is also saved on
+    /// shutdown). After a crash, at most this much is read again.
+    #[arg(long, env = "CONSUMER_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub checkpoint_interval: Duration,
+
+    /// Address to serve ConsumerService (GetStats), health and reflection on.
+    #[arg(long, env = "CONSUMER_LISTEN", default_value = "0.0.0.0:50061")]
+    pub listen: SocketAddr,
+
+    /// First delay before reconnecting after an error; doubles up to --backoff-max, with jitter.
+    #[arg(long, env = "CONSUMER_BACKOFF_INITIAL", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub backoff_initial: Duration,
+
+    /// Longest delay between reconnection attempts.
+    #[arg(long, env = "CONSUMER_BACKOFF_MAX", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub backoff_max: Duration,
+
+    /// Push mode: a stream with no message (not even a heartbeat) for this long is treated as
+    /// dead and reconnected. Keep it a few times the producer's heartbeat interval.
+    #[arg(long, env = "CONSUMER_STREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub stream_idle_timeout: Duration,
+
+    /// How often a one-line summary is logged (0 turns it off).
+    #[arg(long, env = "CONSUMER_SUMMARY_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub summary_interval: Duration,
+
+    /// gRPC message size limit, both directions; must exceed the producer's largest response.
+    #[arg(long, env = "CONSUMER_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Log output format.
+    #[arg(long, env = "CONSUMER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How the consumer reads the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// One Subscribe stream.
+    Push,
+    /// A Poll every --poll-interval.
+    Poll,
+    /// Back-to-back long polls.
+    LongPoll,
+}
+
+impl From<Mode> for ReadMode {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Push => ReadMode::Push,
+            Mode::Poll => ReadMode::Poll,
+            Mode::LongPoll => ReadMode::LongPoll,
+        }
+    }
+}
+
+/// Where a consumer without a checkpoint starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    /// Only events appended after the first call (cursor unset).
+    Latest,
+    /// The oldest retained event (cursor 0).
+    Earliest,
+    /// Events after this sequence.
+    After(u64),
+}
+
+impl StartFrom {
+    /// The request cursor this start point means.
+    pub fn cursor(self) -> Option<u64> {
+        match self {
+            StartFrom::Latest => None,
+            StartFrom::Earliest => Some(0),
+            StartFrom::After(seq) => Some(seq),
+        }
+    }
+}
+
+impl FromStr for StartFrom {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "latest" => Ok(StartFrom::Latest),
+            "earliest" => Ok(StartFrom::Earliest),
+            other => other
+                .parse()
+                .map(StartFrom::After)
+                .map_err(|_| format!("{other:?} is not `latest`, `earliest` or a sequence number")),
+        }
+    }
+}
+
+impl Config {
+    /// Checks values clap cannot: refused at start rather than misbehaving later.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.mode == Mode::Poll && self.poll_interval.is_zero() {
+            return Err("--poll-interval must be greater than zero".into());
+        }
+        if self.mode == Mode::LongPoll && self.max_wait.is_zero() {
+            return Err("--max-wait must be greater than zero in long-poll mode".into());
+        }
+        if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
+            return Err(
+                "--backoff-initial must be greater than zero and at most --backoff-max".into(),
+            );
+        }
+        if self.stream_idle_timeout.is_zero() {
+            return Err("--stream-idle-timeout must be greater than zero".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_parses_all_forms() {
+        assert_eq!("latest".parse(), Ok(StartFrom::Latest));
+        assert_eq!("earliest".parse(), Ok(StartFrom::Earliest));
+        assert_eq!("42".parse(), Ok(StartFrom::After(42)));
+        assert!("-1".parse::<StartFrom>().is_err());
+        assert_eq!(StartFrom::Earliest.cursor(), Some(0));
+        assert_eq!(StartFrom::Latest.cursor(), None);
+    }
+
+    #[test]
+    fn flags_parse_with_defaults() {
+        let config = Config::parse_from([
+            "consumer",
+            "--mode",
+            "long-poll",
+            "--topics",
+            "a,b.c",
+            "--from",
+            "7",
+        ]);
+        assert_eq!(config.mode, Mode::LongPoll);
+        assert_eq!(config.topics, vec!["a", "b.c"]);
+        assert_eq!(config.from, StartFrom::After(7));
+        config.validate().unwrap();
+    }
+}
