@@ -144,7 +144,7 @@ impl Reader {
             if status.code() == Code::OutOfRange {
                 warn!(
                     after_sequence = ?self.cursor.after,
-                    message = status.message(),
+                    detail = status.message(),
                     "producer refused the cursor; checking where its log stands"
                 );
                 match self.resync().await {
@@ -172,7 +172,7 @@ impl Reader {
     fn note_failure(&self, status: &Status) {
         warn!(
             code = ?status.code(),
-            message = status.message(),
+            detail = status.message(),
             after_sequence = ?self.cursor.after,
             "producer connection failed; will reconnect and resume"
         );

@@ -1,0 +1,140 @@
+//! Stopping: open streams and long polls end with UNAVAILABLE, the process exits 0 promptly.
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use pushpull::{pb, time::proto_duration};
+use tokio::time::{Instant, timeout};
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn shutdown_ends_open_streams_and_long_polls_with_unavailable() {
+    let producer = spawn_producer(&["--heartbeat-interval", "1h"]).await;
+    let mut stream = producer
+        .client
+        .clone()
+        .subscribe(pb::SubscribeRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+    let mut client = producer.client.clone();
+    let long_poll = tokio::spawn(async move {
+        client
+            .poll(pb::PollRequest {
+                max_wait: Some(proto_duration(Duration::from_secs(60))),
+                ..Default::default()
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let started = Instant::now();
+    producer.stop().await.expect("clean stop");
+
+    assert!(started.elapsed() < PROMPTLY, "took {:?}", started.elapsed());
+    let status = stream
+        .message()
+        .await
+        .expect_err("stream ends with a status");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let status = timeout(PROMPTLY, long_poll)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect_err("long poll ends with a status");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
+
+/// A port that was free a moment ago, for a child process to listen on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn sigterm_with_subscribers_attached_exits_zero_promptly() {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_producer"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--demo-rate",
+            "100",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start producer binary");
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+
+    // Wait until it serves.
+    let mut health = loop {
+        if let Ok(channel) = channel(addr).await {
+            break HealthClient::new(channel);
+        }
+        assert!(child.try_wait().unwrap().is_none(), "producer exited early");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    health
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("serving");
+    let client = client(addr).await;
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut stream = client
+            .clone()
+            .subscribe(pb::SubscribeRequest {
+                after_sequence: Some(0),
+                topics: vec![],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        stream.message().await.unwrap().unwrap();
+        streams.push(stream);
+    }
+
+    let started = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > PROMPTLY {
+            let _ = child.kill();
+            panic!("producer still running {PROMPTLY:?} after SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+    for mut stream in streams {
+        // Drain what was in flight; the stream must end with UNAVAILABLE (or a transport
+        // error if the process was already gone), never hang.
+        let end = timeout(PROMPTLY, async {
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break None,
+                    Err(status) => break Some(status.code()),
+                }
+            }
+        })
+        .await
+        .expect("stream ended");
+        assert_eq!(end, Some(Code::Unavailable));
+    }
+}

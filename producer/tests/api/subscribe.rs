@@ -1,0 +1,165 @@
+use std::time::Duration;
+
+use pushpull::pb;
+use tokio::time::timeout;
+use tonic::{Code, Streaming};
+
+use crate::helpers::*;
+
+async fn next(stream: &mut Streaming<pb::SubscribeResponse>) -> pb::SubscribeResponse {
+    timeout(PROMPTLY, stream.message())
+        .await
+        .expect("a response within the bound")
+        .expect("no error")
+        .expect("stream still open")
+}
+
+/// Reads responses until `n` events have arrived; returns them in arrival order.
+async fn collect(stream: &mut Streaming<pb::SubscribeResponse>, n: usize) -> Vec<pb::Event> {
+    let mut events = Vec::new();
+    while events.len() < n {
+        events.extend(next(stream).await.events);
+    }
+    events
+}
+
+async fn subscribe(
+    producer: &TestProducer,
+    after: Option<u64>,
+    topics: &[&str],
+) -> Streaming<pb::SubscribeResponse> {
+    producer
+        .client
+        .clone()
+        .subscribe(pb::SubscribeRequest {
+            after_sequence: after,
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+        })
+        .await
+        .expect("subscribe")
+        .into_inner()
+}
+
+#[tokio::test]
+async fn first_response_is_immediate_even_on_an_empty_log() {
+    let producer = spawn_producer(&["--heartbeat-interval", "1h"]).await;
+    let mut stream = subscribe(&producer, None, &[]).await;
+    let first = next(&mut stream).await;
+    assert!(first.events.is_empty());
+    assert_eq!(first.head_sequence, 0);
+    assert!(!first.log_id.is_empty());
+}
+
+#[tokio::test]
+async fn subscribe_sends_the_backlog_then_live_events_in_order() {
+    let producer = spawn_producer(&[]).await;
+    producer.publish_n("a", 2500).await;
+    let mut stream = subscribe(&producer, Some(0), &[]).await;
+
+    let backlog = collect(&mut stream, 2500).await;
+    producer.publish("b", &["live1", "live2"]).await;
+    let live = collect(&mut stream, 2).await;
+
+    let all: Vec<u64> = backlog.iter().chain(&live).map(|e| e.sequence).collect();
+    assert_eq!(all, (1..=2502).collect::<Vec<_>>());
+    assert_eq!(&live[1].payload[..], b"live2");
+}
+
+#[tokio::test]
+async fn a_subscriber_behind_gets_batches_of_many_events() {
+    let producer = spawn_producer(&["--max-batch-events", "500"]).await;
+    producer.publish_n("a", 2000).await;
+    let mut stream = subscribe(&producer, Some(0), &[]).await;
+    let first = next(&mut stream).await;
+    assert_eq!(first.events.len(), 500);
+    assert_eq!(first.next_after_sequence, 500);
+    assert_eq!(first.head_sequence, 2000);
+}
+
+#[tokio::test]
+async fn unset_cursor_streams_only_new_events() {
+    let producer = spawn_producer(&[]).await;
+    producer.publish_n("old", 5).await;
+    let mut stream = subscribe(&producer, None, &[]).await;
+    let first = next(&mut stream).await;
+    assert!(first.events.is_empty());
+    assert_eq!(first.next_after_sequence, 5);
+
+    producer.publish("new", &["x"]).await;
+    let events = collect(&mut stream, 1).await;
+    assert_eq!(sequences(&events), vec![6]);
+}
+
+#[tokio::test]
+async fn cursor_resumes_exactly_after_the_given_sequence() {
+    let producer = spawn_producer(&[]).await;
+    producer.publish_n("a", 10).await;
+    let mut stream = subscribe(&producer, Some(7), &[]).await;
+    assert_eq!(sequences(&collect(&mut stream, 3).await), vec![8, 9, 10]);
+}
+
+#[tokio::test]
+async fn topic_filter_streams_only_matching_events() {
+    let producer = spawn_producer(&[]).await;
+    let mut stream = subscribe(&producer, Some(0), &["quotes.AAPL"]).await;
+    next(&mut stream).await; // the immediate first response
+    producer.publish("quotes.MSFT", &["m1"]).await;
+    producer.publish("quotes.AAPL", &["a1"]).await;
+    producer.publish("quotes.MSFT", &["m2"]).await;
+    producer.publish("quotes.AAPL", &["a2"]).await;
+    let events = collect(&mut stream, 2).await;
+    assert_eq!(sequences(&events), vec![2, 4]);
+    assert!(events.iter().all(|e| e.topic == "quotes.AAPL"));
+}
+
+#[tokio::test]
+async fn idle_streams_get_heartbeats_carrying_the_head() {
+    let producer = spawn_producer(&["--heartbeat-interval", "50ms"]).await;
+    producer.publish_n("a", 3).await;
+    let mut stream = subscribe(&producer, None, &[]).await;
+    next(&mut stream).await;
+    for _ in 0..3 {
+        let heartbeat = next(&mut stream).await;
+        assert!(heartbeat.events.is_empty());
+        assert_eq!(heartbeat.head_sequence, 3);
+        assert_eq!(heartbeat.next_after_sequence, 3);
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_overtaken_by_retention_ends_with_out_of_range() {
+    // The client stops reading while 10 MB are published into a 10-event log. HTTP/2 windows
+    // and the stream's small channel hold far less than that, so the subscriber's cursor falls
+    // behind the oldest retained event.
+    let producer = spawn_producer(&["--retention-events", "10", "--max-batch-events", "1"]).await;
+    producer.publish_n("a", 1).await;
+    let mut stream = subscribe(&producer, Some(0), &[]).await;
+    let payload = "x".repeat(100_000);
+    let batch: Vec<&str> = vec![&payload; 10];
+    for _ in 0..10 {
+        producer.publish("a", &batch).await;
+    }
+    let status = loop {
+        match timeout(PROMPTLY, stream.message()).await.expect("bounded") {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("oldest_sequence is 92"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn a_departed_subscriber_does_not_hold_the_producer() {
+    let producer = spawn_producer(&["--heartbeat-interval", "1h"]).await;
+    let stream = subscribe(&producer, None, &[]).await;
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    producer.publish_n("a", 10).await;
+    producer.stop().await.expect("clean stop");
+}
