@@ -248,11 +248,18 @@ impl Reader {
         };
         loop {
             let started = Instant::now();
+            // Without a cursor yet (`--from latest`), the first poll returns at once: it fixes
+            // the cursor at the head now instead of whenever the first event arrives.
+            let wait = if self.cursor.after.is_some() {
+                max_wait
+            } else {
+                None
+            };
             let mut request = Request::new(pb::PollRequest {
                 after_sequence: self.cursor.after,
                 topics: self.settings.topics.clone(),
                 max_events: self.settings.max_events,
-                max_wait,
+                max_wait: wait,
             });
             request.set_timeout(deadline);
             self.stats.rpc_sent();
