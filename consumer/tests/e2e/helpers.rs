@@ -208,6 +208,7 @@ pub struct Proxy {
 struct ProxyState {
     target: SocketAddr,
     connections: Vec<AbortHandle>,
+    accepted: usize,
 }
 
 impl Proxy {
@@ -217,6 +218,7 @@ impl Proxy {
         let state = Arc::new(Mutex::new(ProxyState {
             target,
             connections: Vec::new(),
+            accepted: 0,
         }));
         let accept_state = Arc::clone(&state);
         let accept = tokio::spawn(async move {
@@ -232,11 +234,9 @@ impl Proxy {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
-                accept_state
-                    .lock()
-                    .unwrap()
-                    .connections
-                    .push(task.abort_handle());
+                let mut state = accept_state.lock().unwrap();
+                state.connections.push(task.abort_handle());
+                state.accepted += 1;
             }
         })
         .abort_handle();
@@ -249,6 +249,11 @@ impl Proxy {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Connections accepted so far: more than one means a client reconnected.
+    pub fn accepted(&self) -> usize {
+        self.state.lock().unwrap().accepted
     }
 
     /// Drops every open connection through the proxy.

@@ -28,9 +28,11 @@ async fn survives_cut_connections(mode_args: &[&str]) {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let stats_after = consumer.stats().await;
     assert_exact(&stats_after, 2000, last);
+    // A cut between two polls is healed by the channel itself (no failed call, so no counted
+    // reconnect); the proxy sees the new connections either way.
     assert!(
-        stats.reconnects >= 1,
-        "the cuts must have been noticed: {stats:#?}"
+        proxy.accepted() >= 2,
+        "the cuts must have forced new connections: {stats:#?}"
     );
     consumer.stop().await;
 }
