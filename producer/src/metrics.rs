@@ -134,6 +134,20 @@ impl Metrics {
             durations.clone(),
         );
         registry.register_collector(Box::new(LogCollector { log }));
+        // Every series exists from the start at 0, so a scrape lists them all and `rate()`
+        // has a starting point.
+        const PUSH: [Transport; 3] = [Transport::GrpcStream, Transport::Sse, Transport::WebSocket];
+        const PULL: [Transport; 2] = [Transport::GrpcPoll, Transport::HttpPoll];
+        for t in PUSH {
+            let _ = subscribers.get_or_create(&labels(t));
+            let _ = lagged.get_or_create(&labels(t));
+        }
+        for t in PULL {
+            let _ = pollers.get_or_create(&labels(t));
+        }
+        for t in PUSH.into_iter().chain(PULL) {
+            let _ = delivered.get_or_create(&labels(t));
+        }
         Self {
             inner: Arc::new(Inner {
                 registry,

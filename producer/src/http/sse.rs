@@ -32,7 +32,8 @@ const RETRY: Duration = Duration::from_secs(1);
 /// How long the final `error` event may take to reach a client that is not reading.
 const FINAL_EVENT_TIMEOUT: Duration = Duration::from_millis(200);
 
-/// The first event of every stream (`event: open`): where it starts.
+/// The first event of every stream (`event: hello`): where it starts. Not `open` or `error`:
+/// those names are EventSource's own connection events, and a listener would get both.
 #[derive(Debug, Serialize)]
 struct OpenJson<'a> {
     log_id: &'a str,
@@ -82,7 +83,7 @@ async fn stream_events(state: AppState, mut follower: Follower, tx: mpsc::Sender
     let _subscriber = state.metrics.subscriber(Transport::Sse);
     let (oldest, head) = state.log.bounds();
     let open = Event::default()
-        .event("open")
+        .event("hello")
         .retry(RETRY)
         .json_data(OpenJson {
             log_id: state.log.log_id(),
@@ -124,15 +125,16 @@ async fn stream_events(state: AppState, mut follower: Follower, tx: mpsc::Sender
         }
         state.metrics.delivered(Transport::Sse, n);
     };
-    // The stream ends with an `error` event saying why; the browser then reconnects by itself
-    // (after `retry`) with Last-Event-ID, and gets 410 if its cursor has expired.
+    // The stream ends with an `end` event saying why (the error body); the browser then
+    // reconnects by itself (after `retry`) with Last-Event-ID, and gets 410 if its cursor has
+    // expired.
     if matches!(end, Error::CursorExpired { .. }) {
         state.metrics.lagged(Transport::Sse);
         warn!(after_sequence = follower.cursor(), %end, "ending SSE stream");
     }
     let body = ApiError::from(end).body();
     let event = Event::default()
-        .event("error")
+        .event("end")
         .json_data(body)
         .expect("plain struct serializes");
     let _ = tokio::time::timeout(FINAL_EVENT_TIMEOUT, tx.send(vec![event])).await;

@@ -18,7 +18,7 @@ async fn sse_streams_each_event_with_its_sequence_as_id_and_resumes_from_last_ev
         sse.content_type
     );
     let open = sse.next_data().await.unwrap();
-    assert_eq!(open.event.as_deref(), Some("open"));
+    assert_eq!(open.event.as_deref(), Some("hello"));
     assert_eq!(open.retry, Some(1000), "a retry: hint comes first");
     let hello = open.json();
     assert_eq!(hello["after_sequence"], 0);
@@ -74,7 +74,7 @@ async fn sse_filters_topics_and_sends_keep_alive_comments_when_idle() {
     let mut sse = SseClient::connect(http, "/events?topics=b", None).await;
     assert_eq!(
         sse.next_data().await.unwrap().event.as_deref(),
-        Some("open")
+        Some("hello")
     );
 
     // Idle: keep-alive comments only.
@@ -97,7 +97,7 @@ async fn sse_subscriber_overtaken_by_retention_gets_an_error_event() {
     let http = producer.http.unwrap();
     producer.publish_n("a", 3).await;
     let mut sse = SseClient::connect(http, "/events?after=0", None).await;
-    sse.next_data().await.unwrap(); // open
+    sse.next_data().await.unwrap(); // hello
     // The client reads nothing while far more than the retention is appended.
     for _ in 0..20 {
         producer.publish_n("a", 10).await;
@@ -105,12 +105,12 @@ async fn sse_subscriber_overtaken_by_retention_gets_an_error_event() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut last = None;
     while let Some(frame) = sse.next_data().await {
-        if frame.event.as_deref() == Some("error") {
+        if frame.event.as_deref() == Some("end") {
             last = Some(frame.json());
             break;
         }
     }
-    let error = last.expect("the stream ends with an error event");
+    let error = last.expect("the stream ends with an `end` event");
     assert_eq!(error["code"], "cursor_expired", "{error}");
     assert!(sse.next().await.is_none(), "and then ends");
     producer.stop().await.unwrap();

@@ -119,7 +119,7 @@ async fn every_transport_follows_the_same_events_with_the_same_sequences() {
         .unwrap()
         .into_inner();
     let mut sse = SseClient::connect(http, "/events?after=0", None).await;
-    sse.next_data().await.unwrap(); // open
+    sse.next_data().await.unwrap(); // hello
     let mut ws = ws_connect(http, "/ws?after=0").await;
     ws_next_of(&mut ws, "subscribed").await;
 

@@ -154,8 +154,8 @@ async fn sigterm_with_subscribers_attached_exits_zero_promptly() {
     .expect("SSE stream ended");
     assert_eq!(
         last.and_then(|f| f.event).as_deref(),
-        Some("error"),
-        "SSE ends with an error event"
+        Some("end"),
+        "SSE ends with an `end` event"
     );
 }
 
@@ -166,7 +166,7 @@ async fn shutdown_ends_sse_streams_websockets_and_http_long_polls_promptly() {
     let producer = spawn_http_producer(&["--heartbeat-interval", "1h"]).await;
     let http = producer.http.unwrap();
     let mut sse = SseClient::connect(http, "/events", None).await;
-    sse.next_data().await.unwrap(); // open
+    sse.next_data().await.unwrap(); // hello
     let mut ws = ws_connect(http, "/ws?after=0").await;
     ws_next_of(&mut ws, "subscribed").await;
     let long_poll = tokio::spawn(async move { get_json(http, "/poll?wait=60s").await });
@@ -177,7 +177,7 @@ async fn shutdown_ends_sse_streams_websockets_and_http_long_polls_promptly() {
     assert!(started.elapsed() < PROMPTLY, "took {:?}", started.elapsed());
 
     let last = sse.next_data().await.expect("a final event");
-    assert_eq!(last.event.as_deref(), Some("error"));
+    assert_eq!(last.event.as_deref(), Some("end"));
     assert_eq!(last.json()["code"], "shutting_down");
     assert!(sse.next().await.is_none(), "the SSE stream ends");
     assert_eq!(ws_next_of(&mut ws, "error").await["code"], "shutting_down");
