@@ -1,6 +1,15 @@
 #!/usr/bin/env bash
-# The metrics suite parses /metrics with the Python Prometheus client's text parsers.
+# The metrics suite parses /metrics with the Python Prometheus client's text parsers, and has a
+# real Prometheus server (Debian's package, standing in for the image) scrape both services.
 set -euo pipefail
 if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'prometheus-client==0.26.0'
+fi
+if ! command -v prometheus >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  # One `apt-get update` per CI run, shared with the other installers that need apt.
+  if [ ! -e /tmp/.pushpull-apt-updated ]; then
+    apt-get update -qq && touch /tmp/.pushpull-apt-updated
+  fi
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi

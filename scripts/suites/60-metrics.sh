@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # /metrics on both services, scraped over HTTP and parsed with the Python Prometheus client's
 # parsers (Prometheus text and strict OpenMetrics), after real traffic: a producer, a consumer
-# reading it, events published over HTTP, an SSE reader and a rejected request.
+# reading it, events published over HTTP, an SSE reader and a rejected request. Then a real
+# Prometheus server (Debian's package) scrapes both with deploy/prometheus/prometheus.yml's jobs
+# pointed at them, and its query API must return the same numbers.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 python3 -c 'import prometheus_client' 2>/dev/null || { echo "python3 prometheus_client missing (.ci/install.d/60-metrics.sh)"; exit 77; }
 command -v curl >/dev/null || { echo "curl missing"; exit 77; }
+command -v prometheus >/dev/null || { echo "prometheus missing (.ci/install.d/60-metrics.sh)"; exit 77; }
+promtool check config deploy/prometheus/prometheus.yml
 
 cargo build --quiet --locked -p pushpull-producer -p pushpull-consumer --bins
 bin=target/debug
@@ -93,3 +97,23 @@ assert p["pushpull_producer_request_duration_seconds"].type == "histogram"
 assert c["pushpull_consumer_latency_seconds"].type == "histogram"
 print(f"metrics parsed: producer {len(p)} families, consumer {len(c)} families; {len(checks)} values checked")
 PY
+
+# A real Prometheus scrapes both services, with the compose config's jobs pointed at this run.
+prom=$(free_port)
+sed -e "s/producer:8080/127.0.0.1:$http/" -e "s/\[\"push:9464\", \"poll:9464\", \"long-poll:9464\"\]/[\"127.0.0.1:$cmetrics\"]/" \
+  -e "s/scrape_interval: 5s/scrape_interval: 1s/" deploy/prometheus/prometheus.yml >"$work/prometheus.yml"
+grep -q "127.0.0.1:$cmetrics" "$work/prometheus.yml"
+prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
+  --web.listen-address=127.0.0.1:$prom >"$work/prometheus.log" 2>&1 & pids+=($!)
+query() { curl -fsS "http://127.0.0.1:$prom/api/v1/query" --data-urlencode "query=$1" 2>/dev/null |
+  python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")' 2>/dev/null || true; }
+ok=""
+for _ in $(seq 150); do
+  if [ "$(query 'sum(up{job=~"producer|consumer"})')" = 2 ] &&
+     [ "$(query 'pushpull_producer_head_sequence')" = 30 ] &&
+     [ "$(query 'pushpull_consumer_events_received_total{mode="push"}')" = 30 ] &&
+     [ "$(query 'pushpull_consumer_latency_seconds_count{mode="push"}')" = 30 ]; then ok=1; break; fi
+  sleep 0.2
+done
+[ -n "$ok" ] || { echo "Prometheus did not scrape the expected values"; tail -20 "$work/prometheus.log"; exit 1; }
+echo "prometheus $(prometheus --version 2>&1 | head -1 | cut -d' ' -f3) scraped both services: up=2, head_sequence=30, consumer events_received_total=30"
