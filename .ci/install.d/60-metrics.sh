@@ -11,5 +11,7 @@ if ! command -v prometheus >/dev/null 2>&1; then
   if [ ! -e /tmp/.pushpull-apt-updated ]; then
     apt-get update -qq && touch /tmp/.pushpull-apt-updated
   fi
-  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  log=$(mktemp)
+  apt-get install -y -qq --no-install-recommends prometheus >"$log" 2>&1 || { cat "$log"; exit 1; }
+  rm -f "$log"
 fi

@@ -8,7 +8,9 @@ if ! command -v chromium >/dev/null 2>&1; then
   if [ ! -e /tmp/.pushpull-apt-updated ]; then
     apt-get update -qq && touch /tmp/.pushpull-apt-updated
   fi
-  apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+  log=$(mktemp)
+  apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >"$log" 2>&1 || { cat "$log"; exit 1; }
+  rm -f "$log"
 fi
 prefix=/opt/pushpull-node
 if [ ! -e "$prefix/node_modules/playwright-core/package.json" ]; then

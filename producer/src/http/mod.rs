@@ -18,7 +18,7 @@ pub mod poll;
 pub mod sse;
 pub mod ws;
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -98,7 +98,8 @@ pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
 }

@@ -1,10 +1,10 @@
 //! `GET /events`: Server-Sent Events. Each event's `id:` is its sequence, so a browser's
 //! automatic reconnect sends `Last-Event-ID` and resumes exactly after the last event it got.
 
-use std::{convert::Infallible, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
 use axum::{
-    extract::{Query, State},
+    extract::{ConnectInfo, Query, State},
     http::HeaderMap,
     response::sse::{Event, KeepAlive, Sse},
 };
@@ -45,6 +45,7 @@ struct OpenJson<'a> {
 
 pub async fn events(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(query): Query<ReadParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -67,7 +68,7 @@ pub async fn events(
         .map_err(|err| ApiError::Log { err, cursor_field })?;
 
     let (tx, rx) = mpsc::channel::<Vec<Event>>(CHANNEL_CAPACITY);
-    let span = info_span!("sse", after_sequence = follower.cursor());
+    let span = info_span!("sse", %peer, after_sequence = follower.cursor());
     tokio::spawn(stream_events(state.clone(), follower, tx).instrument(span));
     let body = ReceiverStream::new(rx)
         .flat_map(stream::iter)

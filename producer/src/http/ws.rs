@@ -12,11 +12,11 @@
 //! Server → client: `subscribed`, `events` (a batch, as `GET /poll` returns it), `published`,
 //! `error` (the HTTP error body; a subscription that fails ends, the socket stays open).
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     extract::{
-        Query, State, WebSocketUpgrade,
+        ConnectInfo, Query, State, WebSocketUpgrade,
         ws::{CloseFrame, Message, WebSocket, close_code, rejection::WebSocketUpgradeRejection},
     },
     response::{IntoResponse as _, Response},
@@ -103,6 +103,7 @@ struct Subscription {
 /// before the upgrade, so a bad one is a plain 400.
 pub async fn upgrade(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<ReadParams>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -126,7 +127,7 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return Ok(rejection.into_response()),
     };
-    let span = info_span!("websocket");
+    let span = info_span!("websocket", %peer);
     Ok(ws.on_upgrade(move |socket| connection(state, socket, initial).instrument(span)))
 }
 

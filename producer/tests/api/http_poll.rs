@@ -231,3 +231,26 @@ async fn bad_input_gets_400_or_410_naming_the_field_and_appends_nothing() {
     assert_eq!(batch["head_sequence"], 30, "nothing was appended");
     producer.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_dashboard_page_is_served_at_the_root() {
+    let producer = spawn_http_producer(&[]).await;
+    let response = reqwest::get(url(producer.http.unwrap(), "/"))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let page = response.text().await.unwrap();
+    for needle in [
+        "new EventSource(\"/events\")",
+        "/ws\"",
+        "fetch(\"/consumers\"",
+    ] {
+        assert!(page.contains(needle), "the page uses {needle}");
+    }
+    producer.stop().await.unwrap();
+}
