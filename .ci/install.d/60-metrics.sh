@@ -7,8 +7,9 @@ if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
 fi
 if ! command -v prometheus >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
-  # One `apt-get update` per CI run, shared with the other installers that need apt.
-  if [ ! -e /tmp/.pushpull-apt-updated ]; then
+  # One `apt-get update` per CI run, shared with the other installers that need apt (a marker
+  # younger than an hour).
+  if [ -z "$(find /tmp/.pushpull-apt-updated -mmin -60 2>/dev/null)" ]; then
     apt-get update -qq && touch /tmp/.pushpull-apt-updated
   fi
   log=$(mktemp)
