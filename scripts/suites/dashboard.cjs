@@ -81,6 +81,11 @@ async function restartProducer() {
     }
     const head = Number(await page.textContent("#head"));
     check(head >= 3, `head sequence shown (${head})`);
+    await page.waitForFunction(
+      () => ["sse", "ws"].every((t) => /^[0-9.]+$/.test(document.getElementById(t + "-p50").textContent)),
+      null, { timeout: 2000 });
+    const p50 = await page.evaluate(() => ["sse", "ws"].map((t) => document.getElementById(t + "-p50").textContent));
+    check(p50.every((v) => Number(v) < 1000), `per-transport latency shown (p50 SSE ${p50[0]} ms, WebSocket ${p50[1]} ms)`);
 
     await page.waitForFunction(
       () => ["push", "poll", "long-poll"].every((mode) => {
