@@ -22,7 +22,7 @@ mod metered;
 pub mod metrics;
 pub mod service;
 
-use std::{future::Future, sync::Arc};
+use std::future::Future;
 
 use pushpull::{grpc, pb::producer_service_server::ProducerServiceServer};
 use tokio::net::TcpListener;
@@ -111,30 +111,11 @@ pub async fn run_with(
     );
 
     let metrics = Metrics::new(log.clone());
-    let consumers = config
-        .consumers
-        .iter()
-        .map(|url| http::consumers::ConsumerLink::new(url))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(RunError::Config)?;
     let http = match listeners.http {
         Some(listener) => {
+            let state = http::AppState::new(&config, log.clone(), metrics.clone(), stop.clone())
+                .map_err(RunError::Config)?;
             info!(addr = %listener.local_addr()?, "HTTP serving: /events /ws /poll /publish /metrics /");
-            let state = http::AppState {
-                log: log.clone(),
-                settings: http::HttpSettings {
-                    default_poll_events: config.default_poll_events,
-                    max_poll_events: config.max_poll_events,
-                    max_poll_wait: config.max_poll_wait,
-                    max_batch_events: config.max_batch_events,
-                    max_batch_bytes: config.max_batch_bytes,
-                    heartbeat_interval: config.heartbeat_interval,
-                    max_body_bytes: config.max_message_bytes,
-                },
-                metrics: metrics.clone(),
-                stop: stop.clone(),
-                consumers: Arc::new(consumers),
-            };
             Some(tokio::spawn(http::serve(listener, state)))
         }
         None => None,
@@ -192,7 +173,10 @@ pub async fn run_with(
         .add_service(producer_service)
         .serve_with_incoming_shutdown(grpc::incoming(listener), stopping);
     let servers = async {
-        server.await?;
+        let served = server.await;
+        // Whatever ended the gRPC server (shutdown, or an error) ends the HTTP side too.
+        stop.cancel();
+        served?;
         if let Some(http) = http {
             http.await
                 .map_err(|e| RunError::Http(e.to_string()))?

@@ -32,7 +32,7 @@ use axum::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{error::Error, log::EventLog, metrics::Metrics};
+use crate::{Config, error::Error, log::EventLog, metrics::Metrics};
 use consumers::ConsumerLink;
 use error::Rejected;
 
@@ -65,6 +65,36 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The HTTP side's state for a producer configured by `config`, over its `log`. Fails on a
+    /// malformed `--consumers` URL.
+    pub fn new(
+        config: &Config,
+        log: EventLog,
+        metrics: Metrics,
+        stop: CancellationToken,
+    ) -> Result<Self, String> {
+        let consumers = config
+            .consumers
+            .iter()
+            .map(|url| ConsumerLink::new(url))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            log,
+            settings: HttpSettings {
+                default_poll_events: config.default_poll_events,
+                max_poll_events: config.max_poll_events,
+                max_poll_wait: config.max_poll_wait,
+                max_batch_events: config.max_batch_events,
+                max_batch_bytes: config.max_batch_bytes,
+                heartbeat_interval: config.heartbeat_interval,
+                max_body_bytes: config.max_message_bytes,
+            },
+            metrics,
+            stop,
+            consumers: Arc::new(consumers),
+        })
+    }
+
     fn check_running(&self) -> Result<(), Error> {
         if self.stop.is_cancelled() {
             Err(Error::ShuttingDown)
