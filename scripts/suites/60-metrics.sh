@@ -12,7 +12,7 @@ command -v prometheus >/dev/null || { echo "prometheus missing (.ci/install.d/60
 promtool check config deploy/prometheus/prometheus.yml
 
 cargo build --quiet --locked -p pushpull-producer -p pushpull-consumer --bins
-bin=target/debug
+bin=${CARGO_TARGET_DIR:-target}/debug
 work=$(mktemp -d)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }

@@ -11,10 +11,11 @@ command -v node >/dev/null || { echo "node missing"; exit 77; }
 [ -e "$NODE_PATH/playwright-core/package.json" ] || { echo "playwright-core missing (.ci/install.d/65-dashboard.sh)"; exit 77; }
 
 cargo build --quiet --locked -p pushpull-producer -p pushpull-consumer --bins
-bin=$PWD/target/debug
+target=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
+bin=$target/debug
 export NO_COLOR=1
 work=$(mktemp -d)
-mkdir -p target/dashboard
+mkdir -p "${CARGO_TARGET_DIR:-target}/dashboard"
 pids=()
 cleanup() {
   [ -n "${keeper:-}" ] && kill "$keeper" 2>/dev/null || true
@@ -46,5 +47,5 @@ for spec in "$c1 push" "$c2 poll" "$c3 long-poll"; do
 done
 
 PRODUCER_HTTP=127.0.0.1:$http PRODUCER_PID_FILE=$work/producer.pid \
-  SCREENSHOT=$PWD/target/dashboard/dashboard.png NODE_PATH=$NODE_PATH \
+  SCREENSHOT=$target/dashboard/dashboard.png NODE_PATH=$NODE_PATH \
   timeout 120 node scripts/suites/dashboard.cjs || { echo "--- producer log"; tail -20 "$work/producer.log"; exit 1; }
