@@ -11,7 +11,9 @@ command -v curl >/dev/null || { echo "curl missing"; exit 77; }
 command -v prometheus >/dev/null || { echo "prometheus missing (.ci/install.d/60-metrics.sh)"; exit 77; }
 promtool check config deploy/prometheus/prometheus.yml
 
-cargo build --quiet --locked -p pushpull-producer -p pushpull-consumer --bins
+# The same build as `cargo test --workspace` (so the same feature set: nothing to rebuild after
+# it); the integration tests need the binaries, so this builds them.
+cargo test --workspace --locked --no-run --quiet
 bin=${CARGO_TARGET_DIR:-target}/debug
 work=$(mktemp -d)
 pids=()

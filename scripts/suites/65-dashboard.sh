@@ -10,7 +10,9 @@ command -v chromium >/dev/null || { echo "chromium missing (.ci/install.d/65-das
 command -v node >/dev/null || { echo "node missing"; exit 77; }
 [ -e "$NODE_PATH/playwright-core/package.json" ] || { echo "playwright-core missing (.ci/install.d/65-dashboard.sh)"; exit 77; }
 
-cargo build --quiet --locked -p pushpull-producer -p pushpull-consumer --bins
+# The same build as `cargo test --workspace` (so the same feature set: nothing to rebuild after
+# it); the integration tests need the binaries, so this builds them.
+cargo test --workspace --locked --no-run --quiet
 target=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
 bin=$target/debug
 export NO_COLOR=1
