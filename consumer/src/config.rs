@@ -79,6 +79,10 @@ pub struct Config {
     #[arg(long, env = "CONSUMER_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_message_bytes: usize,
 
+    /// Address to serve Prometheus metrics on (GET /metrics), e.g. 0.0.0.0:9464. Off when unset.
+    #[arg(long, env = "CONSUMER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Log output format.
     #[arg(long, env = "CONSUMER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -6,12 +6,15 @@
 //! - [`checkpoint`]: the cursor on disk, written atomically.
 //! - [`stats`]: counters and the latency histogram.
 //! - [`service`]: `pushpull.v1.ConsumerService` (GetStats) over the stats.
+//! - [`metrics`]: the same stats as Prometheus metrics, on an optional HTTP listener.
 //!
-//! [`run`] wires them together; `main.rs` only parses flags, binds and calls it.
+//! [`run`] wires them together ([`run_with`] adds the metrics listener); `main.rs` only parses
+//! flags, binds and calls it.
 
 pub mod backoff;
 pub mod checkpoint;
 pub mod config;
+pub mod metrics;
 pub mod reader;
 pub mod service;
 pub mod stats;
@@ -53,6 +56,13 @@ pub enum RunError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Where the consumer serves: GetStats (gRPC) always, `/metrics` (HTTP) when a listener is given.
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub metrics: Option<TcpListener>,
+}
+
 /// Reads from the producer and serves GetStats on `listener` until `shutdown` resolves; then
 /// stops reading, saves the checkpoint and returns.
 pub async fn run(
@@ -60,7 +70,21 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let listeners = Listeners {
+        grpc: listener,
+        metrics: None,
+    };
+    run_with(config, listeners, shutdown).await
+}
+
+/// [`run`], plus `GET /metrics` on `listeners.metrics` when given (the caller binds it).
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
     config.validate().map_err(RunError::Config)?;
+    let listener = listeners.grpc;
     let cursor = start_cursor(&config)?;
     let stats = Stats::new(
         config.mode.into(),
@@ -92,6 +116,19 @@ pub async fn run(
             stop.clone(),
         ));
     }
+
+    let metrics_server = match listeners.metrics {
+        Some(listener) => {
+            info!(addr = %listener.local_addr()?, "serving /metrics");
+            let metrics = metrics::Metrics::new(stats.clone());
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                metrics,
+                stop.clone(),
+            )))
+        }
+        None => None,
+    };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -130,6 +167,13 @@ pub async fn run(
     // returns promptly.
     if let Err(err) = reader_task.await {
         warn!(%err, "reader task failed");
+    }
+    if let Some(server) = metrics_server {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => warn!(%err, "metrics server failed"),
+            Err(err) => warn!(%err, "metrics server task failed"),
+        }
     }
     info!("consumer stopped");
     Ok(())

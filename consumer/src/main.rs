@@ -17,7 +17,21 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match consumer::run(config, listener, pushpull::shutdown::signal()).await {
+    let metrics = match config.metrics_listen {
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(listener) => Some(listener),
+            Err(err) => {
+                tracing::error!(%addr, %err, "cannot listen for metrics");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let listeners = consumer::Listeners {
+        grpc: listener,
+        metrics,
+    };
+    match consumer::run_with(config, listeners, pushpull::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(%err, "consumer failed");

@@ -44,6 +44,8 @@ struct Inner {
     connected: bool,
     /// Microseconds from `produced_at` to receipt, 3 significant digits.
     latency_us: Histogram<u64>,
+    /// Exact sum of the recorded latencies, in microseconds (for Prometheus' `_sum`).
+    latency_sum_us: u64,
 }
 
 /// What one response held, as far as the counters care.
@@ -89,6 +91,7 @@ impl Stats {
                 after_sequence: None,
                 connected: false,
                 latency_us,
+                latency_sum_us: 0,
             })),
         }
     }
@@ -146,6 +149,7 @@ impl Stats {
         for latency in latencies {
             let us = (latency.as_micros() as u64).clamp(1, MAX_TRACKED_LATENCY_US);
             inner.latency_us.saturating_record(us);
+            inner.latency_sum_us = inner.latency_sum_us.saturating_add(us);
         }
         inner.after_sequence = cursor;
     }
@@ -166,6 +170,28 @@ impl Stats {
             p50: percentile(&inner.latency_us, 50.0),
             p99: percentile(&inner.latency_us, 99.0),
         }
+    }
+
+    /// The latency distribution as a Prometheus histogram: for each upper bound (microseconds,
+    /// ascending) the number of latencies in that bucket alone, then the rest (`+Inf`); the sum
+    /// in seconds; the count.
+    pub fn latency_buckets(&self, bounds_us: &[u64]) -> (Vec<u64>, f64, u64) {
+        let inner = self.lock();
+        let h = &inner.latency_us;
+        let mut counts = Vec::with_capacity(bounds_us.len() + 1);
+        let mut below = 0u64;
+        for &bound in bounds_us {
+            // Every recorded value that hdrhistogram would report as at most `bound`.
+            let cumulative: u64 = h
+                .iter_recorded()
+                .take_while(|v| v.value_iterated_to() <= bound)
+                .map(|v| v.count_at_value())
+                .sum();
+            counts.push(cumulative.saturating_sub(below));
+            below = below.max(cumulative);
+        }
+        counts.push(h.len().saturating_sub(below));
+        (counts, inner.latency_sum_us as f64 / 1e6, h.len())
     }
 
     /// The GetStats response.
@@ -250,6 +276,25 @@ mod tests {
         assert!(p50 >= ms(2) && p50 < ms(3), "{p50:?}");
         assert!(max >= ms(100) && max < ms(101), "{max:?}");
         assert_eq!(snap.mode, ReadMode::Push as i32);
+    }
+
+    #[test]
+    fn latency_buckets_count_each_latency_once() {
+        let stats = Stats::new(ReadMode::Poll, "p".into(), vec![]);
+        let ms = Duration::from_millis;
+        stats.record(
+            Received {
+                events: 4,
+                ..Received::default()
+            },
+            Some(4),
+            [ms(1), ms(3), ms(3), ms(2000)],
+            Some(4),
+        );
+        let (counts, sum, count) = stats.latency_buckets(&[1_000, 5_000, 1_000_000]);
+        assert_eq!(counts, vec![1, 2, 0, 1]);
+        assert_eq!(count, 4);
+        assert!((sum - 2.007).abs() < 1e-9, "{sum}");
     }
 
     #[test]

@@ -69,9 +69,48 @@ pub struct Config {
     #[arg(long, env = "PRODUCER_DEMO_RATE", default_value_t = 0)]
     pub demo_rate: u32,
 
+    /// Address for the HTTP side: SSE (/events), WebSocket (/ws), HTTP long polling (/poll),
+    /// POST /publish, /metrics and the dashboard (/). `off` turns it off.
+    #[arg(long, env = "PRODUCER_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub http_listen: HttpListen,
+
+    /// Consumers whose GetStats the dashboard shows (comma-separated gRPC URLs, e.g.
+    /// http://127.0.0.1:50061); served as JSON at /consumers.
+    #[arg(long, env = "PRODUCER_CONSUMERS", value_delimiter = ',')]
+    pub consumers: Vec<String>,
+
     /// Log output format.
     #[arg(long, env = "PRODUCER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// `--http-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpListen {
+    Off,
+    On(SocketAddr),
+}
+
+impl HttpListen {
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            HttpListen::Off => None,
+            HttpListen::On(addr) => Some(addr),
+        }
+    }
+}
+
+impl std::str::FromStr for HttpListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(HttpListen::Off);
+        }
+        s.parse()
+            .map(HttpListen::On)
+            .map_err(|_| format!("{s:?} is not an address like 0.0.0.0:8080, or `off`"))
+    }
 }
 
 /// Headroom, on top of the largest payload or batch, for the protobuf framing around it.
@@ -130,6 +169,13 @@ mod tests {
         assert!(config.retention_events >= 100_000);
         assert_eq!(config.demo_rate, 0, "the demo source is off by default");
         assert!(config.max_message_bytes > config.max_payload_bytes);
+        assert_eq!(config.http_listen.addr(), Some(([0, 0, 0, 0], 8080).into()));
+    }
+
+    #[test]
+    fn http_can_be_turned_off() {
+        let config = Config::parse_from(["producer", "--http-listen", "off"]);
+        assert_eq!(config.http_listen, HttpListen::Off);
     }
 
     #[test]

@@ -6,13 +6,20 @@
 //!   (pull and long poll).
 //! - [`error`]: the producer's errors and their one mapping to gRPC statuses.
 //! - [`demo`]: an optional source of readable events.
+//! - [`http`]: the HTTP side over the same log: SSE, WebSocket, HTTP long polling, `/metrics`,
+//!   the dashboard.
+//! - [`metrics`]: the Prometheus metrics; `metered` adds them to the gRPC service.
 //!
-//! [`run`] wires them to a listener; `main.rs` only parses flags, binds and calls it.
+//! [`run`] wires them to a listener ([`run_with`] to an HTTP listener too); `main.rs` only
+//! parses flags, binds and calls it.
 
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod http;
 pub mod log;
+mod metered;
+pub mod metrics;
 pub mod service;
 
 use std::future::Future;
@@ -27,6 +34,8 @@ pub use config::Config;
 
 use crate::{
     log::{EventLog, PublishLimits, Retention},
+    metered::MeteredApi,
+    metrics::Metrics,
     service::{ProducerApi, Settings},
 };
 
@@ -41,17 +50,42 @@ pub enum RunError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("HTTP server: {0}")]
+    Http(String),
 }
 
-/// Serves the producer on `listener` until `shutdown` resolves, then ends open streams and long
-/// polls with UNAVAILABLE and returns once connections have closed (or after
-/// `config.shutdown_grace`, whichever is first).
+/// Where the producer serves: gRPC always, HTTP (SSE, WebSocket, long polling, /metrics, the
+/// dashboard) when a listener is given.
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: Option<TcpListener>,
+}
+
+/// Serves the producer's gRPC API on `listener` until `shutdown` resolves, then ends open streams
+/// and long polls with UNAVAILABLE and returns once connections have closed (or after
+/// `config.shutdown_grace`, whichever is first). No HTTP side: see [`run_with`].
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let listeners = Listeners {
+        grpc: listener,
+        http: None,
+    };
+    run_with(config, listeners, shutdown).await
+}
+
+/// [`run`], plus the HTTP side on `listeners.http` when given (the caller binds it, as it binds
+/// gRPC's, so tests use port 0). Shutdown ends SSE streams, WebSockets and HTTP long polls too.
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
     config.validate().map_err(RunError::Config)?;
+    let listener = listeners.grpc;
     let log = EventLog::new(
         Retention {
             max_events: config.retention_events,
@@ -76,6 +110,17 @@ pub async fn run(
         stop.clone(),
     );
 
+    let metrics = Metrics::new(log.clone());
+    let http = match listeners.http {
+        Some(listener) => {
+            let state = http::AppState::new(&config, log.clone(), metrics.clone(), stop.clone())
+                .map_err(RunError::Config)?;
+            info!(addr = %listener.local_addr()?, "HTTP serving: /events /ws /poll /publish /metrics /");
+            Some(tokio::spawn(http::serve(listener, state)))
+        }
+        None => None,
+    };
+
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<ProducerServiceServer<ProducerApi>>()
@@ -98,7 +143,7 @@ pub async fn run(
         "producer serving"
     );
 
-    let producer_service = ProducerServiceServer::new(api)
+    let producer_service = ProducerServiceServer::new(MeteredApi::new(api, metrics))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes)
         .accept_compressed(CompressionEncoding::Gzip)
@@ -127,12 +172,24 @@ pub async fn run(
         .add_service(grpc::reflection_v1alpha()?)
         .add_service(producer_service)
         .serve_with_incoming_shutdown(grpc::incoming(listener), stopping);
+    let servers = async {
+        let served = server.await;
+        // Whatever ended the gRPC server (shutdown, or an error) ends the HTTP side too.
+        stop.cancel();
+        served?;
+        if let Some(http) = http {
+            http.await
+                .map_err(|e| RunError::Http(e.to_string()))?
+                .map_err(|e| RunError::Http(e.to_string()))?;
+        }
+        Ok::<(), RunError>(())
+    };
 
     // tonic waits for every connection to close; a client that never reads could hold it open
     // forever, so the wait is bounded.
     let grace = config.shutdown_grace;
     tokio::select! {
-        served = server => served?,
+        served = servers => served?,
         _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
             warn!(?grace, "connections still open after the shutdown grace period; exiting anyway");
         }

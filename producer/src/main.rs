@@ -1,4 +1,5 @@
-//! `producer`: parse flags, start logging, bind, serve until SIGTERM / SIGINT.
+//! `producer`: parse flags, start logging, bind (gRPC, and HTTP unless off), serve until SIGTERM /
+//! SIGINT.
 
 use std::process::ExitCode;
 
@@ -17,7 +18,21 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match producer::run(config, listener, pushpull::shutdown::signal()).await {
+    let http = match config.http_listen.addr() {
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(listener) => Some(listener),
+            Err(err) => {
+                tracing::error!(%addr, %err, "cannot listen for HTTP (--http-listen off turns it off)");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let listeners = producer::Listeners {
+        grpc: listener,
+        http,
+    };
+    match producer::run_with(config, listeners, pushpull::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(%err, "producer failed");

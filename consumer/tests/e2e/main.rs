@@ -4,6 +4,7 @@
 
 mod delivery;
 mod helpers;
+mod http;
 mod resume;
 mod retention;
 mod service;

@@ -16,6 +16,8 @@ pub const PROMPTLY: Duration = Duration::from_secs(5);
 /// A producer serving on 127.0.0.1:0, stopped by [`TestProducer::stop`] (or on drop).
 pub struct TestProducer {
     pub addr: SocketAddr,
+    /// The HTTP side's address, when started with [`spawn_http_producer`].
+    pub http: Option<SocketAddr>,
     pub client: ProducerServiceClient<Channel>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<Result<(), RunError>>,
@@ -43,6 +45,32 @@ pub async fn spawn_producer(args: &[&str]) -> TestProducer {
     }));
     TestProducer {
         addr,
+        http: None,
+        client: client(addr).await,
+        shutdown: Some(tx),
+        handle,
+    }
+}
+
+/// Starts a producer with its HTTP side too, both on port 0.
+pub async fn spawn_http_producer(args: &[&str]) -> TestProducer {
+    init_test_log();
+    let config = Config::parse_from(std::iter::once("producer").chain(args.iter().copied()));
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let addr = grpc.local_addr().expect("local addr");
+    let http_addr = http.local_addr().expect("local addr");
+    let (tx, rx) = oneshot::channel::<()>();
+    let listeners = producer::Listeners {
+        grpc,
+        http: Some(http),
+    };
+    let handle = tokio::spawn(producer::run_with(config, listeners, async move {
+        let _ = rx.await;
+    }));
+    TestProducer {
+        addr,
+        http: Some(http_addr),
         client: client(addr).await,
         shutdown: Some(tx),
         handle,

@@ -4,6 +4,11 @@
 mod errors;
 mod health_reflection;
 mod helpers;
+mod http_client;
+mod http_metrics;
+mod http_poll;
+mod http_sse;
+mod http_ws;
 mod poll;
 mod publish;
 mod shutdown;

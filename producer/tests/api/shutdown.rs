@@ -63,10 +63,13 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn sigterm_with_subscribers_attached_exits_zero_promptly() {
     let port = free_port();
+    let http_port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_producer"))
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--http-listen",
+            &format!("127.0.0.1:{http_port}"),
             "--demo-rate",
             "100",
         ])
@@ -103,6 +106,9 @@ async fn sigterm_with_subscribers_attached_exits_zero_promptly() {
         stream.message().await.unwrap().unwrap();
         streams.push(stream);
     }
+    let http_addr = format!("127.0.0.1:{http_port}").parse().unwrap();
+    let mut sse = crate::http_client::SseClient::connect(http_addr, "/events?after=0", None).await;
+    assert_eq!(sse.status, 200);
 
     let started = Instant::now();
     let killed = Command::new("kill")
@@ -137,4 +143,52 @@ async fn sigterm_with_subscribers_attached_exits_zero_promptly() {
         .expect("stream ended");
         assert_eq!(end, Some(Code::Unavailable));
     }
+    let last = timeout(PROMPTLY, async {
+        let mut last = None;
+        while let Some(frame) = sse.next_data().await {
+            last = Some(frame);
+        }
+        last
+    })
+    .await
+    .expect("SSE stream ended");
+    assert_eq!(
+        last.and_then(|f| f.event).as_deref(),
+        Some("end"),
+        "SSE ends with an `end` event"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_ends_sse_streams_websockets_and_http_long_polls_promptly() {
+    use crate::http_client::*;
+
+    let producer = spawn_http_producer(&["--heartbeat-interval", "1h"]).await;
+    let http = producer.http.unwrap();
+    let mut sse = SseClient::connect(http, "/events", None).await;
+    sse.next_data().await.unwrap(); // hello
+    let mut ws = ws_connect(http, "/ws?after=0").await;
+    ws_next_of(&mut ws, "subscribed").await;
+    let long_poll = tokio::spawn(async move { get_json(http, "/poll?wait=60s").await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let started = Instant::now();
+    producer.stop().await.expect("clean stop");
+    assert!(started.elapsed() < PROMPTLY, "took {:?}", started.elapsed());
+
+    let last = sse.next_data().await.expect("a final event");
+    assert_eq!(last.event.as_deref(), Some("end"));
+    assert_eq!(last.json()["code"], "shutting_down");
+    assert!(sse.next().await.is_none(), "the SSE stream ends");
+    assert_eq!(ws_next_of(&mut ws, "error").await["code"], "shutting_down");
+    assert_eq!(
+        ws_next(&mut ws).await,
+        Err(Some(1001)),
+        "closed with 1001 going away"
+    );
+    let (status, body) = timeout(PROMPTLY, long_poll).await.unwrap().unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("shutting_down"))
+    );
 }

@@ -1,0 +1,154 @@
+//! The producer's HTTP side (axum), over the same [`EventLog`] and cursor rules as gRPC:
+//!
+//! - `GET /events`: Server-Sent Events ([`sse`]);
+//! - `GET /ws`: WebSocket, subscribe and publish ([`ws`]);
+//! - `GET /poll`, `POST /publish`: HTTP (long) polling and publishing in JSON ([`poll`]);
+//! - `GET /metrics`: Prometheus text ([`crate::metrics`]);
+//! - `GET /consumers`: the consumers' `GetStats` in JSON ([`consumers`]);
+//! - `GET /`: the live dashboard (`dashboard.html`, embedded).
+//!
+//! JSON shapes are in [`json`]; errors become responses in one place, [`error`].
+
+pub mod consumers;
+pub mod error;
+pub mod follow;
+pub mod json;
+pub mod params;
+pub mod poll;
+pub mod sse;
+pub mod ws;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, State},
+    http::header,
+    middleware,
+    response::{Html, IntoResponse, Response},
+    routing::{get, post},
+    serve::ListenerExt as _,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Config, error::Error, log::EventLog, metrics::Metrics};
+use consumers::ConsumerLink;
+use error::Rejected;
+
+/// The dashboard: one page, no build step.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// Limits and timings, from the configuration (the same values the gRPC side uses).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    pub default_poll_events: u32,
+    pub max_poll_events: u32,
+    pub max_poll_wait: Duration,
+    pub max_batch_events: usize,
+    pub max_batch_bytes: usize,
+    /// SSE keep-alive comments and WebSocket pings, on idle connections.
+    pub heartbeat_interval: Duration,
+    /// Largest request body (`POST /publish`).
+    pub max_body_bytes: usize,
+}
+
+/// What every handler shares; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub log: EventLog,
+    pub settings: HttpSettings,
+    pub metrics: Metrics,
+    /// Cancelled at shutdown: every SSE stream, WebSocket and long poll ends with it.
+    pub stop: CancellationToken,
+    pub consumers: Arc<Vec<ConsumerLink>>,
+}
+
+impl AppState {
+    /// The HTTP side's state for a producer configured by `config`, over its `log`. Fails on a
+    /// malformed `--consumers` URL.
+    pub fn new(
+        config: &Config,
+        log: EventLog,
+        metrics: Metrics,
+        stop: CancellationToken,
+    ) -> Result<Self, String> {
+        let consumers = config
+            .consumers
+            .iter()
+            .map(|url| ConsumerLink::new(url))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            log,
+            settings: HttpSettings {
+                default_poll_events: config.default_poll_events,
+                max_poll_events: config.max_poll_events,
+                max_poll_wait: config.max_poll_wait,
+                max_batch_events: config.max_batch_events,
+                max_batch_bytes: config.max_batch_bytes,
+                heartbeat_interval: config.heartbeat_interval,
+                max_body_bytes: config.max_message_bytes,
+            },
+            metrics,
+            stop,
+            consumers: Arc::new(consumers),
+        })
+    }
+
+    fn check_running(&self) -> Result<(), Error> {
+        if self.stop.is_cancelled() {
+            Err(Error::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(DASHBOARD) }))
+        .route("/events", get(sse::events))
+        .route("/ws", get(ws::upgrade))
+        .route("/poll", get(poll::poll))
+        .route("/publish", post(poll::publish))
+        .route("/metrics", get(metrics))
+        .route("/consumers", get(consumers::stats))
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .layer(middleware::map_response_with_state(
+            state.clone(),
+            count_rejections,
+        ))
+        .with_state(state)
+}
+
+/// Serves until `state.stop` is cancelled; open streams end with it (each listens to it).
+pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+    let stop = state.stop.clone();
+    // Small pushes must not wait for Nagle's algorithm (see `pushpull::grpc::incoming`).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Counts every refused request by its reason (set by `ApiError::into_response`).
+async fn count_rejections(State(state): State<AppState>, response: Response) -> Response {
+    if let Some(Rejected(reason)) = response.extensions().get::<Rejected>() {
+        state.metrics.rejected("http", reason);
+    }
+    response
+}

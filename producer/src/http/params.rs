@@ -1,0 +1,143 @@
+//! Query parameters and headers shared by the HTTP endpoints, parsed into the log's types with
+//! errors that name the parameter.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::ApiError;
+use crate::{error::Error, log::TopicFilter};
+
+/// `?after=SEQ&topics=a,b` (SSE, WebSocket) plus the poll-only parameters.
+#[derive(Debug, Default, Deserialize)]
+pub struct ReadParams {
+    pub after: Option<String>,
+    pub topics: Option<String>,
+    pub max_events: Option<String>,
+    pub wait: Option<String>,
+}
+
+/// `after`: a sequence number; absent or empty means "from the head".
+pub fn after(value: Option<&str>, field: &'static str) -> Result<Option<u64>, ApiError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            ApiError::bad(
+                field,
+                format!(
+                    "{field} {v:?} is not a sequence number: use 0 for the oldest retained event, \
+                     or leave it out to start at the head"
+                ),
+            )
+        }),
+    }
+}
+
+/// `topics=a,b`: comma-separated; absent or empty means all topics.
+pub fn topics(value: Option<&str>) -> Result<TopicFilter, ApiError> {
+    let topics = match value {
+        None | Some("") => vec![],
+        Some(v) => v.split(',').map(|t| t.trim().to_owned()).collect(),
+    };
+    Ok(TopicFilter::new(topics)?)
+}
+
+/// `max_events`: 0 or absent means `default`; over `max` is refused like gRPC.
+pub fn max_events(value: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+    let n = match value.map(str::trim) {
+        None | Some("") => 0,
+        Some(v) => v.parse::<u32>().map_err(|_| {
+            ApiError::bad(
+                "max_events",
+                format!("max_events {v:?} is not a number from 0 to {max}"),
+            )
+        })?,
+    };
+    match n {
+        0 => Ok(default),
+        n if n > max => Err(Error::MaxEventsTooLarge {
+            value: n,
+            default,
+            max,
+        }
+        .into()),
+        n => Ok(n),
+    }
+}
+
+/// `wait`: a duration such as `30s` or `500ms`, or a bare number of seconds (`2.5`); absent
+/// means return at once.
+pub fn wait(value: Option<&str>, max: Duration) -> Result<Duration, ApiError> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(Duration::ZERO);
+    };
+    let wait = match v.parse::<f64>() {
+        Ok(secs) if secs < 0.0 => {
+            return Err(Error::InvalidMaxWait {
+                value: v.to_owned(),
+                reason: "it must not be negative",
+            }
+            .into());
+        }
+        Ok(secs) if secs.is_finite() => Duration::try_from_secs_f64(secs).ok(),
+        Ok(_) => None,
+        Err(_) => humantime::parse_duration(v).ok(),
+    };
+    let Some(wait) = wait else {
+        return Err(ApiError::bad(
+            "wait",
+            format!("wait {v:?} is not a duration: use e.g. 30s, 500ms or 2.5 (seconds)"),
+        ));
+    };
+    if wait > max {
+        return Err(Error::MaxWaitTooLong {
+            value: v.to_owned(),
+            max: humantime::format_duration(max).to_string(),
+        }
+        .into());
+    }
+    Ok(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_accepts_units_and_seconds_and_refuses_the_rest() {
+        let max = Duration::from_secs(60);
+        assert_eq!(wait(None, max).unwrap(), Duration::ZERO);
+        assert_eq!(
+            wait(Some("500ms"), max).unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(wait(Some("2.5"), max).unwrap(), Duration::from_millis(2500));
+        assert_eq!(
+            wait(Some("-1"), max).unwrap_err().reason(),
+            "invalid_argument"
+        );
+        assert_eq!(
+            wait(Some("61s"), max).unwrap_err().body().field.as_deref(),
+            Some("wait")
+        );
+        assert_eq!(wait(Some("soon"), max).unwrap_err().reason(), "bad_request");
+    }
+
+    #[test]
+    fn max_events_follows_the_grpc_rules() {
+        assert_eq!(max_events(Some("0"), 1000, 10_000).unwrap(), 1000);
+        assert_eq!(max_events(Some("7"), 1000, 10_000).unwrap(), 7);
+        assert!(max_events(Some("10001"), 1000, 10_000).is_err());
+        assert!(max_events(Some("x"), 1000, 10_000).is_err());
+    }
+
+    #[test]
+    fn after_and_topics() {
+        assert_eq!(after(Some("12"), "after").unwrap(), Some(12));
+        assert_eq!(after(Some(""), "after").unwrap(), None);
+        assert!(after(Some("-1"), "after").is_err());
+        assert!(topics(Some("a,b")).is_ok());
+        let err = topics(Some("a,b c")).unwrap_err();
+        assert_eq!(err.body().field.as_deref(), Some("topics[1]"));
+    }
+}

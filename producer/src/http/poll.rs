@@ -1,0 +1,83 @@
+//! `GET /poll` (HTTP long polling) and `POST /publish`, in JSON.
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Query, State},
+};
+
+use super::{
+    AppState,
+    error::ApiError,
+    follow::long_poll,
+    json::{BatchJson, PublishJson, PublishedJson, decode_events},
+    params::{self, ReadParams},
+};
+use crate::{log::ReadLimits, metrics::Transport};
+
+/// `GET /poll?after=SEQ&topics=a,b&max_events=N&wait=30s`: one batch after the cursor, like
+/// gRPC `Poll`; with `wait` it returns as soon as a matching event exists, or empty at the end.
+pub async fn poll(
+    State(state): State<AppState>,
+    Query(query): Query<ReadParams>,
+) -> Result<Json<BatchJson>, ApiError> {
+    let timer = state.metrics.timer("http", "poll");
+    state.check_running()?;
+    let s = &state.settings;
+    let max_events = params::max_events(
+        query.max_events.as_deref(),
+        s.default_poll_events,
+        s.max_poll_events,
+    )?;
+    let wait = params::wait(query.wait.as_deref(), s.max_poll_wait)?;
+    let filter = params::topics(query.topics.as_deref())?;
+    let after = params::after(query.after.as_deref(), "after")?;
+    let cursor = after.unwrap_or_else(|| state.log.head());
+    let limits = ReadLimits {
+        max_events: max_events as usize,
+        max_bytes: s.max_batch_bytes,
+    };
+    let batch = {
+        let _poller = state.metrics.poller(Transport::HttpPoll);
+        long_poll(&state.log, cursor, &filter, limits, wait, &state.stop).await?
+    };
+    state
+        .metrics
+        .delivered(Transport::HttpPoll, batch.events.len());
+    timer.finish();
+    Ok(Json(BatchJson::new(&batch, state.log.log_id())))
+}
+
+/// `POST /publish` with `{"events":[{"topic":"t","payload":"text"}, ...]}` (payloads in base64
+/// with `"encoding":"base64"`): appends atomically, like gRPC `Publish`.
+pub async fn publish(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<PublishedJson>, ApiError> {
+    let timer = state.metrics.timer("http", "publish");
+    state.check_running()?;
+    let request: PublishJson = serde_json::from_slice(&body).map_err(|err| {
+        ApiError::bad(
+            "body",
+            format!(
+                "the body is not a publish request ({err}); expected \
+                 {{\"events\":[{{\"topic\":\"...\",\"payload\":\"...\",\"encoding\":\"utf8|base64\"}}]}}"
+            ),
+        )
+    })?;
+    let published = publish_events(&state, request)?;
+    timer.finish();
+    Ok(Json(published))
+}
+
+/// Shared by `POST /publish` and the WebSocket `publish` message.
+pub fn publish_events(state: &AppState, request: PublishJson) -> Result<PublishedJson, ApiError> {
+    let events =
+        decode_events(request.events).map_err(|(field, message)| ApiError::bad(field, message))?;
+    let (first_sequence, last_sequence) = state.log.append(events)?;
+    Ok(PublishedJson {
+        first_sequence,
+        last_sequence,
+        log_id: state.log.log_id().to_owned(),
+    })
+}

@@ -1,0 +1,142 @@
+//! `GET /events`: Server-Sent Events. Each event's `id:` is its sequence, so a browser's
+//! automatic reconnect sends `Last-Event-ID` and resumes exactly after the last event it got.
+
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
+
+use axum::{
+    extract::{ConnectInfo, Query, State},
+    http::HeaderMap,
+    response::sse::{Event, KeepAlive, Sse},
+};
+use futures_util::{Stream, StreamExt as _, stream};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{Instrument as _, debug, info_span, warn};
+
+use super::{
+    AppState,
+    error::ApiError,
+    follow::Follower,
+    json::{EventJson, rfc3339},
+    params::{self, ReadParams},
+};
+use crate::{error::Error, log::ReadLimits, metrics::Transport};
+
+/// Batches prepared ahead of the client: the log is the buffer, not this channel.
+const CHANNEL_CAPACITY: usize = 2;
+
+/// The `retry:` hint: how long a browser waits before reconnecting.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// How long the final `error` event may take to reach a client that is not reading.
+const FINAL_EVENT_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The first event of every stream (`event: hello`): where it starts. Not `open` or `error`:
+/// those names are EventSource's own connection events, and a listener would get both.
+#[derive(Debug, Serialize)]
+struct OpenJson<'a> {
+    log_id: &'a str,
+    after_sequence: u64,
+    head_sequence: u64,
+    oldest_sequence: u64,
+    server_time: String,
+}
+
+pub async fn events(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(query): Query<ReadParams>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    state.check_running()?;
+    let filter = params::topics(query.topics.as_deref())?;
+    // A reconnecting browser repeats the original URL (with its `after`) and adds
+    // Last-Event-ID: the header is the newer cursor, so it wins.
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("not ASCII"));
+    let (after, cursor_field) = match last_event_id {
+        Some(id) => (params::after(Some(id), "Last-Event-ID")?, "Last-Event-ID"),
+        None => (params::after(query.after.as_deref(), "after")?, "after"),
+    };
+    let limits = ReadLimits {
+        max_events: state.settings.max_batch_events,
+        max_bytes: state.settings.max_batch_bytes,
+    };
+    let follower = Follower::new(state.log.clone(), filter, after, limits)
+        .map_err(|err| ApiError::Log { err, cursor_field })?;
+
+    let (tx, rx) = mpsc::channel::<Vec<Event>>(CHANNEL_CAPACITY);
+    let span = info_span!("sse", %peer, after_sequence = follower.cursor());
+    tokio::spawn(stream_events(state.clone(), follower, tx).instrument(span));
+    let body = ReceiverStream::new(rx)
+        .flat_map(stream::iter)
+        .map(Ok::<_, Infallible>);
+    Ok(Sse::new(body).keep_alive(
+        KeepAlive::new()
+            .interval(state.settings.heartbeat_interval)
+            .text("keep-alive"),
+    ))
+}
+
+async fn stream_events(state: AppState, mut follower: Follower, tx: mpsc::Sender<Vec<Event>>) {
+    let _subscriber = state.metrics.subscriber(Transport::Sse);
+    let (oldest, head) = state.log.bounds();
+    let open = Event::default()
+        .event("hello")
+        .retry(RETRY)
+        .json_data(OpenJson {
+            log_id: state.log.log_id(),
+            after_sequence: follower.cursor(),
+            head_sequence: head,
+            oldest_sequence: oldest,
+            server_time: rfc3339(std::time::SystemTime::now()),
+        })
+        .expect("plain struct serializes");
+    if tx.send(vec![open]).await.is_err() {
+        return;
+    }
+    debug!("SSE stream attached");
+    let end = loop {
+        let batch = tokio::select! {
+            biased;
+            _ = tx.closed() => return debug!("SSE client left"),
+            batch = follower.next_batch(&state.stop) => batch,
+        };
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(err) => break err,
+        };
+        let n = batch.events.len();
+        let events = batch
+            .events
+            .iter()
+            .map(|e| {
+                Event::default()
+                    .id(e.sequence.to_string())
+                    .json_data(EventJson::from(e))
+                    .expect("plain struct serializes")
+            })
+            .collect();
+        tokio::select! {
+            biased;
+            _ = state.stop.cancelled() => break Error::ShuttingDown,
+            sent = tx.send(events) => if sent.is_err() { return debug!("SSE client left") },
+        }
+        state.metrics.delivered(Transport::Sse, n);
+    };
+    // The stream ends with an `end` event saying why (the error body); the browser then
+    // reconnects by itself (after `retry`) with Last-Event-ID, and gets 410 if its cursor has
+    // expired.
+    if matches!(end, Error::CursorExpired { .. }) {
+        state.metrics.lagged(Transport::Sse);
+        warn!(after_sequence = follower.cursor(), %end, "ending SSE stream");
+    }
+    let body = ApiError::from(end).body();
+    let event = Event::default()
+        .event("end")
+        .json_data(body)
+        .expect("plain struct serializes");
+    let _ = tokio::time::timeout(FINAL_EVENT_TIMEOUT, tx.send(vec![event])).await;
+}

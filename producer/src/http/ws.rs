@@ -1,0 +1,344 @@
+//! `GET /ws`: a WebSocket that is two-way, as the seed describes. The client subscribes (and
+//! may re-subscribe with another cursor or topics at any time), the server pushes batches as
+//! JSON, and the client may publish through the same socket. The server pings every heartbeat
+//! interval and drops a peer that has been silent for three.
+//!
+//! Client → server (JSON text):
+//! - `{"type":"subscribe","after":SEQ,"topics":["a"]}` (`after` absent/null: from the head;
+//!   0: from the oldest), replacing any current subscription;
+//! - `{"type":"unsubscribe"}`;
+//! - `{"type":"publish","events":[{"topic":"t","payload":"..."}],"id":ANY}`.
+//!
+//! Server → client: `subscribed`, `events` (a batch, as `GET /poll` returns it), `published`,
+//! `error` (the HTTP error body; a subscription that fails ends, the socket stays open).
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{
+    extract::{
+        ConnectInfo, Query, State, WebSocketUpgrade,
+        ws::{CloseFrame, Message, WebSocket, close_code, rejection::WebSocketUpgradeRejection},
+    },
+    response::{IntoResponse as _, Response},
+};
+use serde::{Deserialize, Serialize};
+use tokio::time::{Instant, MissedTickBehavior, interval};
+use tracing::{Instrument as _, debug, info_span, warn};
+
+use super::{
+    AppState,
+    error::{ApiError, ErrorJson},
+    follow::Follower,
+    json::{BatchJson, NewEventJson, PublishJson, PublishedJson},
+    params::{self, ReadParams},
+    poll::publish_events,
+};
+use crate::{
+    error::Error,
+    log::{ReadLimits, TopicFilter},
+    metrics::{GaugeGuard, Transport},
+};
+
+/// A peer that answers nothing (not even a pong) for this many heartbeat intervals is gone.
+const SILENT_INTERVALS: u32 = 3;
+
+/// How long a send may wait for a client that is not reading before shutdown drops it.
+const FINAL_SEND_TIMEOUT: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum ClientMessage {
+    Subscribe {
+        #[serde(default)]
+        after: Option<u64>,
+        #[serde(default)]
+        topics: Vec<String>,
+    },
+    Unsubscribe,
+    Publish {
+        events: Vec<NewEventJson>,
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    },
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ServerMessage {
+    Subscribed {
+        log_id: String,
+        after_sequence: u64,
+        head_sequence: u64,
+        oldest_sequence: u64,
+        topics: Vec<String>,
+    },
+    Unsubscribed,
+    Events(BatchJson),
+    Published {
+        #[serde(flatten)]
+        published: PublishedJson,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<serde_json::Value>,
+    },
+    Error(ErrorJson),
+}
+
+impl ServerMessage {
+    fn to_message(&self) -> Message {
+        Message::Text(
+            serde_json::to_string(self)
+                .expect("plain enum serializes")
+                .into(),
+        )
+    }
+}
+
+/// A live subscription: its cursor, and its place in the subscribers gauge.
+struct Subscription {
+    follower: Follower,
+    _counted: GaugeGuard,
+}
+
+/// `?after=&topics=` on the URL subscribe at once (handy for `websocat`); they are validated
+/// before the upgrade, so a bad one is a plain 400.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<ReadParams>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    state.check_running()?;
+    let initial = if query.after.is_some() || query.topics.is_some() {
+        let after = params::after(query.after.as_deref(), "after")?;
+        let topics: Vec<String> = match query.topics.as_deref() {
+            None | Some("") => vec![],
+            Some(t) => t.split(',').map(|s| s.trim().to_owned()).collect(),
+        };
+        // Validated now; subscribed for real once the socket is up.
+        TopicFilter::new(topics.clone())?;
+        if let Some(after) = after {
+            state.log.check_cursor(after)?;
+        }
+        Some((after, topics))
+    } else {
+        None
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return Ok(rejection.into_response()),
+    };
+    let span = info_span!("websocket", %peer);
+    Ok(ws.on_upgrade(move |socket| connection(state, socket, initial).instrument(span)))
+}
+
+/// What woke the connection loop.
+enum Wake {
+    Stop,
+    Inbound(Option<Result<Message, axum::Error>>),
+    Ping,
+    Batch(Result<crate::log::Batch, Error>),
+}
+
+async fn connection(
+    state: AppState,
+    mut socket: WebSocket,
+    initial: Option<(Option<u64>, Vec<String>)>,
+) {
+    debug!("WebSocket attached");
+    let heartbeat = state.settings.heartbeat_interval;
+    let mut subscription: Option<Subscription> = None;
+    if let Some((after, topics)) = initial {
+        let reply = subscribe(&state, &mut subscription, after, topics);
+        if !send(&state, &mut socket, reply).await {
+            return;
+        }
+    }
+    let mut ping = interval(heartbeat);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut last_heard = Instant::now();
+    loop {
+        let wake = tokio::select! {
+            biased;
+            _ = state.stop.cancelled() => Wake::Stop,
+            inbound = socket.recv() => Wake::Inbound(inbound),
+            _ = ping.tick() => Wake::Ping,
+            batch = async {
+                match subscription.as_mut() {
+                    Some(s) => s.follower.next_batch(&state.stop).await,
+                    None => std::future::pending().await,
+                }
+            } => Wake::Batch(batch),
+        };
+        match wake {
+            Wake::Stop => break,
+            Wake::Inbound(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => {
+                return debug!("WebSocket client left");
+            }
+            Wake::Inbound(Some(Ok(message))) => {
+                last_heard = Instant::now();
+                let reply = match message {
+                    Message::Text(text) => handle(&state, &mut subscription, text.as_str()),
+                    Message::Binary(_) => Some(ServerMessage::Error(
+                        ApiError::bad("message", "send JSON text messages, not binary").body(),
+                    )),
+                    _ => None,
+                };
+                if let Some(reply) = reply
+                    && !send(&state, &mut socket, reply).await
+                {
+                    break;
+                }
+            }
+            Wake::Ping => {
+                if last_heard.elapsed() > heartbeat * SILENT_INTERVALS {
+                    warn!(silent = ?last_heard.elapsed(), "WebSocket peer silent; closing");
+                    let _ = socket
+                        .send(Message::Close(Some(CloseFrame {
+                            code: close_code::POLICY,
+                            reason: "no pong".into(),
+                        })))
+                        .await;
+                    return;
+                }
+                if !send_raw(&state, &mut socket, Message::Ping(Default::default())).await {
+                    break;
+                }
+            }
+            Wake::Batch(Ok(batch)) => {
+                let n = batch.events.len();
+                let message = ServerMessage::Events(BatchJson::new(&batch, state.log.log_id()));
+                if !send(&state, &mut socket, message).await {
+                    break;
+                }
+                state.metrics.delivered(Transport::WebSocket, n);
+            }
+            Wake::Batch(Err(Error::ShuttingDown)) => break,
+            Wake::Batch(Err(err)) => {
+                if matches!(err, Error::CursorExpired { .. }) {
+                    state.metrics.lagged(Transport::WebSocket);
+                }
+                warn!(%err, "WebSocket subscription ended");
+                subscription = None;
+                let message = ServerMessage::Error(ApiError::from(err).body());
+                if !send(&state, &mut socket, message).await {
+                    break;
+                }
+            }
+        }
+    }
+    // Shutting down: say why, then close with 1001 "going away"; a client that does not read
+    // is dropped after a short wait.
+    if state.stop.is_cancelled() {
+        let _ = tokio::time::timeout(FINAL_SEND_TIMEOUT, async {
+            let error = ServerMessage::Error(ApiError::from(Error::ShuttingDown).body());
+            let _ = socket.send(error.to_message()).await;
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code: close_code::AWAY,
+                    reason: "producer shutting down".into(),
+                })))
+                .await;
+        })
+        .await;
+    }
+}
+
+/// Handles one client message; returns the reply, if any.
+fn handle(
+    state: &AppState,
+    subscription: &mut Option<Subscription>,
+    text: &str,
+) -> Option<ServerMessage> {
+    let message = match serde_json::from_str::<ClientMessage>(text) {
+        Ok(message) => message,
+        Err(err) => {
+            let error = ApiError::bad(
+                "message",
+                format!(
+                    "not a client message ({err}); send {{\"type\":\"subscribe\",\"after\":0,\"topics\":[]}}, \
+                     {{\"type\":\"unsubscribe\"}} or {{\"type\":\"publish\",\"events\":[...]}}"
+                ),
+            );
+            state.metrics.rejected("websocket", error.reason());
+            return Some(ServerMessage::Error(error.body()));
+        }
+    };
+    Some(match message {
+        ClientMessage::Subscribe { after, topics } => {
+            return Some(subscribe(state, subscription, after, topics));
+        }
+        ClientMessage::Unsubscribe => {
+            *subscription = None;
+            ServerMessage::Unsubscribed
+        }
+        ClientMessage::Publish { events, id } => {
+            let timer = state.metrics.timer("websocket", "publish");
+            let result = state
+                .check_running()
+                .map_err(ApiError::from)
+                .and_then(|()| publish_events(state, PublishJson { events }));
+            match result {
+                Ok(published) => {
+                    timer.finish();
+                    ServerMessage::Published { published, id }
+                }
+                Err(error) => {
+                    state.metrics.rejected("websocket", error.reason());
+                    ServerMessage::Error(error.body())
+                }
+            }
+        }
+    })
+}
+
+/// (Re)subscribes: the old subscription ends, the new one starts at `after`.
+fn subscribe(
+    state: &AppState,
+    subscription: &mut Option<Subscription>,
+    after: Option<u64>,
+    topics: Vec<String>,
+) -> ServerMessage {
+    *subscription = None;
+    let limits = ReadLimits {
+        max_events: state.settings.max_batch_events,
+        max_bytes: state.settings.max_batch_bytes,
+    };
+    let follower = TopicFilter::new(topics.clone())
+        .and_then(|filter| Follower::new(state.log.clone(), filter, after, limits));
+    match follower {
+        Ok(follower) => {
+            let (oldest, head) = state.log.bounds();
+            let reply = ServerMessage::Subscribed {
+                log_id: state.log.log_id().to_owned(),
+                after_sequence: follower.cursor(),
+                head_sequence: head,
+                oldest_sequence: oldest,
+                topics,
+            };
+            *subscription = Some(Subscription {
+                follower,
+                _counted: state.metrics.subscriber(Transport::WebSocket),
+            });
+            reply
+        }
+        Err(err) => {
+            let error = ApiError::from(err);
+            state.metrics.rejected("websocket", error.reason());
+            ServerMessage::Error(error.body())
+        }
+    }
+}
+
+async fn send(state: &AppState, socket: &mut WebSocket, message: ServerMessage) -> bool {
+    send_raw(state, socket, message.to_message()).await
+}
+
+/// Sends, waiting for a slow client but not past shutdown. False when the socket is done.
+async fn send_raw(state: &AppState, socket: &mut WebSocket, message: Message) -> bool {
+    tokio::select! {
+        biased;
+        _ = state.stop.cancelled() => false,
+        sent = socket.send(message) => sent.is_ok(),
+    }
+}

@@ -1,0 +1,330 @@
+//! The producer's Prometheus metrics, served at `GET /metrics` on the HTTP port.
+//!
+//! One [`Metrics`] per producer (not a process-global recorder), so tests that run several
+//! producers in one process each see their own numbers. Values the log already knows (head,
+//! oldest, retained bytes, events appended) are read from it at scrape time by [`LogCollector`]
+//! instead of being mirrored on every append; everything about readers and requests is counted
+//! where it happens, labelled by `transport`.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _, text::encode},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::{error::Error, log::EventLog};
+
+/// How events leave the producer. The label values are part of the metrics' contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// gRPC `Subscribe` (push).
+    GrpcStream,
+    /// gRPC `Poll`, short or long.
+    GrpcPoll,
+    /// `GET /events`, Server-Sent Events.
+    Sse,
+    /// `GET /ws`.
+    WebSocket,
+    /// `GET /poll`, HTTP (long) polling.
+    HttpPoll,
+}
+
+impl Transport {
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::GrpcStream => "grpc_stream",
+            Transport::GrpcPoll => "grpc_poll",
+            Transport::Sse => "sse",
+            Transport::WebSocket => "websocket",
+            Transport::HttpPoll => "http_poll",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TransportLabels {
+    transport: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    /// `grpc` or `http`.
+    protocol: &'static str,
+    /// `publish`, `poll`, `subscribe` …
+    method: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RejectLabels {
+    protocol: &'static str,
+    reason: &'static str,
+}
+
+/// A cheap `Clone` handle to the producer's metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    subscribers: Family<TransportLabels, Gauge>,
+    pollers: Family<TransportLabels, Gauge>,
+    delivered: Family<TransportLabels, Counter>,
+    lagged: Family<TransportLabels, Counter>,
+    rejected: Family<RejectLabels, Counter>,
+    durations: Family<RequestLabels, Histogram>,
+}
+
+impl Metrics {
+    /// Metrics for one producer serving `log`.
+    pub fn new(log: EventLog) -> Self {
+        let mut registry = Registry::with_prefix("pushpull_producer");
+        let subscribers = Family::<TransportLabels, Gauge>::default();
+        let pollers = Family::<TransportLabels, Gauge>::default();
+        let delivered = Family::<TransportLabels, Counter>::default();
+        let lagged = Family::<TransportLabels, Counter>::default();
+        let rejected = Family::<RejectLabels, Counter>::default();
+        // 100 µs to ~100 s: a poll returns in a fraction of a millisecond, a long poll in up
+        // to --max-poll-wait (60 s by default).
+        let durations = Family::<RequestLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.0001, 4.0, 11))) as fn() -> Histogram,
+        );
+        registry.register(
+            "subscribers",
+            "Open push streams, by transport (grpc_stream, sse, websocket)",
+            subscribers.clone(),
+        );
+        registry.register(
+            "pollers",
+            "Poll requests in progress (long polls waiting), by transport (grpc_poll, http_poll)",
+            pollers.clone(),
+        );
+        registry.register(
+            "events_delivered",
+            "Events sent to readers, by transport",
+            delivered.clone(),
+        );
+        registry.register(
+            "subscribers_lagged",
+            "Push streams ended because retention overtook their cursor, by transport",
+            lagged.clone(),
+        );
+        registry.register(
+            "rejected_requests",
+            "Requests refused, by protocol and reason (invalid_argument, cursor_expired, \
+             cursor_ahead, shutting_down, bad_request)",
+            rejected.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer a request/response call (publish, poll), by protocol and method",
+            durations.clone(),
+        );
+        registry.register_collector(Box::new(LogCollector { log }));
+        // Every series exists from the start at 0, so a scrape lists them all and `rate()`
+        // has a starting point.
+        const PUSH: [Transport; 3] = [Transport::GrpcStream, Transport::Sse, Transport::WebSocket];
+        const PULL: [Transport; 2] = [Transport::GrpcPoll, Transport::HttpPoll];
+        for t in PUSH {
+            let _ = subscribers.get_or_create(&labels(t));
+            let _ = lagged.get_or_create(&labels(t));
+        }
+        for t in PULL {
+            let _ = pollers.get_or_create(&labels(t));
+        }
+        for t in PUSH.into_iter().chain(PULL) {
+            let _ = delivered.get_or_create(&labels(t));
+        }
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                subscribers,
+                pollers,
+                delivered,
+                lagged,
+                rejected,
+                durations,
+            }),
+        }
+    }
+
+    /// The Prometheus / OpenMetrics text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail; a metric that fails to encode is a bug worth seeing.
+        if let Err(err) = encode(&mut out, &self.inner.registry) {
+            tracing::error!(%err, "cannot encode metrics");
+        }
+        out
+    }
+
+    /// Counts an open push stream until the guard is dropped.
+    pub fn subscriber(&self, transport: Transport) -> GaugeGuard {
+        GaugeGuard::new(
+            self.inner
+                .subscribers
+                .get_or_create(&labels(transport))
+                .clone(),
+        )
+    }
+
+    /// Counts a poll in progress until the guard is dropped.
+    pub fn poller(&self, transport: Transport) -> GaugeGuard {
+        GaugeGuard::new(self.inner.pollers.get_or_create(&labels(transport)).clone())
+    }
+
+    pub fn delivered(&self, transport: Transport, events: usize) {
+        if events > 0 {
+            self.inner
+                .delivered
+                .get_or_create(&labels(transport))
+                .inc_by(events as u64);
+        }
+    }
+
+    pub fn lagged(&self, transport: Transport) {
+        self.inner.lagged.get_or_create(&labels(transport)).inc();
+    }
+
+    /// Counts a refused request; `reason` is one of the documented label values.
+    pub fn rejected(&self, protocol: &'static str, reason: &'static str) {
+        self.inner
+            .rejected
+            .get_or_create(&RejectLabels { protocol, reason })
+            .inc();
+    }
+
+    pub fn observe(&self, protocol: &'static str, method: &'static str, took: Duration) {
+        self.inner
+            .durations
+            .get_or_create(&RequestLabels { protocol, method })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Starts timing a request; [`Timer::finish`] records it.
+    pub fn timer(&self, protocol: &'static str, method: &'static str) -> Timer {
+        Timer {
+            metrics: self.clone(),
+            protocol,
+            method,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Times one request.
+pub struct Timer {
+    metrics: Metrics,
+    protocol: &'static str,
+    method: &'static str,
+    started: Instant,
+}
+
+impl Timer {
+    pub fn finish(self) {
+        self.metrics
+            .observe(self.protocol, self.method, self.started.elapsed());
+    }
+}
+
+fn labels(transport: Transport) -> TransportLabels {
+    TransportLabels {
+        transport: transport.label(),
+    }
+}
+
+/// The `reason` label for a refused request.
+pub fn reason(err: &Error) -> &'static str {
+    match err {
+        Error::CursorExpired { .. } => "cursor_expired",
+        Error::CursorAhead { .. } => "cursor_ahead",
+        Error::ShuttingDown => "shutting_down",
+        Error::InvalidTopic { .. }
+        | Error::TooManyTopics { .. }
+        | Error::PayloadTooLarge { .. }
+        | Error::NoEvents { .. }
+        | Error::TooManyEvents { .. }
+        | Error::MaxEventsTooLarge { .. }
+        | Error::MaxWaitTooLong { .. }
+        | Error::InvalidMaxWait { .. } => "invalid_argument",
+    }
+}
+
+/// Adds one to a gauge for as long as it lives, so a stream that ends by any path (client
+/// gone, error, shutdown, panic) is never left counted.
+#[derive(Debug)]
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Reads the log's own numbers at scrape time.
+#[derive(Debug)]
+struct LogCollector {
+    log: EventLog,
+}
+
+impl Collector for LogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (oldest, head) = self.log.bounds();
+        let (events, bytes) = self.log.retained();
+        // Sequences start at 1 with no gaps, so the head is the number of events appended to
+        // this log (a producer restart starts a new log, and the counter resets with it).
+        let appended = ConstCounter::new(head);
+        appended.encode(encoder.encode_descriptor(
+            "events_appended",
+            "Events appended to the log since the producer started",
+            None,
+            appended.metric_type(),
+        )?)?;
+        for (name, help, value) in [
+            (
+                "head_sequence",
+                "Newest sequence in the log (0 before the first event)",
+                head,
+            ),
+            (
+                "oldest_sequence",
+                "Oldest retained sequence (head_sequence + 1 when the log is empty)",
+                oldest,
+            ),
+            (
+                "retained_events",
+                "Events the log retains now",
+                events as u64,
+            ),
+            (
+                "retained_bytes",
+                "Bytes the log retains now (topics + payloads + 64 per event)",
+                bytes as u64,
+            ),
+        ] {
+            let gauge = ConstGauge::new(value as i64);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,199 @@
+//! `GET /metrics`: the numbers move with what happens. (The suite `60-metrics.sh` parses the
+//! same output with the Python Prometheus client's parsers.)
+
+use std::collections::HashMap;
+
+use pushpull::pb;
+use serde_json::json;
+
+use crate::{helpers::*, http_client::*};
+
+/// `name{labels}` → value, from the text exposition.
+async fn scrape(http: std::net::SocketAddr) -> HashMap<String, f64> {
+    let response = reqwest::get(url(http, "/metrics")).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = response.text().await.unwrap();
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            (name.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
+    *m.get(key).unwrap_or_else(|| panic!("no {key} in {m:#?}"))
+}
+
+#[tokio::test]
+async fn metrics_follow_appends_readers_deliveries_and_rejections() {
+    let producer = spawn_http_producer(&["--retention-events", "4"]).await;
+    let http = producer.http.unwrap();
+    let m = scrape(http).await;
+    assert_eq!(get(&m, "pushpull_producer_events_appended_total"), 0.0);
+    assert_eq!(get(&m, "pushpull_producer_head_sequence"), 0.0);
+
+    let mut sse = SseClient::connect(http, "/events?after=0", None).await;
+    sse.next_data().await.unwrap();
+    let mut ws = ws_connect(http, "/ws?after=0").await;
+    ws_next_of(&mut ws, "subscribed").await;
+    let mut stream = producer
+        .client
+        .clone()
+        .subscribe(pb::SubscribeRequest {
+            after_sequence: Some(0),
+            topics: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap();
+
+    http_publish(http, "t", &["a", "b", "c"]).await;
+    producer.publish("t", &["d", "e", "f"]).await; // head 6, oldest 3
+    for _ in 0..3 {
+        sse.next_data().await.unwrap();
+    }
+    let mut seen = 0;
+    while seen < 6 {
+        seen += ws_next_of(&mut ws, "events").await["events"]
+            .as_array()
+            .unwrap()
+            .len();
+    }
+    let (_, batch) = get_json(http, "/poll?after=2").await;
+    assert_eq!(seqs(&batch["events"]), vec![3, 4, 5, 6]);
+    producer
+        .client
+        .clone()
+        .poll(poll_request(Some(4)))
+        .await
+        .unwrap();
+    let _ = get_json(http, "/poll?after=abc").await;
+    let _ = get_json(http, "/poll?after=1").await;
+    let _ = post_publish(http, &json!({"events": []})).await;
+    let _ = producer.client.clone().poll(poll_request(Some(99))).await;
+
+    let m = scrape(http).await;
+    assert_eq!(get(&m, "pushpull_producer_events_appended_total"), 6.0);
+    assert_eq!(get(&m, "pushpull_producer_head_sequence"), 6.0);
+    assert_eq!(get(&m, "pushpull_producer_oldest_sequence"), 3.0);
+    assert_eq!(get(&m, "pushpull_producer_retained_events"), 4.0);
+    assert!(get(&m, "pushpull_producer_retained_bytes") >= 4.0 * 65.0);
+    for transport in ["sse", "websocket", "grpc_stream"] {
+        assert_eq!(
+            get(
+                &m,
+                &format!("pushpull_producer_subscribers{{transport=\"{transport}\"}}")
+            ),
+            1.0,
+            "{transport}"
+        );
+    }
+    assert!(
+        get(
+            &m,
+            "pushpull_producer_events_delivered_total{transport=\"sse\"}"
+        ) >= 3.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "pushpull_producer_events_delivered_total{transport=\"websocket\"}"
+        ),
+        6.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "pushpull_producer_events_delivered_total{transport=\"http_poll\"}"
+        ),
+        4.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "pushpull_producer_events_delivered_total{transport=\"grpc_poll\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "pushpull_producer_rejected_requests_total{protocol=\"http\",reason=\"bad_request\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "pushpull_producer_rejected_requests_total{protocol=\"http\",reason=\"cursor_expired\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "pushpull_producer_rejected_requests_total{protocol=\"http\",reason=\"invalid_argument\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "pushpull_producer_rejected_requests_total{protocol=\"grpc\",reason=\"cursor_ahead\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "pushpull_producer_request_duration_seconds_count{protocol=\"http\",method=\"publish\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "pushpull_producer_request_duration_seconds_count{protocol=\"grpc\",method=\"publish\"}"
+        ),
+        1.0
+    );
+
+    // Readers that leave are no longer counted.
+    drop(sse);
+    drop(ws);
+    drop(stream);
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    loop {
+        let m = scrape(http).await;
+        let open: f64 = ["sse", "websocket", "grpc_stream"]
+            .iter()
+            .map(|t| {
+                get(
+                    &m,
+                    &format!("pushpull_producer_subscribers{{transport=\"{t}\"}}"),
+                )
+            })
+            .sum();
+        if open == 0.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "subscribers still counted: {open}"
+        );
+        tokio::time::sleep(BRIEFLY).await;
+    }
+    producer.stop().await.unwrap();
+}
