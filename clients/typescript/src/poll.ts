@@ -45,6 +45,10 @@ process.once("SIGINT", () => (stopping = true));
 const producer = producerClient(args.producer!);
 while (!stopping) {
   let response;
+  // A bound for a producer that never answers; cleared after the call so that it does not keep
+  // the process alive.
+  const abandon = new AbortController();
+  const timer = setTimeout(() => abandon.abort(), maxWaitMs + 10_000);
   try {
     response = await producer.poll(
       {
@@ -53,13 +57,13 @@ while (!stopping) {
         maxEvents: Number(args["max-events"]),
         maxWait: maxWaitMs ? durationFromMs(maxWaitMs) : undefined,
       },
-      // A bound for a producer that never answers (AbortSignal's timer does not keep the process
-      // alive once the call is done, unlike the call option timeoutMs).
-      { signal: AbortSignal.timeout(maxWaitMs + 10_000) },
+      { signal: abandon.signal },
     );
   } catch (err) {
     console.error(`poll failed: ${ConnectError.from(err).message}`);
     process.exit(1);
+  } finally {
+    clearTimeout(timer);
   }
   polls += 1;
   if (logId !== undefined && response.logId !== logId) {

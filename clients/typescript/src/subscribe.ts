@@ -25,17 +25,16 @@ const count = Number(args.count);
 const timeoutMs = Number(args.timeout) * 1000;
 let cursor = cursorFlag(args.after);
 let received = 0;
-// Aborting the signal cancels the stream: at --count, on Ctrl-C, or at --timeout. (AbortSignal's
-// own timer, unlike the call option timeoutMs, does not keep the process alive after the stream.)
+// Aborting the signal cancels the stream: at --count, on Ctrl-C, or at --timeout.
 const stop = new AbortController();
 process.once("SIGINT", () => stop.abort());
-const signal = timeoutMs ? AbortSignal.any([stop.signal, AbortSignal.timeout(timeoutMs)]) : stop.signal;
+const timer = timeoutMs ? setTimeout(() => stop.abort(), timeoutMs) : undefined;
 
 try {
   const producer = producerClient(args.producer!);
   const stream = producer.subscribe(
     { afterSequence: cursor, topics: topicsFlag(args.topics) }, // afterSequence undefined: from now
-    { signal },
+    { signal: stop.signal },
   );
   let first = true;
   responses: for await (const response of stream) {
@@ -59,9 +58,10 @@ try {
 } catch (err) {
   const error = ConnectError.from(err);
   // Stopped on purpose (count, Ctrl-C, timeout): a normal end, not a failure.
-  if (!signal.aborted) {
+  if (!stop.signal.aborted) {
     console.error(`stream failed: ${error.message}`);
     process.exit(1);
   }
 }
+clearTimeout(timer); // or it would keep the process alive until it fires
 console.error(`stopped after ${received} events; resume with --after ${cursor}`);
