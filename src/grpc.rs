@@ -21,28 +21,42 @@ pub fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-/// gRPC reflection, `grpc.reflection.v1`, listing `pushpull.v1` and `grpc.health.v1`.
-pub fn reflection_v1() -> Result<
+/// gRPC reflection, `grpc.reflection.v1`, listing `served` (the server's own service, e.g.
+/// `pushpull.v1.ProducerService`), `grpc.health.v1.Health` and reflection itself.
+pub fn reflection_v1(
+    served: &str,
+) -> Result<
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
     >,
     tonic_reflection::server::Error,
 > {
-    reflection_builder().build_v1()
+    reflection_builder(served)
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .build_v1()
 }
 
 /// gRPC reflection, `grpc.reflection.v1alpha`: grpcurl up to 1.8.7 speaks only this version.
-pub fn reflection_v1alpha() -> Result<
+pub fn reflection_v1alpha(
+    served: &str,
+) -> Result<
     tonic_reflection::server::v1alpha::ServerReflectionServer<
         impl tonic_reflection::server::v1alpha::ServerReflection,
     >,
     tonic_reflection::server::Error,
 > {
-    reflection_builder().build_v1alpha()
+    reflection_builder(served)
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+        .build_v1alpha()
 }
 
-fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+/// Both services share one descriptor set, so the services listed are named explicitly: by
+/// default reflection would list every service in it, and `grpcurl list` on the consumer would
+/// show a ProducerService it does not serve.
+fn reflection_builder(served: &str) -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(served)
+        .with_service_name("grpc.health.v1.Health")
 }

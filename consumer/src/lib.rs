@@ -30,7 +30,10 @@ use pushpull::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Endpoint, Server};
+use tonic::{
+    server::NamedService as _,
+    transport::{Endpoint, Server},
+};
 use tracing::{info, warn};
 
 pub use config::{Config, Mode, StartFrom};
@@ -158,8 +161,12 @@ pub async fn run_with(
         .http2_keepalive_interval(Some(grpc::HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(grpc::HTTP2_KEEPALIVE_TIMEOUT))
         .add_service(health_service)
-        .add_service(grpc::reflection_v1()?)
-        .add_service(grpc::reflection_v1alpha()?)
+        .add_service(grpc::reflection_v1(
+            ConsumerServiceServer::<ConsumerApi>::NAME,
+        )?)
+        .add_service(grpc::reflection_v1alpha(
+            ConsumerServiceServer::<ConsumerApi>::NAME,
+        )?)
         .add_service(ConsumerServiceServer::new(ConsumerApi::new(stats)))
         .serve_with_incoming_shutdown(grpc::incoming(listener), stopping)
         .await?;

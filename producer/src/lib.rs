@@ -27,7 +27,7 @@ use std::future::Future;
 use pushpull::{grpc, pb::producer_service_server::ProducerServiceServer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::{codec::CompressionEncoding, transport::Server};
+use tonic::{codec::CompressionEncoding, server::NamedService as _, transport::Server};
 use tracing::{info, warn};
 
 pub use config::Config;
@@ -168,8 +168,12 @@ pub async fn run_with(
         .http2_keepalive_interval(Some(grpc::HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(grpc::HTTP2_KEEPALIVE_TIMEOUT))
         .add_service(health_service)
-        .add_service(grpc::reflection_v1()?)
-        .add_service(grpc::reflection_v1alpha()?)
+        .add_service(grpc::reflection_v1(
+            ProducerServiceServer::<ProducerApi>::NAME,
+        )?)
+        .add_service(grpc::reflection_v1alpha(
+            ProducerServiceServer::<ProducerApi>::NAME,
+        )?)
         .add_service(producer_service)
         .serve_with_incoming_shutdown(grpc::incoming(listener), stopping);
     let servers = async {

@@ -74,6 +74,15 @@ async fn consumer_serves_health_and_reflection() {
             .iter()
             .any(|s| s.name == "pushpull.v1.ConsumerService")
     );
+    // The descriptors are shared with the producer; only what this server serves is listed.
+    assert!(
+        !list
+            .service
+            .iter()
+            .any(|s| s.name == "pushpull.v1.ProducerService"),
+        "{:?}",
+        list.service
+    );
 }
 
 fn free_port() -> u16 {

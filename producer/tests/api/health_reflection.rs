@@ -56,6 +56,11 @@ async fn reflection_v1_lists_the_services() {
             "{expected} missing from {names:?}"
         );
     }
+    // The descriptors are shared with the consumer; only what this server serves is listed.
+    assert!(
+        !names.iter().any(|n| n == "pushpull.v1.ConsumerService"),
+        "{names:?}"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The Python client (clients/python): regenerate it from proto/ with grpcio-tools, then run its
+# examples (publish, subscribe, poll) against a live producer and check exactly what they print
+# (scripts/suites/client_examples.py). Tools: .ci/install.d/30-python-clients.sh.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+started=$SECONDS
+
+if ! python3 -c 'import grpc, grpc_tools, google.protobuf' 2>/dev/null; then
+  echo "30-python: grpcio / grpcio-tools / protobuf missing (pip install -r clients/python/requirements.txt)"
+  exit 77
+fi
+
+clients/python/generate.sh
+cargo build --locked -p pushpull-producer --bin producer --quiet
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+tmp=$(mktemp -d)
+pid=
+cleanup() {
+  if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+target/debug/producer --listen "127.0.0.1:$port" --http-listen off 2>"$tmp/producer.log" &
+pid=$!
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
+
+rc=0
+timeout 150 python3 scripts/suites/client_examples.py --producer "127.0.0.1:$port" --tmp "$tmp" \
+  --cwd clients/python \
+  --publish "python3 publish.py" --subscribe "python3 subscribe.py" --poll "python3 poll.py" || rc=$?
+[ $rc -eq 0 ] || { echo "--- producer log"; tail -n 20 "$tmp/producer.log"; }
+echo "30-python: wall time $((SECONDS - started))s"
+exit $rc

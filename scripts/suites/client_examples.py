@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Runs a language's example programs (publish, subscribe, poll) against a live producer and
+checks exactly what they print. Used by scripts/suites/30-python.sh and 40-typescript.sh.
+
+Every client's examples share one command line and one output format:
+  publish   --producer H:P --count N --topic T --payload P   -> `sequence=S topic=T payload=P i`
+  subscribe --producer H:P [--after S] [--topics a,b] [--count N] [--timeout SECS]
+  poll      --producer H:P [--after S] [--topics a,b] [--max-events N] [--max-wait SECS]
+            [--interval SECS] [--count N] [--timeout SECS]
+Events go to stdout as `sequence=S topic=T payload=P`, one per line; the last stderr line ends
+with `resume with --after S`. subscribe writes `subscribed ...` to stderr once the stream is open.
+
+The producer must be fresh (sequence 1 comes next) and have no demo source. Each check compares
+the full list of printed events with the expected one: exact sequences, in order, no duplicates,
+and each event's topic and payload as published.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+EVENT = re.compile(r"^sequence=(\d+) topic=(\S+) payload=(.*)$")
+
+
+class Client:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.published: dict[int, tuple[str, str]] = {}  # sequence -> (topic, payload)
+        self.passed = self.failed = 0
+        self.tmp = Path(args.tmp)
+
+    def command(self, example: str, *options: str) -> list[str]:
+        prefix = {"publish": self.args.publish, "subscribe": self.args.subscribe,
+                  "poll": self.args.poll}[example]
+        return [*shlex.split(prefix), "--producer", self.args.producer, *options]
+
+    def start(self, name: str, example: str, *options: str) -> subprocess.Popen:
+        """Starts an example in the background; its output goes to files named after `name`."""
+        out = open(self.tmp / f"{name}.out", "w")
+        err = open(self.tmp / f"{name}.err", "w")
+        proc = subprocess.Popen(self.command(example, *options), stdout=out, stderr=err,
+                                cwd=self.args.cwd)
+        proc.name, proc.started = name, time.monotonic()  # type: ignore[attr-defined]
+        return proc
+
+    def finish(self, proc: subprocess.Popen, timeout: float = 60) -> tuple[int, list, str, float]:
+        try:
+            rc = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            rc = -9
+        elapsed = time.monotonic() - proc.started  # type: ignore[attr-defined]
+        out = (self.tmp / f"{proc.name}.out").read_text()  # type: ignore[attr-defined]
+        err = (self.tmp / f"{proc.name}.err").read_text()  # type: ignore[attr-defined]
+        return rc, parse_events(out, err), err, elapsed
+
+    def run(self, name: str, example: str, *options: str) -> tuple[int, list, str, float]:
+        return self.finish(self.start(name, example, *options))
+
+    def wait_for_stderr(self, proc: subprocess.Popen, text: str, timeout: float = 20) -> bool:
+        path = self.tmp / f"{proc.name}.err"  # type: ignore[attr-defined]
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if text in path.read_text():
+                return True
+            if proc.poll() is not None:
+                return False
+            time.sleep(0.05)
+        return False
+
+    def publish(self, name: str, count: int, topic: str) -> None:
+        first = max(self.published, default=0) + 1
+        rc, events, err, _ = self.run(name, "publish", "--count", str(count), "--topic", topic,
+                                      "--payload", name)
+        want = [(s, topic, f"{name} {i}") for i, s in enumerate(range(first, first + count), 1)]
+        self.report(name, rc == 0 and events == want,
+                    f"published {first}..{first + count - 1} on {topic}",
+                    rc, events, want, err)
+        for sequence, event_topic, payload in events:
+            self.published[sequence] = (event_topic, payload)
+
+    def expected(self, sequences) -> list[tuple[int, str, str]]:
+        return [(s, *self.published[s]) for s in sequences if s in self.published]
+
+    def check(self, name: str, result: tuple[int, list, str, float], sequences, what: str,
+              resume: int | None = None, extra: tuple[bool, str] = (True, "")) -> None:
+        rc, events, err, elapsed = result
+        want = self.expected(sequences)
+        ok = rc == 0 and events == want and extra[0]
+        if resume is not None:
+            ok = ok and err.rstrip().endswith(f"resume with --after {resume}")
+            what += f", resume with --after {resume}"
+        self.report(name, ok, f"{what} ({elapsed:.1f}s)", rc, events, want, err, extra[1])
+
+    def report(self, name, ok, what, rc, events, want, err, note="") -> None:
+        if ok:
+            self.passed += 1
+            print(f"ok    {name}: {what}")
+            return
+        self.failed += 1
+        print(f"FAIL  {name}: {what} {note}\n      exit {rc}"
+              f"\n      got      {[e[0] for e in events]}\n      expected {[e[0] for e in want]}"
+              f"\n      got events {events[:4]}... expected {want[:4]}..."
+              f"\n      stderr: {err.strip()[-600:]}")
+
+
+def parse_events(out: str, err: str) -> list[tuple[int, str, str]]:
+    events = []
+    for line in out.splitlines():
+        match = EVENT.match(line)
+        if match:
+            events.append((int(match[1]), match[2], match[3]))
+        elif line.strip():
+            events.append((-1, "unexpected stdout line", line))
+    return events
+
+
+def scenario(c: Client) -> None:
+    c.publish("first-batch", 5, "demo.a")  # 1..5
+
+    # Push from the start, from a cursor and from now; and a long poll waiting at the head.
+    from_start = c.start("subscribe-from-0", "subscribe", "--after", "0", "--count", "12",
+                         "--timeout", "30")
+    from_cursor = c.start("subscribe-from-3", "subscribe", "--after", "3", "--count", "9",
+                          "--timeout", "30")
+    from_now = c.start("subscribe-from-now", "subscribe", "--count", "5", "--timeout", "30")
+    long_poll = c.start("long-poll-at-head", "poll", "--after", "5", "--max-wait", "20",
+                        "--count", "2", "--timeout", "30")
+    # "From now" means from when the stream opened: publish only once it has.
+    if not c.wait_for_stderr(from_now, "subscribed"):
+        c.report("subscribe-from-now", False, "never said `subscribed`", from_now.poll(), [], [],
+                 (c.tmp / "subscribe-from-now.err").read_text())
+    time.sleep(0.5)  # the long poll is under way too (its cursor is fixed anyway)
+    published_at = time.monotonic()
+    c.publish("second-batch", 5, "demo.b")  # 6..10
+    c.publish("third-batch", 2, "demo.a")  # 11..12
+
+    c.check("subscribe --after 0", c.finish(from_start), range(1, 13),
+            "push from the oldest: backlog 1..5, then 6..12 live", resume=12)
+    c.check("subscribe --after 3", c.finish(from_cursor), range(4, 13),
+            "push from cursor 3: 4..12", resume=12)
+    c.check("subscribe (from now)", c.finish(from_now), range(6, 11),
+            "push from now: 6..10 and not the backlog, stops after --count 5", resume=10)
+    result = c.finish(long_poll)
+    waited = time.monotonic() - published_at
+    c.check("poll --max-wait 20 (long poll)", result, [6, 7],
+            "long poll at the head: returns 6, 7 as soon as they are published", resume=7,
+            extra=(waited < 10, f"ended {waited:.1f}s after the publish, max-wait was 20s"))
+
+    # Pull: a cursor loop over several Polls, a topic filter, and a plain poll from the head.
+    result = c.run("poll-batches-of-4", "poll", "--after", "0", "--max-events", "4",
+                   "--count", "12", "--timeout", "20")
+    polls = re.search(r"after (\d+) polls", result[2])
+    c.check("poll --after 0 --max-events 4", result, range(1, 13),
+            "pull 1..12 in batches of 4, cursor carried between calls", resume=12,
+            extra=(bool(polls) and int(polls[1]) == 3, f"polls: {polls and polls[1]}, expected 3"))
+    c.check("poll --topics demo.b", c.run("poll-topic", "poll", "--after", "0", "--topics",
+                                          "demo.b", "--count", "5", "--timeout", "20"),
+            range(6, 11), "pull one topic: only 6..10", resume=10)
+    from_head = c.start("poll-from-head", "poll", "--interval", "0.2", "--count", "1",
+                        "--timeout", "20")
+    time.sleep(1.5)
+    c.publish("fourth-batch", 1, "demo.c")  # 13
+    c.check("poll (from the head, every 0.2 s)", c.finish(from_head), [13],
+            "plain poll from the head: only 13, published while it polled", resume=13)
+    c.check("subscribe --after 13 --timeout 1", c.run("subscribe-timeout", "subscribe", "--after",
+                                                      "13", "--timeout", "1"),
+            [], "nothing new: stops at its timeout, no event, exit 0", resume=13)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--producer", required=True, help="host:port of a fresh producer")
+    parser.add_argument("--publish", required=True, help="command prefix of the publish example")
+    parser.add_argument("--subscribe", required=True)
+    parser.add_argument("--poll", required=True)
+    parser.add_argument("--cwd", default=".", help="directory to run the examples in")
+    parser.add_argument("--tmp", required=True, help="directory for the examples' output")
+    client = Client(parser.parse_args())
+    scenario(client)
+    print(f"{client.passed} passed, {client.failed} failed")
+    return 1 if client.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,504 @@
+#!/usr/bin/env python3
+"""Runs every grpcurl command of README.md against live services and checks what each prints.
+
+Used by scripts/suites/20-grpcurl.sh, which starts a fresh producer (no demo source) and a
+long-poll consumer reading from the earliest event, on free ports.
+
+The commands are extracted, not retyped: every line of a ```bash fence that starts with `grpcurl`
+(with its `\\` continuations and multi-line quoted JSON), and every inline `grpcurl ...` code
+span. Only the address is rewritten (localhost:50051 -> the test producer, localhost:50061 -> the
+test consumer), and streams get a short -max-time. The commands run in README order against one
+model of the log (what was published, and so what every Poll and Subscribe must return), so
+each check is exact: sequences, topics, payloads, cursors. Where a command would wait for an event
+(a long poll at the head, a Subscribe), the test publishes one while it waits.
+
+Before running anything it checks that the README covers every RPC (list, describe, Publish,
+Poll, long poll, Subscribe from the start and from now, GetStats, health); --coverage-only stops
+there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+PRODUCER_DEFAULT_PORT = "50051"
+CONSUMER_DEFAULT_PORT = "50061"
+DEFAULT_HOSTS = ("localhost", "127.0.0.1")
+# grpcurl flags that take a value (the others are booleans, or written -flag=value).
+VALUE_FLAGS = {
+    "-d", "-max-time", "-H", "-rpc-header", "-reflect-header", "-connect-timeout", "-format",
+    "-import-path", "-proto", "-protoset", "-authority", "-keepalive-time", "-max-msg-sz",
+    "-servername", "-cacert", "-cert", "-key", "-user-agent", "-protoset-out", "-msg-template",
+}
+SERVICE_RPCS = {
+    "pushpull.v1.ProducerService": {"Publish", "Subscribe", "Poll"},
+    "pushpull.v1.ConsumerService": {"GetStats"},
+    "grpc.health.v1.Health": {"Check", "Watch"},
+}
+LISTED = {
+    "producer": ({"pushpull.v1.ProducerService", "grpc.health.v1.Health"},
+                 {"pushpull.v1.ConsumerService"}),
+    "consumer": ({"pushpull.v1.ConsumerService", "grpc.health.v1.Health"},
+                 {"pushpull.v1.ProducerService"}),
+}
+# grpcurl exits 64 + the gRPC status code when a call fails.
+EXIT_DEADLINE_EXCEEDED = 64 + 4
+EXIT_OUT_OF_RANGE = 64 + 11
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+@dataclass
+class Command:
+    line: int  # README line where the command starts
+    text: str  # as written, continuations joined
+    argv: list[str]
+    flags: list[tuple[str, str | None]] = field(default_factory=list)
+    positional: list[str] = field(default_factory=list)
+    request: dict | None = None  # the -d JSON, parsed
+
+    @property
+    def target(self) -> str:
+        host, _, port = self.positional[0].rpartition(":")
+        if host in DEFAULT_HOSTS and port == PRODUCER_DEFAULT_PORT:
+            return "producer"
+        if host in DEFAULT_HOSTS and port == CONSUMER_DEFAULT_PORT:
+            return "consumer"
+        return "unknown"
+
+    @property
+    def verb(self) -> str:
+        return self.positional[1] if len(self.positional) > 1 else "list"
+
+    @property
+    def method(self) -> str:
+        """`Service/Method` for calls, "" for list and describe."""
+        if self.verb in ("list", "describe"):
+            return ""
+        service, _, method = self.verb.replace("/", ".").rpartition(".")
+        return f"{service}/{method}"
+
+    def flag(self, name: str) -> str | None:
+        for flag, value in self.flags:
+            if flag == name:
+                return value
+        return None
+
+    def has_flag(self, name: str) -> bool:
+        return any(flag == name for flag, _ in self.flags)
+
+    def rewritten(self, producer: str, consumer: str, max_time: float) -> list[str]:
+        address = {"producer": producer, "consumer": consumer}[self.target]
+        argv = ["grpcurl"]
+        for flag, value in self.flags:
+            if flag == "-max-time":
+                continue
+            argv += [flag] if value is None else [flag, value]
+        argv += ["-max-time", str(max_time), address, *self.positional[1:]]
+        return argv
+
+    def key(self) -> str:
+        """What this command demonstrates, for the coverage check."""
+        if self.verb == "list":
+            return f"list {self.target}"
+        if self.verb == "describe":
+            return f"describe {self.target}"
+        req = self.request or {}
+        cursor = req.get("after_sequence", req.get("afterSequence"))
+        if self.method == "pushpull.v1.ProducerService/Poll":
+            if req.get("max_wait", req.get("maxWait")) not in (None, "0s"):
+                return "long poll"
+            if cursor == 0:
+                return "poll from the oldest"
+            if cursor is not None and req.get("max_events", req.get("maxEvents")):
+                return "poll from a cursor with max_events"
+            return "poll (other)"
+        if self.method == "pushpull.v1.ProducerService/Subscribe":
+            return "subscribe from the start" if cursor == 0 else (
+                "subscribe from now" if cursor is None else "subscribe from a cursor")
+        return self.method
+
+
+REQUIRED = [
+    "list producer", "list consumer", "describe producer", "describe consumer",
+    "pushpull.v1.ProducerService/Publish", "poll from the oldest",
+    "poll from a cursor with max_events", "long poll", "subscribe from the start",
+    "subscribe from now", "pushpull.v1.ConsumerService/GetStats", "grpc.health.v1.Health/Check",
+]
+
+
+def extract(readme: str) -> list[Command]:
+    lines = readme.splitlines()
+    texts: list[tuple[int, str]] = []
+    fence: str | None = None
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            fence = None if fence is not None else (stripped[3:].strip() or "text")
+            i += 1
+            continue
+        if fence in ("bash", "sh", "shell") and stripped.startswith("grpcurl "):
+            start = i
+            text = stripped
+            # Go on while the line ends with a backslash, or a quoted argument (JSON) is open.
+            while text.endswith("\\") or not _complete(text):
+                i += 1
+                if i >= len(lines) or lines[i].strip().startswith("```"):
+                    raise SystemExit(f"README.md:{start + 1}: unterminated grpcurl command")
+                if text.endswith("\\"):
+                    text = text[:-1].rstrip() + " " + lines[i].strip()
+                else:
+                    text += "\n" + lines[i].strip()
+            texts.append((start + 1, text))
+        elif fence is None:
+            for match in re.finditer(r"`(grpcurl [^`]+)`", line):
+                texts.append((i + 1, match.group(1)))
+        i += 1
+    return [parse(line, text) for line, text in texts]
+
+
+def _complete(text: str) -> bool:
+    try:
+        shlex.split(text, comments=True)
+        return True
+    except ValueError:
+        return False
+
+
+def parse(line: int, text: str) -> Command:
+    argv = shlex.split(text, comments=True)
+    cmd = Command(line, text, argv)
+    args = iter(argv[1:])
+    for arg in args:
+        if arg.startswith("-") and len(arg) > 1:
+            name, eq, value = arg.partition("=")
+            if eq:
+                cmd.flags.append((name, value))
+            elif name in VALUE_FLAGS:
+                cmd.flags.append((name, next(args, None)))
+            else:
+                cmd.flags.append((name, None))
+        else:
+            cmd.positional.append(arg)
+    data = cmd.flag("-d")
+    if data is not None:
+        if data.startswith("@"):
+            raise SystemExit(f"README.md:{line}: -d @ (request from stdin) is not supported here")
+        try:
+            cmd.request = json.loads(data)
+        except json.JSONDecodeError as err:
+            raise SystemExit(f"README.md:{line}: -d is not valid JSON ({err}): {data}")
+    return cmd
+
+
+def json_objects(text: str) -> list[dict]:
+    """grpcurl prints one pretty JSON object per response, one after another."""
+    decoder = json.JSONDecoder()
+    objects, pos = [], 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            return objects
+        obj, pos = decoder.raw_decode(text, pos)
+        objects.append(obj)
+
+
+def u64(obj: dict, name: str) -> int:
+    """grpcurl prints uint64 as strings and leaves out zero values."""
+    return int(obj.get(name, "0"))
+
+
+@dataclass
+class Event:
+    sequence: int
+    topic: str
+    payload: str  # base64, as grpcurl prints it
+
+    @staticmethod
+    def from_json(obj: dict) -> "Event":
+        return Event(u64(obj, "sequence"), obj.get("topic", ""), obj.get("payload", ""))
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.published: list[Event] = []
+        self.log_id: str | None = None
+
+    @property
+    def head(self) -> int:
+        return len(self.published)
+
+    # --- the test's own calls (not README commands) ---
+
+    def publish_own(self, topic: str, delay: float = 0.0) -> Event:
+        """Publishes one event as the test's fixture and records it."""
+        time.sleep(delay)
+        payload = "Z3JwY3VybC1zdWl0ZQ=="  # "grpcurl-suite"
+        request = json.dumps({"events": [{"topic": topic, "payload": payload}]})
+        out = subprocess.run(
+            ["grpcurl", "-plaintext", "-max-time", "5", "-d", request, self.args.producer,
+             "pushpull.v1.ProducerService/Publish"],
+            capture_output=True, text=True, timeout=10, check=True).stdout
+        sequence = u64(json.loads(out), "firstSequence")
+        expect(sequence == self.head + 1, f"fixture publish got sequence {sequence}")
+        event = Event(sequence, topic, payload)
+        self.published.append(event)
+        return event
+
+    # --- checks per kind of command ---
+
+    def check(self, cmd: Command) -> str:
+        if cmd.target == "unknown":
+            raise CheckFailed(f"address {cmd.positional[0]} is neither localhost:"
+                              f"{PRODUCER_DEFAULT_PORT} nor localhost:{CONSUMER_DEFAULT_PORT}")
+        expect(cmd.has_flag("-plaintext"), "the services speak plaintext: -plaintext is missing")
+        if cmd.verb == "list":
+            return self.check_list(cmd)
+        if cmd.verb == "describe":
+            return self.check_describe(cmd)
+        handler = {
+            "pushpull.v1.ProducerService/Publish": self.check_publish,
+            "pushpull.v1.ProducerService/Poll": self.check_poll,
+            "pushpull.v1.ProducerService/Subscribe": self.check_subscribe,
+            "pushpull.v1.ConsumerService/GetStats": self.check_stats,
+            "grpc.health.v1.Health/Check": self.check_health,
+        }.get(cmd.method)
+        expect(handler is not None, f"no check for method {cmd.method}: add one here")
+        return handler(cmd)
+
+    def run(self, cmd: Command, max_time: float | None = None) -> tuple[int, str, str, float]:
+        argv = cmd.rewritten(self.args.producer, self.args.consumer,
+                             max_time or self.args.unary_max_time)
+        started = time.monotonic()
+        done = subprocess.run(argv, capture_output=True, text=True,
+                              timeout=(max_time or self.args.unary_max_time) + 10)
+        return done.returncode, done.stdout, done.stderr, time.monotonic() - started
+
+    def run_ok(self, cmd: Command) -> tuple[str, float]:
+        rc, out, err, elapsed = self.run(cmd)
+        expect(rc == 0, f"exit {rc}: {err.strip()}")
+        return out, elapsed
+
+    def check_list(self, cmd: Command) -> str:
+        out, _ = self.run_ok(cmd)
+        services = set(out.split())
+        present, absent = LISTED[cmd.target]
+        expect(present <= services, f"{sorted(present - services)} not listed: {sorted(services)}")
+        expect(not absent & services, f"{sorted(absent & services)} listed but not served here")
+        return f"lists {', '.join(sorted(present))}"
+
+    def check_describe(self, cmd: Command) -> str:
+        expect(len(cmd.positional) >= 3, "describe without a symbol")
+        symbol = cmd.positional[2]
+        out, _ = self.run_ok(cmd)
+        expect(out.startswith(f"{symbol} is a "), f"unexpected output: {out[:200]}")
+        if symbol in SERVICE_RPCS:
+            rpcs = set(re.findall(r"rpc (\w+) \(", out))
+            expect(rpcs == SERVICE_RPCS[symbol], f"rpcs {sorted(rpcs)}")
+            return f"{symbol}: rpcs {', '.join(sorted(rpcs))}"
+        fields = re.findall(r"^\s+[\w. ]+ (\w+) = \d+;", out, re.M)
+        expect(bool(fields), "a message with no fields")
+        return f"{symbol}: fields {', '.join(fields)}"
+
+    def check_publish(self, cmd: Command) -> str:
+        events = (cmd.request or {}).get("events", [])
+        expect(events, "a Publish with no events")
+        out, _ = self.run_ok(cmd)
+        resp = json.loads(out)
+        first, last = u64(resp, "firstSequence"), u64(resp, "lastSequence")
+        expect((first, last) == (self.head + 1, self.head + len(events)),
+               f"got sequences {first}..{last}, expected {self.head + 1}..{self.head + len(events)}")
+        self.check_log_id(resp)
+        for event in events:
+            self.published.append(Event(self.head + 1, event["topic"], event.get("payload", "")))
+        return f"sequences {first}..{last}"
+
+    def check_log_id(self, resp: dict) -> None:
+        log_id = resp.get("logId", "")
+        expect(log_id != "", "no logId")
+        if self.log_id is None:
+            self.log_id = log_id
+        expect(log_id == self.log_id, f"logId changed: {log_id} after {self.log_id}")
+
+    def matching(self, req: dict, cursor: int) -> list[Event]:
+        topics = req.get("topics") or []
+        return [e for e in self.published if e.sequence > cursor and (not topics or e.topic in topics)]
+
+    def check_poll(self, cmd: Command) -> str:
+        req = cmd.request or {}
+        cursor = req.get("after_sequence", req.get("afterSequence"))
+        if cursor is not None and int(cursor) > self.head:
+            rc, out, err, _ = self.run(cmd)
+            expect(rc == EXIT_OUT_OF_RANGE and "OutOfRange" in err,
+                   f"a cursor beyond the head: expected OutOfRange (exit 75), got exit {rc}: {err}")
+            expect(f"head_sequence {self.head}" in err, f"message does not name the head: {err}")
+            return "OutOfRange, naming head_sequence"
+        cursor = self.head if cursor is None else int(cursor)
+        limit = int(req.get("max_events", req.get("maxEvents", 0))) or 1000
+        max_wait = req.get("max_wait", req.get("maxWait"))
+        wait_s = float(max_wait.rstrip("s")) if max_wait else 0.0
+        expected = self.matching(req, cursor)
+        fixture = None
+        if wait_s > 0 and not expected:
+            # A long poll at the head: publish while it waits; it must return that event at once.
+            topic = (req.get("topics") or ["suite.grpcurl"])[0]
+            fixture = threading.Thread(target=self.publish_own, args=(topic, 1.0))
+            fixture.start()
+        out, elapsed = self.run_ok(cmd)
+        if fixture:
+            fixture.join()
+            expected = self.matching(req, cursor)
+            expect(0.9 <= elapsed < wait_s - 0.5,
+                   f"the long poll took {elapsed:.2f}s: it must return as soon as the event "
+                   f"published after 1 s exists, well before max_wait {wait_s}s")
+        else:
+            expect(elapsed < 3, f"took {elapsed:.2f}s: events were waiting, it must return at once")
+        resp = json.loads(out)
+        self.check_log_id(resp)
+        got = [Event.from_json(e) for e in resp.get("events", [])]
+        want = expected[:limit]
+        expect(got == want, f"events {[e.sequence for e in got]}, expected "
+                            f"{[e.sequence for e in want]} (or topics/payloads differ)")
+        next_cursor = want[-1].sequence if len(expected) > limit else self.head
+        expect(u64(resp, "nextAfterSequence") == next_cursor,
+               f"nextAfterSequence {u64(resp, 'nextAfterSequence')}, expected {next_cursor}")
+        expect(u64(resp, "headSequence") == self.head, f"headSequence {u64(resp, 'headSequence')}")
+        expect(u64(resp, "oldestSequence") == 1, f"oldestSequence {u64(resp, 'oldestSequence')}")
+        kind = f"long poll returned after {elapsed:.1f}s with" if fixture else "returned"
+        return f"{kind} events {[e.sequence for e in got]}, nextAfterSequence {next_cursor}"
+
+    def check_subscribe(self, cmd: Command) -> str:
+        req = cmd.request or {}
+        cursor = req.get("after_sequence", req.get("afterSequence"))
+        cursor = self.head if cursor is None else int(cursor)
+        argv = cmd.rewritten(self.args.producer, self.args.consumer, self.args.stream_max_time)
+        started = time.monotonic()
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Wait for the first response (sent at once), then publish: a live event must follow.
+        first = ""
+        while proc.stdout and not _complete_json(first):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            first += line
+        expect(_complete_json(first), "no first response on the stream")
+        topic = (req.get("topics") or ["suite.grpcurl"])[0]
+        live = self.publish_own(topic)
+        try:
+            rest, err = proc.communicate(timeout=self.args.stream_max_time + 10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise CheckFailed("the stream outlived -max-time")
+        elapsed = time.monotonic() - started
+        expect(proc.returncode == EXIT_DEADLINE_EXCEEDED and "DeadlineExceeded" in err,
+               f"expected the stream to run until -max-time (DeadlineExceeded, exit 68), got "
+               f"exit {proc.returncode} after {elapsed:.1f}s: {err.strip()}")
+        responses = json_objects(first + rest)
+        got = []
+        for resp in responses:
+            self.check_log_id(resp)
+            got += [Event.from_json(e) for e in resp.get("events", [])]
+        want = self.matching(req, cursor)
+        expect(want and want[-1] == live, "internal: the live event is not expected")
+        expect(got == want, f"events {[e.sequence for e in got]}, expected "
+                            f"{[e.sequence for e in want]} (or topics/payloads differ)")
+        return (f"{len(responses)} responses, events {[e.sequence for e in got]} "
+                f"(the last one published while subscribed), then DeadlineExceeded")
+
+    def check_stats(self, cmd: Command) -> str:
+        # The consumer reads by long poll: give it a moment to catch up with the last publish.
+        for _ in range(20):
+            out, _ = self.run_ok(cmd)
+            stats = json.loads(out)
+            if u64(stats, "eventsReceived") >= self.head:
+                break
+            time.sleep(0.25)
+        expect(stats.get("mode") == self.args.consumer_mode, f"mode {stats.get('mode')}")
+        expect(u64(stats, "eventsReceived") == self.head and u64(stats, "lastSequence") == self.head,
+               f"eventsReceived {u64(stats, 'eventsReceived')}, lastSequence "
+               f"{u64(stats, 'lastSequence')}: expected every one of the {self.head} events")
+        expect(u64(stats, "eventsMissed") == 0 and u64(stats, "duplicatesDropped") == 0,
+               f"missed {u64(stats, 'eventsMissed')}, duplicates {u64(stats, 'duplicatesDropped')}")
+        expect(stats.get("connected") is True, "not connected")
+        self.check_log_id(stats)
+        if cmd.has_flag("-emit-defaults"):
+            expect("eventsMissed" in stats and "reconnects" in stats,
+                   "-emit-defaults did not print the zero counters")
+        return f"{stats['mode']}: eventsReceived {self.head}, 0 missed, 0 duplicates"
+
+    def check_health(self, cmd: Command) -> str:
+        out, _ = self.run_ok(cmd)
+        status = json.loads(out).get("status")
+        expect(status == "SERVING", f"status {status}")
+        service = (cmd.request or {}).get("service", "")
+        return f"{cmd.target} {service or '(overall)'}: SERVING"
+
+
+def _complete_json(text: str) -> bool:
+    try:
+        json.loads(text)
+        return True
+    except json.JSONDecodeError:
+        return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("readme")
+    parser.add_argument("--producer", help="test producer host:port")
+    parser.add_argument("--consumer", help="test consumer host:port")
+    parser.add_argument("--consumer-mode", default="READ_MODE_LONG_POLL")
+    parser.add_argument("--stream-max-time", type=float, default=3.0)
+    parser.add_argument("--unary-max-time", type=float, default=15.0)
+    parser.add_argument("--coverage-only", action="store_true")
+    args = parser.parse_args()
+
+    with open(args.readme, encoding="utf-8") as f:
+        commands = extract(f.read())
+    covered = {cmd.key() for cmd in commands}
+    missing = [key for key in REQUIRED if key not in covered]
+    print(f"{len(commands)} grpcurl commands in {args.readme}")
+    if missing:
+        print(f"FAIL: the README has no grpcurl command for: {', '.join(missing)}")
+        print("0 passed, 1 failed")
+        return 1
+    if args.coverage_only:
+        print("every RPC is covered")
+        return 0
+
+    runner = Runner(args)
+    passed = failed = 0
+    for cmd in commands:
+        shown = " ".join(cmd.text.split())
+        try:
+            what = runner.check(cmd)
+            passed += 1
+            print(f"ok    README.md:{cmd.line}: {shown}\n        -> {what}")
+        except (CheckFailed, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
+            failed += 1
+            print(f"FAIL  README.md:{cmd.line}: {shown}\n        -> {err}")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
