@@ -19,7 +19,7 @@ cd "$(dirname "$0")/../.."
 started=$SECONDS
 
 BASE_IMAGE=${PUSHPULL_CI_BASE_IMAGE:-pushpull-ci/bookworm-minbase:latest}
-IMAGE=pushpull-ci/pushpull:compose-test
+IMAGE=pushpull-ci/pushpull:test-$$
 STATS_BIN=target/release/consumer
 
 skip() { echo "50-compose: $*; skipping (exit 77)"; exit 77; }
