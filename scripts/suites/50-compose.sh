@@ -40,6 +40,7 @@ check() { # check DESCRIPTION COMMAND...: one counted check
   else failed=$((failed + 1)); echo "  FAIL $what"; fi
 }
 phase() { printf '\n--- %s (%ss)\n' "$*" $((SECONDS - started)); }
+step() { printf '  -- %s (%ss)\n' "$*" $((SECONDS - started)); }
 
 # ---------------------------------------------------------------- the images
 phase "base image $BASE_IMAGE"
@@ -113,7 +114,10 @@ stats() {
     "$STATS_BIN" stats --address "127.0.0.1:${PORT[$1]}" --timeout 3s 2>/dev/null)
   [ -n "${STATS[mode]:-}" ]
 }
-container() { dc ps -a -q "$1"; }
+# Container ids, looked up once after `up` (stop and start keep them): Compose 1.29 takes most of
+# a second per call, too slow to ask it in every polling loop.
+declare -A CID=()
+container() { echo "${CID[$1]:-}"; }
 health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$(container "$1")" 2>/dev/null; }
 # wait_for SECONDS COMMAND...: retries until the command succeeds or the time is up.
 wait_for() {
@@ -158,6 +162,7 @@ scenario() {
 
   check "build (prebuilt target)" dcq build --quiet producer
   if ! check "up -d" dcq up -d; then show_state; return; fi
+  for service in producer "${CONSUMERS[@]}"; do CID[$service]=$(dc ps -a -q "$service"); done
   if ! check "all four services healthy within 90 s" wait_for 90 all_healthy; then show_state; return; fi
   echo "       healthy after $((SECONDS - t0))s; image $(docker image inspect -f '{{.Size}}' "$IMAGE") bytes"
   check "runs as the unprivileged user (uid 10001)" eq "$(docker exec "$(container producer)" id -u)" 10001
@@ -167,6 +172,7 @@ scenario() {
   done
 
   # -------- events flow
+  step "events flow"
   local log_id=""
   declare -A last=()
   for service in "${CONSUMERS[@]}"; do wait_for 20 past "$service" 20 || true; done
@@ -195,6 +201,7 @@ scenario() {
   done
 
   # -------- the producer restarts: stopped, observed, started (a `restart` with a look inside)
+  step "producer restart"
   check "stop producer" dcq stop -t 10 producer
   declare -A at_stop=()
   for service in "${CONSUMERS[@]}"; do
@@ -220,6 +227,7 @@ scenario() {
   done
 
   # -------- the consumers stop and start again: each resumes after its checkpoint
+  step "consumers stop and start"
   check "stop consumers" dcq stop -t 10 "${CONSUMERS[@]}"
   declare -A saved=()
   for service in "${CONSUMERS[@]}"; do
@@ -243,6 +251,7 @@ scenario() {
 
   [ $failed -eq $failed_before ] || show_state
   # -------- down: nothing left behind
+  step "down"
   check "down -v" dcq down -v --remove-orphans -t 5
   check "no container left" eq "$(docker ps -aq --filter "label=com.docker.compose.project=$project" | wc -l)" 0
   check "no volume left" eq "$(docker volume ls -q --filter "label=com.docker.compose.project=$project" | wc -l)" 0
