@@ -5,7 +5,8 @@
 #      has every event of the log; the services run as a non-root user;
 #   3. the producer restarts (stop, observe, start): the consumers notice, reconnect, count one
 #      log change and read the new log from its first event, still 0 missed / 0 duplicated;
-#   4. the consumers stop and start again: each resumes exactly after its checkpoint;
+#   4. the consumers stop, their containers are removed, and new ones start: each resumes
+#      exactly after the checkpoint on its named volume;
 #   5. `down -v` leaves no container and no volume behind (also on failure: trap).
 # Run once per Compose available: `docker compose` (v2) and `docker-compose` (1.29). Under CI
 # both must be there (.ci/install.d/50-docker.sh installs them).
@@ -226,7 +227,8 @@ scenario() {
     last[$service]=${STATS[last_sequence]}
   done
 
-  # -------- the consumers stop and start again: each resumes after its checkpoint
+  # -------- the consumers stop and start again, in new containers (only the named volumes
+  # carry over): each resumes right after its checkpoint
   step "consumers stop and start"
   check "stop consumers" dcq stop -t 10 "${CONSUMERS[@]}"
   declare -A saved=()
@@ -236,8 +238,14 @@ scenario() {
       eq "$(checkpoint_field "$service" log_id || true)" "$new_log"
     check "$service: checkpoint at or past what it had read" ge "${saved[$service]:-0}" "${last[$service]:-1}"
   done
+  check "remove the consumers' containers" dcq rm -f "${CONSUMERS[@]}"
   sleep 3 # the producer moves on (about 60 events) while they are down
-  check "start consumers" dcq start "${CONSUMERS[@]}"
+  check "start consumers in new containers" dcq up -d --no-deps "${CONSUMERS[@]}"
+  for service in "${CONSUMERS[@]}"; do
+    local old=${CID[$service]}
+    CID[$service]=$(dc ps -a -q "$service")
+    check "$service: a new container" ne "${CID[$service]}" "$old"
+  done
   for service in "${CONSUMERS[@]}"; do
     if ! check "$service: back and past its checkpoint" wait_for 40 past "$service" $((${saved[$service]:-0} + 60)); then continue; fi
     # Fresh counters in a new process: everything received came after the checkpoint.
