@@ -97,18 +97,9 @@ pub fn local_address(listen: SocketAddr) -> SocketAddr {
 /// `SERVING`; an unreachable server, an error status or anything else is an error. The whole
 /// call, connection included, is bounded by `timeout`, so a hung server cannot hang the probe.
 pub async fn check(address: &str, service: &str, timeout: Duration) -> Result<(), ProbeError> {
-    let uri = if address.contains("://") {
-        address.to_owned()
-    } else {
-        format!("http://{address}")
-    };
-    let endpoint = Endpoint::from_shared(uri).map_err(|e| ProbeError::Address {
-        address: address.to_owned(),
-        reason: e.to_string(),
-    })?;
     // The outer `tokio::time::timeout` bounds the call, so a hung server is reported as a
     // timeout rather than as tonic's own CANCELLED status.
-    let endpoint = endpoint.connect_timeout(timeout);
+    let endpoint = endpoint(address)?.connect_timeout(timeout);
     let call = async {
         let channel = endpoint
             .connect()
@@ -146,6 +137,20 @@ pub async fn check(address: &str, service: &str, timeout: Duration) -> Result<()
             status: format!("unknown status {}", response.status),
         }),
     }
+}
+
+/// The endpoint for a command-line address: `host:port` (plaintext HTTP/2, as both services
+/// serve) or a full `http://host:port` URI.
+pub fn endpoint(address: &str) -> Result<Endpoint, ProbeError> {
+    let uri = if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    };
+    Endpoint::from_shared(uri).map_err(|e| ProbeError::Address {
+        address: address.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// An error and its causes on one line: tonic's transport error alone says only "transport

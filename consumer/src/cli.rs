@@ -6,11 +6,10 @@ use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use pushpull::{
-    health_probe::{HealthcheckArgs, local_address},
+    health_probe::{HealthcheckArgs, endpoint, local_address},
     pb::{self, consumer_service_client::ConsumerServiceClient},
     time::{std_duration, system_time},
 };
-use tonic::transport::Endpoint;
 
 use crate::Config;
 
@@ -77,12 +76,7 @@ async fn fetch_stats(
         .address
         .clone()
         .unwrap_or_else(|| local_address(listen).to_string());
-    let uri = if address.contains("://") {
-        address
-    } else {
-        format!("http://{address}")
-    };
-    let endpoint = Endpoint::from_shared(uri)?.connect_timeout(args.timeout);
+    let endpoint = endpoint(&address)?.connect_timeout(args.timeout);
     let call = async {
         let channel = endpoint.connect().await?;
         let response = ConsumerServiceClient::new(channel)
