@@ -14,7 +14,8 @@
 # Offline: no registry can be reached here, so the runtime base image is made locally with
 # debootstrap (cached as $BASE_IMAGE), the binaries are built on the host (same glibc as
 # bookworm) and the Dockerfile's `prebuilt` target copies them in. The compose file is used as
-# it is; only environment variables (image source, host ports, project name) are injected.
+# it is; only environment variables are injected (image source, host ports, project name, and
+# pinned PRODUCER_DEMO_RATE=20 / CONSUMER_FROM=earliest, which the checks rely on).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 started=$SECONDS
