@@ -6,10 +6,12 @@
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors that gRPC reflection serves.
 //! - [`time`]: conversions between protobuf and std time types.
 //! - [`grpc`]: the server plumbing both services use: reflection, health, accepted sockets.
+//! - [`health_probe`]: the `healthcheck` subcommand: a gRPC health check client for containers.
 //! - [`telemetry`]: the `tracing` subscriber, text or JSON.
 //! - [`shutdown`]: the SIGTERM / SIGINT future.
 
 pub mod grpc;
+pub mod health_probe;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;

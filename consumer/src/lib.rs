@@ -1,6 +1,7 @@
 //! The pushpull consumer.
 //!
 //! - [`config`]: flags and environment variables.
+//! - [`cli`]: the command line: those flags, or the `healthcheck` and `stats` subcommands.
 //! - [`reader`]: the push / poll / long-poll loop and its cursor, with reconnection.
 //! - [`backoff`]: reconnection delays.
 //! - [`checkpoint`]: the cursor on disk, written atomically.
@@ -13,6 +14,7 @@
 
 pub mod backoff;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod reader;

@@ -1,14 +1,19 @@
-//! `consumer`: parse flags, start logging, bind, read and serve until SIGTERM / SIGINT.
+//! `consumer`: parse flags, start logging, bind, read and serve until SIGTERM / SIGINT. With a
+//! subcommand (`consumer healthcheck`, `consumer stats`), run that instead.
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use consumer::Config;
+use consumer::cli::Cli;
 use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
+    let cli = Cli::parse();
+    if let Some(command) = &cli.command {
+        return command.run(&cli.config).await;
+    }
+    let config = cli.config;
     pushpull::telemetry::init(config.log_format);
     let listener = match TcpListener::bind(config.listen).await {
         Ok(listener) => listener,

@@ -1,6 +1,7 @@
 //! The pushpull producer.
 //!
 //! - [`config`]: flags and environment variables.
+//! - [`cli`]: the command line: those flags, or the `healthcheck` subcommand.
 //! - [`log`]: the ordered event log, its cursor rules and retention. Knows nothing of gRPC.
 //! - [`service`]: `pushpull.v1.ProducerService` over the log: Publish, Subscribe (push), Poll
 //!   (pull and long poll).
@@ -13,6 +14,7 @@
 //! [`run`] wires them to a listener ([`run_with`] to an HTTP listener too); `main.rs` only
 //! parses flags, binds and calls it.
 
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;

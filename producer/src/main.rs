@@ -1,15 +1,19 @@
 //! `producer`: parse flags, start logging, bind (gRPC, and HTTP unless off), serve until SIGTERM /
-//! SIGINT.
+//! SIGINT. With a subcommand (`producer healthcheck`), run that instead.
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use producer::Config;
+use producer::cli::Cli;
 use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
+    let cli = Cli::parse();
+    if let Some(command) = &cli.command {
+        return command.run(&cli.config).await;
+    }
+    let config = cli.config;
     pushpull::telemetry::init(config.log_format);
     let listener = match TcpListener::bind(config.listen).await {
         Ok(listener) => listener,

@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# docker compose, end to end, with the repository's own docker-compose.yml and Dockerfile:
+#   1. bring the stack up; every service becomes healthy (through the binaries' `healthcheck`);
+#   2. events flow to all three consumers (push, poll, long-poll): 0 missed, 0 duplicated, each
+#      has every event of the log; the services run as a non-root user;
+#   3. the producer restarts (stop, observe, start): the consumers notice, reconnect, count one
+#      log change and read the new log from its first event, still 0 missed / 0 duplicated;
+#   4. the consumers stop, their containers are removed, and new ones start: each resumes
+#      exactly after the checkpoint on its named volume;
+#   5. `down -v` leaves no container and no volume behind (also on failure: trap).
+# Run once per Compose available: `docker compose` (v2) and `docker-compose` (1.29). Under CI
+# both must be there (.ci/install.d/50-docker.sh installs them).
+#
+# Offline: no registry can be reached here, so the runtime base image is made locally with
+# debootstrap (cached as $BASE_IMAGE), the binaries are built on the host (same glibc as
+# bookworm) and the Dockerfile's `prebuilt` target copies them in. The compose file is used as
+# it is; only environment variables are injected (image source, host ports, project name, and
+# pinned PRODUCER_DEMO_RATE=20 / CONSUMER_FROM=earliest, which the checks rely on).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+started=$SECONDS
+
+BASE_IMAGE=${PUSHPULL_CI_BASE_IMAGE:-pushpull-ci/bookworm-minbase:latest}
+IMAGE=pushpull-ci/pushpull:test-$$
+STATS_BIN=target/release/consumer
+
+skip() { echo "50-compose: $*; skipping (exit 77)"; exit 77; }
+command -v docker >/dev/null 2>&1 || skip "no docker CLI"
+scripts/start-dockerd.sh || skip "no Docker engine"
+composes=()
+if docker compose version >/dev/null 2>&1; then composes+=("docker compose"); fi
+if command -v docker-compose >/dev/null 2>&1; then composes+=("docker-compose"); fi
+[ ${#composes[@]} -gt 0 ] || skip "neither docker compose (v2) nor docker-compose (1.29) found"
+if [ "${CI:-}" = "true" ] && [ ${#composes[@]} -lt 2 ]; then
+  skip "CI needs both Compose v2 and 1.29; found only: ${composes[*]}"
+fi
+
+passed=0; failed=0
+check() { # check DESCRIPTION COMMAND...: one counted check
+  local what=$1; shift
+  if "$@"; then passed=$((passed + 1)); echo "  ok   $what"
+  else failed=$((failed + 1)); echo "  FAIL $what"; fi
+}
+phase() { printf '\n--- %s (%ss)\n' "$*" $((SECONDS - started)); }
+step() { printf '  -- %s (%ss)\n' "$*" $((SECONDS - started)); }
+
+# ---------------------------------------------------------------- the images
+phase "base image $BASE_IMAGE"
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+  command -v debootstrap >/dev/null 2>&1 || skip "no debootstrap to make $BASE_IMAGE"
+  rootfs=$(mktemp -d)
+  # Made like debian:bookworm-slim: minbase, without apt lists, docs, man pages and locales.
+  timeout 600 debootstrap --variant=minbase bookworm "$rootfs" >/tmp/pushpull-debootstrap.log 2>&1 ||
+    { tail -n 20 /tmp/pushpull-debootstrap.log; rm -rf "$rootfs"; echo "0 passed, 1 failed"; exit 1; }
+  tar -C "$rootfs" --exclude='./var/cache/apt/*' --exclude='./var/lib/apt/lists/*' \
+    --exclude='./usr/share/doc/*' --exclude='./usr/share/man/*' \
+    --exclude='./usr/share/locale/*' --exclude='./usr/share/info/*' -c . |
+    docker import -c 'CMD ["bash"]' - "$BASE_IMAGE" >/dev/null
+  rm -rf "$rootfs"
+fi
+echo "$BASE_IMAGE: $(docker image inspect -f '{{.Size}}' "$BASE_IMAGE") bytes"
+
+phase "host build (cargo build --release --locked)"
+timeout 900 cargo build --release --locked -p pushpull-producer -p pushpull-consumer
+
+# Host ports: free ones, so a running `docker compose up` or another test is no obstacle.
+read -r PRODUCER_PORT PUSH_PORT POLL_PORT LONG_POLL_PORT < <(python3 - <<'PY'
+import socket
+socks = [socket.socket() for _ in range(4)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+PY
+)
+declare -A PORT=([push]=$PUSH_PORT [poll]=$POLL_PORT [long-poll]=$LONG_POLL_PORT)
+declare -A MODE=([push]=READ_MODE_PUSH [poll]=READ_MODE_POLL [long-poll]=READ_MODE_LONG_POLL)
+CONSUMERS=(push poll long-poll)
+
+# What the compose file reads from the environment; everything else is the file's default.
+export PUSHPULL_IMAGE=$IMAGE PUSHPULL_BUILD_TARGET=prebuilt PUSHPULL_RUNTIME_IMAGE=$BASE_IMAGE
+export PUSHPULL_BIND=127.0.0.1 PUSHPULL_PRODUCER_PORT=$PRODUCER_PORT PUSHPULL_PUSH_PORT=$PUSH_PORT
+export PUSHPULL_POLL_PORT=$POLL_PORT PUSHPULL_LONG_POLL_PORT=$LONG_POLL_PORT
+# The checks rely on these two defaults; pin them against the caller's environment.
+export PRODUCER_DEMO_RATE=20 CONSUMER_FROM=earliest
+
+# Compose v2 would build through `buildx bake`, which is not installed here; its own builder
+# does the same job without the warning.
+export COMPOSE_BAKE=false
+
+# ---------------------------------------------------------------- helpers
+projects=()
+DC_LOG=$(mktemp)
+dc() { timeout 180 $COMPOSE "$@"; }
+# Compose commands whose progress output would drown the checks: kept in $DC_LOG, shown on failure.
+dcq() { echo "\$ $COMPOSE $*" >>"$DC_LOG"; timeout 180 $COMPOSE "$@" >>"$DC_LOG" 2>&1; }
+cleanup() {
+  local project
+  for project in "${projects[@]}"; do
+    COMPOSE_PROJECT_NAME=$project timeout 120 ${project_compose[$project]} down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
+    # Belt and braces: whatever compose left (it should leave nothing).
+    docker ps -aq --filter "label=com.docker.compose.project=$project" | xargs -r docker rm -f >/dev/null 2>&1 || true
+    docker volume ls -q --filter "label=com.docker.compose.project=$project" | xargs -r docker volume rm >/dev/null 2>&1 || true
+  done
+  docker image rm "$IMAGE" >/dev/null 2>&1 || true
+  rm -f "$DC_LOG"
+}
+declare -A project_compose=()
+trap cleanup EXIT
+
+# Stats of one consumer, through its GetStats, as "name: value" lines in STATS[name].
+declare -A STATS=()
+stats() {
+  STATS=()
+  local name value
+  while IFS=': ' read -r name value; do STATS[$name]=$value; done < <(
+    "$STATS_BIN" stats --address "127.0.0.1:${PORT[$1]}" --timeout 3s 2>/dev/null)
+  [ -n "${STATS[mode]:-}" ]
+}
+# Container ids, looked up once after `up` (stop and start keep them): Compose 1.29 takes most of
+# a second per call, too slow to ask it in every polling loop.
+declare -A CID=()
+container() { echo "${CID[$1]:-}"; }
+health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$(container "$1")" 2>/dev/null; }
+# wait_for SECONDS COMMAND...: retries until the command succeeds or the time is up.
+wait_for() {
+  local deadline=$((SECONDS + $1)); shift
+  until "$@"; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.5
+  done
+}
+is_healthy() { [ "$(health "$1")" = healthy ]; }
+all_healthy() {
+  local service
+  for service in producer "${CONSUMERS[@]}"; do is_healthy "$service" || return 1; done
+}
+# A consumer's cursor file, read from its (possibly stopped) container.
+checkpoint_field() { docker cp "$(container "$1"):/var/lib/pushpull/cursor" - | tar -xO | sed -n "s/^$2=//p"; }
+# The consumer has seen the producer go away.
+disconnected() { stats "$1" && [ "${STATS[connected]}" = false ]; }
+# The consumer reads the new log: one log change, connected, and at least a few events in.
+on_new_log() { stats "$1" && [ "${STATS[log_changes]}" = 1 ] && [ "${STATS[connected]}" = true ] && [ "${STATS[last_sequence]}" -ge 10 ]; }
+# The consumer is connected again and past the given sequence.
+past() { stats "$1" && [ "${STATS[connected]}" = true ] && [ "${STATS[last_sequence]}" -gt "$2" ]; }
+eq() { [ "$1" = "$2" ] || { echo "       expected $2, got $1"; return 1; }; }
+ge() { [ "$1" -ge "$2" ] || { echo "       expected >= $2, got $1"; return 1; }; }
+gt() { [ "$1" -gt "$2" ] || { echo "       expected > $2, got $1"; return 1; }; }
+ne() { [ "$1" != "$2" ] || { echo "       expected something other than $2"; return 1; }; }
+show_state() {
+  echo "--- compose output"; tail -n 30 "$DC_LOG"
+  echo "--- ps"; dc ps -a || true
+  echo "--- logs"; dc logs --no-color --tail 15 || true
+}
+
+# ---------------------------------------------------------------- one run
+scenario() {
+  COMPOSE=$1
+  local project=pushpull-ci-$$-v1
+  [ "$COMPOSE" = "docker-compose" ] || project=pushpull-ci-$$-v2
+  export COMPOSE_PROJECT_NAME=$project
+  projects+=("$project"); project_compose[$project]=$COMPOSE
+  local failed_before=$failed t0=$SECONDS service
+  phase "$COMPOSE ($($COMPOSE version --short 2>/dev/null || $COMPOSE version | head -n 1)), project $project"
+
+  check "build (prebuilt target)" dcq build --quiet producer
+  if ! check "up -d" dcq up -d; then show_state; return; fi
+  for service in producer "${CONSUMERS[@]}"; do CID[$service]=$(dc ps -a -q "$service"); done
+  if ! check "all four services healthy within 90 s" wait_for 90 all_healthy; then show_state; return; fi
+  echo "       healthy after $((SECONDS - t0))s; image $(docker image inspect -f '{{.Size}}' "$IMAGE") bytes"
+  check "runs as the unprivileged user (uid 10001)" eq "$(docker exec "$(container producer)" id -u)" 10001
+  for service in producer "${CONSUMERS[@]}"; do
+    check "$service: restart policy unless-stopped" \
+      eq "$(docker inspect -f '{{.HostConfig.RestartPolicy.Name}}' "$(container "$service")")" unless-stopped
+  done
+
+  # -------- events flow
+  step "events flow"
+  local log_id=""
+  declare -A last=()
+  for service in "${CONSUMERS[@]}"; do wait_for 20 past "$service" 20 || true; done
+  sleep 2
+  for service in "${CONSUMERS[@]}"; do
+    if ! check "$service: GetStats answers" stats "$service"; then continue; fi
+    check "$service: mode" eq "${STATS[mode]}" "${MODE[$service]}"
+    check "$service: connected" eq "${STATS[connected]}" true
+    check "$service: events flow" gt "${STATS[events_received]}" 20
+    check "$service: 0 missed" eq "${STATS[events_missed]}" 0
+    check "$service: 0 duplicates" eq "${STATS[duplicates_dropped]}" 0
+    # From the oldest event of a log that started at 1: every sequence exactly once.
+    check "$service: every event of the log (received = last_sequence)" \
+      eq "${STATS[events_received]}" "${STATS[last_sequence]}"
+    [ -n "$log_id" ] || log_id=${STATS[log_id]}
+    check "$service: same log as the others" eq "${STATS[log_id]}" "$log_id"
+    last[$service]=${STATS[last_sequence]}
+  done
+  sleep 1.5
+  for service in "${CONSUMERS[@]}"; do
+    check "$service: keeps receiving" wait_for 10 past "$service" "${last[$service]:-0}"
+  done
+  for service in "${CONSUMERS[@]}"; do
+    check "$service: summary lines in the compose logs" \
+      bash -c "$COMPOSE logs --no-color $service 2>&1 | grep -q summary"
+  done
+
+  # -------- the producer restarts: stopped, observed, started (a `restart` with a look inside)
+  step "producer restart"
+  check "stop producer" dcq stop -t 10 producer
+  declare -A at_stop=()
+  for service in "${CONSUMERS[@]}"; do
+    check "$service: notices the producer is gone" wait_for 20 disconnected "$service"
+    at_stop[$service]=${STATS[events_received]:-0}
+    check "$service: had every event of the old log" eq "${STATS[events_received]:-}" "${STATS[last_sequence]:-x}"
+  done
+  check "start producer" dcq start producer
+  check "producer healthy again" wait_for 60 is_healthy producer
+  local new_log=""
+  for service in "${CONSUMERS[@]}"; do
+    if ! check "$service: reconnects and reads the new log (log_changes 1)" wait_for 40 on_new_log "$service"; then continue; fi
+    [ -n "$new_log" ] || new_log=${STATS[log_id]}
+    check "$service: new log_id" ne "${STATS[log_id]}" "$log_id"
+    check "$service: same new log as the others" eq "${STATS[log_id]}" "$new_log"
+    check "$service: 0 missed after the restart" eq "${STATS[events_missed]}" 0
+    check "$service: 0 duplicates after the restart" eq "${STATS[duplicates_dropped]}" 0
+    # Old log's events plus the new log's from its first: nothing skipped, nothing twice.
+    check "$service: new log read from its first event" \
+      eq $((STATS[events_received] - STATS[last_sequence])) "${at_stop[$service]}"
+    check "$service: reconnects counted" gt "${STATS[reconnects]}" 0
+    last[$service]=${STATS[last_sequence]}
+  done
+
+  # -------- the consumers stop and start again, in new containers (only the named volumes
+  # carry over): each resumes right after its checkpoint
+  step "consumers stop and start"
+  check "stop consumers" dcq stop -t 10 "${CONSUMERS[@]}"
+  declare -A saved=()
+  for service in "${CONSUMERS[@]}"; do
+    saved[$service]=$(checkpoint_field "$service" after_sequence || true)
+    check "$service: checkpoint saved at stop, on the new log" \
+      eq "$(checkpoint_field "$service" log_id || true)" "$new_log"
+    check "$service: checkpoint at or past what it had read" ge "${saved[$service]:-0}" "${last[$service]:-1}"
+  done
+  check "remove the consumers' containers" dcq rm -f "${CONSUMERS[@]}"
+  sleep 3 # the producer moves on (about 60 events) while they are down
+  check "start consumers in new containers" dcq up -d --no-deps "${CONSUMERS[@]}"
+  for service in "${CONSUMERS[@]}"; do
+    local old=${CID[$service]}
+    CID[$service]=$(dc ps -a -q "$service")
+    check "$service: a new container" ne "${CID[$service]}" "$old"
+  done
+  for service in "${CONSUMERS[@]}"; do
+    if ! check "$service: back and past its checkpoint" wait_for 40 past "$service" $((${saved[$service]:-0} + 60)); then continue; fi
+    # Fresh counters in a new process: everything received came after the checkpoint.
+    check "$service: resumed right after its checkpoint" \
+      eq $((STATS[last_sequence] - STATS[events_received])) "${saved[$service]:-x}"
+    check "$service: same log, no log change" eq "${STATS[log_id]}/${STATS[log_changes]}" "$new_log/0"
+    check "$service: 0 missed after resuming" eq "${STATS[events_missed]}" 0
+    check "$service: 0 duplicates after resuming" eq "${STATS[duplicates_dropped]}" 0
+  done
+  check "all healthy at the end" wait_for 30 all_healthy
+
+  [ $failed -eq $failed_before ] || show_state
+  # -------- down: nothing left behind
+  step "down"
+  check "down -v" dcq down -v --remove-orphans -t 5
+  check "no container left" eq "$(docker ps -aq --filter "label=com.docker.compose.project=$project" | wc -l)" 0
+  check "no volume left" eq "$(docker volume ls -q --filter "label=com.docker.compose.project=$project" | wc -l)" 0
+  docker image rm "$IMAGE" >/dev/null 2>&1 || true
+  echo "       $COMPOSE run: $((SECONDS - t0))s"
+}
+
+for compose in "${composes[@]}"; do scenario "$compose"; done
+
+printf '\n50-compose: wall time %ss\n' $((SECONDS - started))
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
