@@ -125,9 +125,20 @@ impl Proc {
         format!("http://{}", self.addr)
     }
 
-    /// CPU, memory and socket bytes of the process now.
+    /// CPU and memory of the process now.
     pub fn usage(&self) -> Usage {
         Usage::of(self.pid)
+    }
+
+    /// CPU and memory now, and the TCP payload bytes this process's connections to `peer` have
+    /// received and sent so far.
+    pub fn usage_towards(&self, peer: SocketAddr) -> Usage {
+        let mut usage = Usage::of(self.pid);
+        if let Some((received, sent)) = socket_bytes(self.pid, peer.port()) {
+            usage.read_bytes = received;
+            usage.written_bytes = sent;
+        }
+        usage
     }
 
     /// Closes stdin (the child shuts down gracefully) and waits; kills it after 10 s.
@@ -149,10 +160,10 @@ pub struct Usage {
     pub cpu: Duration,
     /// Resident set size now.
     pub rss_bytes: u64,
-    /// Bytes passed to read()/recv()-family calls: for a consumer this is, in practice, what
-    /// it received from its sockets (HTTP/2 + gRPC framing included, TCP/IP headers not).
+    /// TCP payload bytes received on the connections measured (see [`Proc::usage_towards`]):
+    /// HTTP/2 and gRPC framing included, TCP/IP headers not. 0 when not measured.
     pub read_bytes: u64,
-    /// Bytes passed to write()/send()-family calls.
+    /// TCP payload bytes sent on those connections.
     pub written_bytes: u64,
     pub at: Option<Instant>,
 }
@@ -179,22 +190,11 @@ impl Usage {
             })
             .map(|kb| kb * 1024)
             .unwrap_or_default();
-        let (mut read_bytes, mut written_bytes) = (0, 0);
-        if let Ok(io) = std::fs::read_to_string(format!("/proc/{pid}/io")) {
-            for line in io.lines() {
-                let mut parts = line.split_whitespace();
-                match (parts.next(), parts.next().and_then(|v| v.parse().ok())) {
-                    (Some("rchar:"), Some(v)) => read_bytes = v,
-                    (Some("wchar:"), Some(v)) => written_bytes = v,
-                    _ => {}
-                }
-            }
-        }
         Usage {
             cpu,
             rss_bytes,
-            read_bytes,
-            written_bytes,
+            read_bytes: 0,
+            written_bytes: 0,
             at,
         }
     }
@@ -232,4 +232,42 @@ pub fn raise_fd_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
+}
+
+/// (received, sent) TCP payload bytes, summed over the established connections of process `pid`
+/// to port `peer_port`, from the kernel's TCP_INFO as `ss` reports it. `/proc/PID/io` would not
+/// do: it counts read()/write() but not the recv()/send() that sockets use. `None` without `ss`.
+fn socket_bytes(pid: u32, peer_port: u16) -> Option<(u64, u64)> {
+    let out = std::process::Command::new("ss")
+        .args([
+            "-tinpH",
+            "state",
+            "established",
+            "dport",
+            "=",
+            &format!(":{peer_port}"),
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let owner = format!("pid={pid},");
+    let (mut received, mut sent, mut mine) = (0, 0, false);
+    for line in text.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            mine = line.contains(&owner);
+            continue;
+        }
+        if !mine {
+            continue;
+        }
+        for field in line.split_whitespace() {
+            if let Some(v) = field.strip_prefix("bytes_received:") {
+                received += v.parse::<u64>().unwrap_or(0);
+            } else if let Some(v) = field.strip_prefix("bytes_sent:") {
+                sent += v.parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Some((received, sent))
 }

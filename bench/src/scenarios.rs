@@ -15,7 +15,7 @@ use crate::{
     child::{Proc, Role, Usage},
     load::{
         self, ConsumerStats, Subscribers, channel, channel_with, duration_of, producer_client,
-        publish_at_rate, publish_flat_out,
+        publish_at_rate, publish_at_rate_isolated, publish_flat_out,
     },
 };
 
@@ -174,10 +174,9 @@ pub async fn latency(
     let consumer = Proc::spawn(Role::Consumer, &consumer_args(&producer, "latest", mode)).await?;
     let mut stats = ConsumerStats::connect(&consumer.url()).await?;
     let ready = stats.wait_ready().await?;
-    let mut publisher = producer_client(channel(&producer.url()).await?);
-    let (p0, c0) = (producer.usage(), consumer.usage());
+    let (p0, c0) = (producer.usage(), consumer.usage_towards(producer.addr));
     let started = Instant::now();
-    let published = publish_at_rate(&mut publisher, rate, settings.window).await?;
+    let published = publish_at_rate_isolated(&producer.url(), rate, settings.window).await?;
     // Let the last events arrive: a poller may be a whole interval away from its next call.
     tokio::time::sleep(mode.interval.unwrap_or_default() + Duration::from_millis(300)).await;
     let mut s = stats.get().await?;
@@ -190,7 +189,7 @@ pub async fn latency(
         tokio::time::sleep(Duration::from_millis(200)).await;
         s = stats.get().await?;
     }
-    let (p1, c1) = (producer.usage(), consumer.usage());
+    let (p1, c1) = (producer.usage(), consumer.usage_towards(producer.addr));
     let (p, c) = (p1.since(&p0), c1.since(&c0));
     consumer.stop().await;
     producer.stop().await;
@@ -274,7 +273,7 @@ pub async fn catch_up(
             |got| eprintln!("      … {got} of {n} events"),
         )
         .await?;
-    let (p2, c1) = (producer.usage(), consumer.usage());
+    let (p2, c1) = (producer.usage(), consumer.usage_towards(producer.addr));
     let s = stats.get().await?;
     consumer.stop().await;
     producer.stop().await;
@@ -302,7 +301,7 @@ pub async fn live(
     let consumer = Proc::spawn(Role::Consumer, &consumer_args(&producer, "latest", mode)).await?;
     let mut stats = ConsumerStats::connect(&consumer.url()).await?;
     let ready = stats.wait_ready().await?;
-    let (p0, c0) = (producer.usage(), consumer.usage());
+    let (p0, c0) = (producer.usage(), consumer.usage_towards(producer.addr));
     let url = producer.url();
     let started = Instant::now();
     let publishers = tokio::spawn(async move { publish_flat_out(&url, n, 2).await });
@@ -315,7 +314,7 @@ pub async fn live(
         )
         .await?;
     let published = publishers.await.map_err(|e| e.to_string())??;
-    let (p1, c1) = (producer.usage(), consumer.usage());
+    let (p1, c1) = (producer.usage(), consumer.usage_towards(producer.addr));
     let s = stats.get().await?;
     progress.note(&format!(
         "publishers took {:.2} s for {} events",
@@ -450,16 +449,16 @@ pub async fn slow_consumer(
 ) -> Result<SlowRun, String> {
     let m = settings.slow_subscribers;
     let producer = Proc::spawn(Role::Producer, &[]).await?;
-    let mut publisher = producer_client(channel(&producer.url()).await?);
     let subs = Subscribers::open(&producer.url(), m, settings.streams_per_connection, 0).await?;
     subs.wait_attached(m, Duration::from_secs(60)).await?;
 
-    let mut phase = async |label: &str| -> Result<(Duration, u64, bool), String> {
+    let phase = async |label: &str| -> Result<(Duration, u64, bool), String> {
         subs.reset_histograms();
         let stop = tokio_util::sync::CancellationToken::new();
         let peak = load::sample_peak_rss(producer.pid, stop.clone());
         let published =
-            publish_at_rate(&mut publisher, settings.fanout_rate, settings.slow_window).await?;
+            publish_at_rate_isolated(&producer.url(), settings.fanout_rate, settings.slow_window)
+                .await?;
         let limit = Instant::now() + Duration::from_secs(10);
         while subs.caught_up(published.last_sequence) < m && Instant::now() < limit {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -467,7 +466,7 @@ pub async fn slow_consumer(
         stop.cancel();
         let rss = peak.await.map_err(|e| e.to_string())?;
         let p99 = micros(subs.merged_histogram().value_at_quantile(0.99));
-        let ok = subs.caught_up(published.last_sequence) == m;
+        let ok = published.complete && subs.caught_up(published.last_sequence) == m;
         eprintln!(
             "      {label}: p99 {:.2} ms, producer RSS peak {:.1} MiB, all delivered: {ok}",
             ms(p99),
@@ -476,6 +475,9 @@ pub async fn slow_consumer(
         Ok((p99, rss, ok))
     };
 
+    // The first phase warms the producer up (allocator arenas, HTTP/2 buffers); the second is the
+    // baseline the stalled phase is compared with.
+    phase("warm-up, all reading").await?;
     let (p99_before, rss_peak_before, delivered_before) = phase("all reading").await?;
     progress.note("one more subscriber, on its own connection, that never reads");
     // A 64 KiB HTTP/2 window: the stalled stream fills it at once and the producer must hold
