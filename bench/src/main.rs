@@ -42,8 +42,19 @@ struct Cli {
     /// run, target/bench-quick for a quick one.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run only these scenarios (comma-separated), e.g. to compare two builds.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    only: Vec<Scenario>,
     #[command(subcommand)]
     child: Option<ChildCommand>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    Latency,
+    Throughput,
+    Fanout,
+    Slow,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,7 +126,9 @@ fn main() -> ExitCode {
             "docs/bench"
         })
     });
-    match runtime.block_on(run(settings, out)) {
+    let only = cli.only;
+    let wanted = move |s: Scenario| only.is_empty() || only.contains(&s);
+    match runtime.block_on(run(settings, out, wanted)) {
         Ok(all_ran) if all_ran => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,
         Err(err) => {
@@ -126,10 +139,23 @@ fn main() -> ExitCode {
 }
 
 /// Runs every scenario, writes the report; `Ok(false)` when a scenario failed to run.
-async fn run(settings: Settings, out: PathBuf) -> Result<bool, String> {
+async fn run(
+    settings: Settings,
+    out: PathBuf,
+    wanted: impl Fn(Scenario) -> bool,
+) -> Result<bool, String> {
     let modes = scenarios::modes();
     let mut results = Results::new(&settings);
-    let total = modes.len() * settings.rates.len() + 4 + settings.fanout.len() + 1;
+    let total = [
+        (Scenario::Latency, modes.len() * settings.rates.len()),
+        (Scenario::Throughput, 4),
+        (Scenario::Fanout, settings.fanout.len()),
+        (Scenario::Slow, 1),
+    ]
+    .into_iter()
+    .filter(|(s, _)| wanted(*s))
+    .map(|(_, n)| n)
+    .sum();
     let mut progress = Progress::new(total);
     eprintln!(
         "pushpull-bench {} run: {} steps; machine: {}",
@@ -138,7 +164,7 @@ async fn run(settings: Settings, out: PathBuf) -> Result<bool, String> {
         results.machine.summary()
     );
 
-    for mode in &modes {
+    for mode in modes.iter().filter(|_| wanted(Scenario::Latency)) {
         for &rate in &settings.rates {
             progress.start(&format!("latency: {} at {rate} events/s", mode.name));
             match scenarios::latency(mode, rate, &settings, &mut progress).await {
@@ -164,7 +190,8 @@ async fn run(settings: Settings, out: PathBuf) -> Result<bool, String> {
         ..modes[3].clone()
     };
     let long_poll = &modes[4];
-    for mode in [push, &poll] {
+    let throughput = wanted(Scenario::Throughput);
+    for mode in [push, &poll].into_iter().filter(|_| throughput) {
         progress.start(&format!("throughput: {} catching up", mode.name));
         match scenarios::catch_up(mode, &settings, &mut progress).await {
             Ok((run, publish)) => {
@@ -177,7 +204,7 @@ async fn run(settings: Settings, out: PathBuf) -> Result<bool, String> {
             Err(err) => results.failed(&mut progress, err),
         }
     }
-    for mode in [push, long_poll] {
+    for mode in [push, long_poll].into_iter().filter(|_| throughput) {
         progress.start(&format!("throughput: {} live", mode.name));
         match scenarios::live(mode, &settings, &mut progress).await {
             Ok(run) => {
@@ -188,7 +215,7 @@ async fn run(settings: Settings, out: PathBuf) -> Result<bool, String> {
         }
     }
 
-    for &n in &settings.fanout {
+    for &n in settings.fanout.iter().filter(|_| wanted(Scenario::Fanout)) {
         progress.start(&format!(
             "fan-out: {n} subscribers at {} events/s",
             settings.fanout_rate
@@ -208,22 +235,24 @@ async fn run(settings: Settings, out: PathBuf) -> Result<bool, String> {
         }
     }
 
-    progress.start(&format!(
-        "slow consumer: {} subscribers, then one stops reading",
-        settings.slow_subscribers
-    ));
-    match scenarios::slow_consumer(&settings, &mut progress).await {
-        Ok(r) => {
-            progress.done(&format!(
-                "p99 {:.2} → {:.2} ms, producer RSS peak {:.1} → {:.1} MiB",
-                scenarios::ms(r.p99_before),
-                scenarios::ms(r.p99_after),
-                scenarios::mib(r.rss_peak_before),
-                scenarios::mib(r.rss_peak_after)
-            ));
-            results.slow = Some(r);
+    if wanted(Scenario::Slow) {
+        progress.start(&format!(
+            "slow consumer: {} subscribers, then one stops reading",
+            settings.slow_subscribers
+        ));
+        match scenarios::slow_consumer(&settings, &mut progress).await {
+            Ok(r) => {
+                progress.done(&format!(
+                    "p99 {:.2} → {:.2} ms, producer RSS peak {:.1} → {:.1} MiB",
+                    scenarios::ms(r.p99_before),
+                    scenarios::ms(r.p99_after),
+                    scenarios::mib(r.rss_peak_before),
+                    scenarios::mib(r.rss_peak_after)
+                ));
+                results.slow = Some(r);
+            }
+            Err(err) => results.failed(&mut progress, err),
         }
-        Err(err) => results.failed(&mut progress, err),
     }
 
     results.finish();
