@@ -8,11 +8,13 @@
 //! - [`grpc`]: the server plumbing both services use: reflection, health, accepted sockets.
 //! - [`telemetry`]: the `tracing` subscriber, text or JSON.
 //! - [`shutdown`]: the SIGTERM / SIGINT future.
+//! - [`wire`]: events encoded once, and the producer's server that sends them as they are.
 
 pub mod grpc;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;
+pub mod wire;
 
 /// Generated code for the `pushpull.v1` protobuf package.
 pub mod pb {
