@@ -83,6 +83,19 @@ fn read(c: &mut Criterion) {
         max_events: 1_000,
         max_bytes: 4 * 1024 * 1024,
     };
+    group.throughput(Throughput::Elements(1_000));
+    group.bench_function("encoded (what gRPC sends)/1000", |b| {
+        let mut after = 0;
+        b.iter(|| {
+            let batch = log.read_encoded(after, &all, limits).expect("valid cursor");
+            after = if batch.caught_up() {
+                0
+            } else {
+                batch.next_after
+            };
+            black_box(batch)
+        });
+    });
     group.throughput(Throughput::Elements(65_536));
     group.bench_function("filter skips 65,536 events", |b| {
         b.iter(|| black_box(log.read(0, &other, limits).expect("valid cursor")));
