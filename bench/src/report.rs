@@ -559,7 +559,8 @@ fn latency_chart(path: &Path, r: &Results) -> ChartResult {
         .fold(f64::INFINITY, f64::min)
         .min(0.05)
         / 2.0;
-    let y_max = all_ms.iter().cloned().fold(0.0, f64::max).max(1.0) * 2.0;
+    // Headroom above the slowest mode keeps the legend clear of the lines.
+    let y_max = all_ms.iter().cloned().fold(0.0, f64::max).max(1.0) * 40.0;
     for (panel, (title, pick)) in panels.iter().zip([
         (
             "median (p50)",
