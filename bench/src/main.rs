@@ -147,7 +147,7 @@ async fn run(
     let modes = scenarios::modes();
     let mut results = Results::new(&settings);
     let total = [
-        (Scenario::Latency, modes.len() * settings.rates.len()),
+        (Scenario::Latency, (modes.len() + 1) * settings.rates.len()),
         (Scenario::Throughput, 4),
         (Scenario::Fanout, settings.fanout.len()),
         (Scenario::Slow, 1),
@@ -164,6 +164,19 @@ async fn run(
         results.machine.summary()
     );
 
+    for &rate in settings.rates.iter().filter(|_| wanted(Scenario::Latency)) {
+        progress.start(&format!("baseline: publisher alone at {rate} events/s"));
+        match scenarios::publish_baseline(rate, &settings).await {
+            Ok((events, cpu)) => {
+                progress.done(&format!(
+                    "producer CPU {:.1} µs per published event",
+                    cpu.as_secs_f64() * 1e6 / events.max(1) as f64
+                ));
+                results.baseline.push((rate, events, cpu));
+            }
+            Err(err) => results.failed(&mut progress, err),
+        }
+    }
     for mode in modes.iter().filter(|_| wanted(Scenario::Latency)) {
         for &rate in &settings.rates {
             progress.start(&format!("latency: {} at {rate} events/s", mode.name));

@@ -15,6 +15,8 @@ pub struct Results {
     pub settings: Settings,
     pub machine: Machine,
     pub latency: Vec<LatencyRun>,
+    /// (rate, events published, producer CPU) with no reader at all.
+    pub baseline: Vec<(u64, u64, Duration)>,
     pub throughput: Vec<ThroughputRun>,
     pub fanout: Vec<FanoutRun>,
     pub slow: Option<SlowRun>,
@@ -27,6 +29,7 @@ impl Results {
             settings: settings.clone(),
             machine: Machine::now(),
             latency: vec![],
+            baseline: vec![],
             throughput: vec![],
             fanout: vec![],
             slow: None,
@@ -49,6 +52,13 @@ impl Results {
         self.latency
             .iter()
             .find(|r| r.mode == mode && r.rate == rate)
+    }
+
+    /// Producer CPU per event spent on delivery: the run's, minus the publisher-alone baseline.
+    pub fn delivery_cpu_us(&self, l: &LatencyRun) -> Option<f64> {
+        let &(_, events, cpu) = self.baseline.iter().find(|b| b.0 == l.rate)?;
+        let base = per_event_us(cpu, events);
+        Some((per_event_us(l.producer_cpu, l.received) - base).max(0.0))
     }
 
     fn throughput_of(&self, prefix: &str) -> Option<&ThroughputRun> {
@@ -365,16 +375,16 @@ fn markdown(r: &Results, targets: &[Target]) -> String {
 
     let _ = writeln!(
         o,
-        "\n## Latency by mode and rate\n\nEnd-to-end: the producer's append time (`produced_at`) to the consumer's receipt, from the consumer's HDR histogram. Cost per event over the window: consumer RPCs, bytes through the consumer's sockets (HTTP/2 and gRPC framing included; `/proc/PID/io`), CPU of each process (the producer's includes serving the publisher).\n"
+        "\n## Latency by mode and rate\n\nEnd-to-end: the producer's append time (`produced_at`) to the consumer's receipt, from the consumer's HDR histogram. Cost per event over the window: consumer RPCs, bytes through the consumer's sockets (HTTP/2 and gRPC framing included; `/proc/PID/io`), CPU of each process. The producer's CPU includes serving the publisher; the delivery column subtracts a run with the publisher alone at the same rate (CPU time is counted in 10 ms ticks, so low rates are coarse).\n"
     );
     let _ = writeln!(
         o,
-        "| mode | events/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | RPCs | empty responses | bytes/event | producer CPU µs/event | consumer CPU µs/event |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+        "| mode | events/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | RPCs | empty responses | bytes/event | producer CPU µs/event | of which delivery | consumer CPU µs/event |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     );
     for l in &r.latency {
         let _ = writeln!(
             o,
-            "| {} | {} | {}/{} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {:.0} | {:.1} | {:.1} |",
+            "| {} | {} | {}/{} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {:.0} | {:.1} | {} | {:.1} |",
             l.mode,
             l.rate,
             l.received,
@@ -387,6 +397,8 @@ fn markdown(r: &Results, targets: &[Target]) -> String {
             l.empty_responses,
             l.per_event((l.consumer_read_bytes + l.consumer_written_bytes) as f64),
             per_event_us(l.producer_cpu, l.received),
+            r.delivery_cpu_us(l)
+                .map_or("–".into(), |v| format!("{v:.1}")),
             per_event_us(l.consumer_cpu, l.received),
         );
     }
@@ -500,6 +512,10 @@ fn to_json(r: &Results, targets: &[Target]) -> serde_json::Value {
             "consumer_written_bytes": l.consumer_written_bytes,
             "producer_cpu_us": us(l.producer_cpu), "consumer_cpu_us": us(l.consumer_cpu),
             "window_us": us(l.window),
+            "producer_delivery_cpu_us_per_event": r.delivery_cpu_us(l),
+        })).collect::<Vec<_>>(),
+        "baseline": r.baseline.iter().map(|(rate, events, cpu)| json!({
+            "rate": rate, "published": events, "producer_cpu_us": us(*cpu),
         })).collect::<Vec<_>>(),
         "throughput": r.throughput.iter().map(|t| json!({
             "name": t.name, "events": t.events, "elapsed_us": us(t.elapsed),

@@ -216,6 +216,17 @@ pub async fn latency(
     })
 }
 
+/// Producer CPU with the publisher alone (no reader), at `rate` for the latency window: the
+/// part of the latency runs' producer CPU that is not delivery.
+pub async fn publish_baseline(rate: u64, settings: &Settings) -> Result<(u64, Duration), String> {
+    let producer = Proc::spawn(Role::Producer, &[]).await?;
+    let p0 = producer.usage();
+    let published = publish_at_rate_isolated(&producer.url(), rate, settings.window).await?;
+    let p1 = producer.usage();
+    producer.stop().await;
+    Ok((published.events, p1.since(&p0).cpu))
+}
+
 /// One throughput measurement.
 #[derive(Debug, Clone)]
 pub struct ThroughputRun {
