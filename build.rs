@@ -32,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Payloads as `bytes::Bytes`: cloning an event for many subscribers then shares the
         // payload instead of copying it.
         .bytes(".pushpull.v1")
+        .codec_path("crate::codec::ProstCodec")
         .compile_fds(fds)?;
 
     // The producer's server a second time, into `wire/`, with `Event` replaced by
@@ -44,6 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut wire = tonic_prost_build::configure()
         .bytes(".pushpull.v1")
         .build_client(false)
+        .codec_path("crate::codec::ProstCodec")
         .out_dir(&wire_dir)
         .extern_path(".pushpull.v1.Event", "crate::wire::EncodedEvent");
     for message in [

@@ -4,12 +4,14 @@
 //! This root crate is what both services (and any Rust client) share:
 //! - [`pb`]: the generated `pushpull.v1` types, clients and servers (from `proto/`).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors that gRPC reflection serves.
+//! - [`codec`]: the gRPC codec of the generated code: prost, decoding from contiguous bytes.
 //! - [`time`]: conversions between protobuf and std time types.
 //! - [`grpc`]: the server plumbing both services use: reflection, health, accepted sockets.
 //! - [`telemetry`]: the `tracing` subscriber, text or JSON.
 //! - [`shutdown`]: the SIGTERM / SIGINT future.
 //! - [`wire`]: events encoded once, and the producer's server that sends them as they are.
 
+pub mod codec;
 pub mod grpc;
 pub mod shutdown;
 pub mod telemetry;
