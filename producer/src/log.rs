@@ -116,15 +116,18 @@ impl TopicFilter {
     }
 }
 
-/// Checks a topic against the documented rule: 1 to [`MAX_TOPIC_LEN`] characters from
-/// `[A-Za-z0-9._-]`. A narrow set keeps topics safe in URLs, metric labels and file names.
-pub fn validate_topic(field: &str, topic: &str) -> Result<(), Error> {
-    let ok = !topic.is_empty()
+fn topic_is_valid(topic: &str) -> bool {
+    !topic.is_empty()
         && topic.len() <= MAX_TOPIC_LEN
         && topic
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Checks a topic against the documented rule: 1 to [`MAX_TOPIC_LEN`] characters from
+/// `[A-Za-z0-9._-]`. A narrow set keeps topics safe in URLs, metric labels and file names.
+pub fn validate_topic(field: &str, topic: &str) -> Result<(), Error> {
+    if topic_is_valid(topic) {
         Ok(())
     } else {
         Err(Error::InvalidTopic {
@@ -302,7 +305,10 @@ impl EventLog {
             });
         }
         for (i, event) in events.iter().enumerate() {
-            validate_topic(&format!("events[{i}].topic"), &event.topic)?;
+            // The field name is formatted only for an error: this loop runs once per event.
+            if !topic_is_valid(&event.topic) {
+                validate_topic(&format!("events[{i}].topic"), &event.topic)?;
+            }
             if event.payload.len() > limits.max_payload_bytes {
                 return Err(Error::PayloadTooLarge {
                     field: format!("events[{i}].payload"),
