@@ -32,6 +32,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Payloads as `bytes::Bytes`: cloning an event for many subscribers then shares the
         // payload instead of copying it.
         .bytes(".pushpull.v1")
+        .codec_path("crate::codec::ProstCodec")
         .compile_fds(fds)?;
+
+    // The producer's server a second time, into `wire/`, with `Event` replaced by
+    // `crate::wire::EncodedEvent`: an event encoded once when it is appended, whose bytes every
+    // response then copies as they are (no per-reader conversion or encoding). The other
+    // messages are the ordinary generated ones; the bytes on the wire are the same.
+    let wire_dir = out_dir.join("wire");
+    fs::create_dir_all(&wire_dir)?;
+    let producer_fds = protox::compile([PROTO_FILES[0]], [PROTO_ROOT])?;
+    let mut wire = tonic_prost_build::configure()
+        .bytes(".pushpull.v1")
+        .build_client(false)
+        .codec_path("crate::codec::ProstCodec")
+        .out_dir(&wire_dir)
+        .extern_path(".pushpull.v1.Event", "crate::wire::EncodedEvent");
+    for message in [
+        "NewEvent",
+        "PublishRequest",
+        "PublishResponse",
+        "SubscribeRequest",
+        "PollRequest",
+    ] {
+        wire = wire.extern_path(
+            format!(".pushpull.v1.{message}"),
+            format!("crate::pb::{message}"),
+        );
+    }
+    wire.compile_fds(producer_fds)?;
     Ok(())
 }

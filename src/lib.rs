@@ -4,17 +4,21 @@
 //! This root crate is what both services (and any Rust client) share:
 //! - [`pb`]: the generated `pushpull.v1` types, clients and servers (from `proto/`).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors that gRPC reflection serves.
+//! - [`codec`]: the gRPC codec of the generated code: prost, decoding from contiguous bytes.
 //! - [`time`]: conversions between protobuf and std time types.
 //! - [`grpc`]: the server plumbing both services use: reflection, health, accepted sockets.
 //! - [`health_probe`]: the `healthcheck` subcommand: a gRPC health check client for containers.
 //! - [`telemetry`]: the `tracing` subscriber, text or JSON.
 //! - [`shutdown`]: the SIGTERM / SIGINT future.
+//! - [`wire`]: events encoded once, and the producer's server that sends them as they are.
 
+pub mod codec;
 pub mod grpc;
 pub mod health_probe;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;
+pub mod wire;
 
 /// Generated code for the `pushpull.v1` protobuf package.
 pub mod pb {

@@ -26,7 +26,7 @@ pub mod service;
 
 use std::future::Future;
 
-use pushpull::{grpc, pb::producer_service_server::ProducerServiceServer};
+use pushpull::{grpc, wire::server::producer_service_server::ProducerServiceServer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{codec::CompressionEncoding, server::NamedService as _, transport::Server};

@@ -5,15 +5,19 @@
 //! new events they watch the head with [`EventLog::watch_head`]. There is no per-reader queue, so
 //! a slow reader costs one `u64`, and appending costs the same with 0 or 10,000 readers.
 //!
-//! The log knows nothing of gRPC: the service module adapts it.
+//! The log knows nothing of gRPC: the service module adapts it. It does keep each event's
+//! protobuf encoding, made once at append ([`EventLog::read_encoded`]), because encoding per
+//! reader was the largest cost of a push to many subscribers; the payload is a slice of those
+//! same bytes, so an event is stored once.
 
 use std::{
     collections::{HashSet, VecDeque},
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex, RwLock},
     time::SystemTime,
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use pushpull::wire::{EncodedEvent, encode_event};
 use tokio::sync::watch;
 
 use crate::error::Error;
@@ -25,6 +29,10 @@ pub const MAX_TOPIC_LEN: usize = 128;
 /// deque slot and the allocations' headers, roughly. It keeps a flood of empty payloads from
 /// looking free.
 pub const EVENT_OVERHEAD_BYTES: usize = 64;
+
+/// Upper bound of an event's encoding beyond its topic and payload: sequence, timestamp, field
+/// keys and lengths.
+const ENCODING_HEADROOM: usize = 48;
 
 /// Events scanned under one lock acquisition when a topic filter skips most of them. Bounds how
 /// long a reader with a rare topic holds the read lock (a few hundred microseconds).
@@ -108,15 +116,18 @@ impl TopicFilter {
     }
 }
 
-/// Checks a topic against the documented rule: 1 to [`MAX_TOPIC_LEN`] characters from
-/// `[A-Za-z0-9._-]`. A narrow set keeps topics safe in URLs, metric labels and file names.
-pub fn validate_topic(field: &str, topic: &str) -> Result<(), Error> {
-    let ok = !topic.is_empty()
+fn topic_is_valid(topic: &str) -> bool {
+    !topic.is_empty()
         && topic.len() <= MAX_TOPIC_LEN
         && topic
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Checks a topic against the documented rule: 1 to [`MAX_TOPIC_LEN`] characters from
+/// `[A-Za-z0-9._-]`. A narrow set keeps topics safe in URLs, metric labels and file names.
+pub fn validate_topic(field: &str, topic: &str) -> Result<(), Error> {
+    if topic_is_valid(topic) {
         Ok(())
     } else {
         Err(Error::InvalidTopic {
@@ -127,11 +138,12 @@ pub fn validate_topic(field: &str, topic: &str) -> Result<(), Error> {
     }
 }
 
-/// One read's result.
+/// One read's result: [`Event`]s from [`EventLog::read`], [`EncodedEvent`]s from
+/// [`EventLog::read_encoded`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Batch {
+pub struct Batch<E = Event> {
     /// Matching events after the cursor, in order.
-    pub events: Vec<Event>,
+    pub events: Vec<E>,
     /// The cursor to read from next: every event up to it was returned or filtered out.
     pub next_after: u64,
     /// Newest sequence in the log at the time of the read (0: never held an event).
@@ -140,7 +152,7 @@ pub struct Batch {
     pub oldest: u64,
 }
 
-impl Batch {
+impl<E> Batch<E> {
     /// True when the reader has seen everything up to the head.
     pub fn caught_up(&self) -> bool {
         self.next_after >= self.head
@@ -169,6 +181,10 @@ struct Shared {
     log_id: String,
     retention: Retention,
     limits: PublishLimits,
+    /// Held by one appender at a time, while it encodes its events outside the state lock:
+    /// only appenders move the head, so the sequences it reads stay valid until it pushes, and
+    /// readers are not held up by encoding.
+    appending: Mutex<()>,
     /// A std `RwLock`, not tokio's: it is never held across an `.await`, critical sections are
     /// short (a push, or a bounded scan), and many readers may copy at once.
     state: RwLock<State>,
@@ -177,9 +193,16 @@ struct Shared {
     head: watch::Sender<u64>,
 }
 
+/// An event and its protobuf encoding; `event.payload` is a slice of `encoded`.
+#[derive(Debug)]
+struct Stored {
+    event: Event,
+    encoded: Bytes,
+}
+
 #[derive(Debug)]
 struct State {
-    events: VecDeque<Event>,
+    events: VecDeque<Stored>,
     /// Sequence of `events[0]`; `head + 1` when empty.
     oldest: u64,
     head: u64,
@@ -225,6 +248,7 @@ impl EventLog {
                 log_id,
                 retention,
                 limits,
+                appending: Mutex::new(()),
                 state: RwLock::new(State {
                     events: VecDeque::new(),
                     oldest: 1,
@@ -281,7 +305,10 @@ impl EventLog {
             });
         }
         for (i, event) in events.iter().enumerate() {
-            validate_topic(&format!("events[{i}].topic"), &event.topic)?;
+            // The field name is formatted only for an error: this loop runs once per event.
+            if !topic_is_valid(&event.topic) {
+                validate_topic(&format!("events[{i}].topic"), &event.topic)?;
+            }
             if event.payload.len() > limits.max_payload_bytes {
                 return Err(Error::PayloadTooLarge {
                     field: format!("events[{i}].payload"),
@@ -308,22 +335,46 @@ impl EventLog {
         }
 
         let retention = self.shared.retention;
-        let (first, last) = {
-            let mut state = self.write_state();
-            // The time is taken under the lock so `produced_at` never decreases along the log
-            // (unless the wall clock itself steps back).
-            let produced_at = SystemTime::now();
-            let first = state.head + 1;
-            for (topic, payload) in prepared {
-                let event = Event {
-                    sequence: state.head + 1,
+        let appending = self
+            .shared
+            .appending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Only appenders move the head, and this one holds `appending`. The time is taken here
+        // too, so `produced_at` never decreases along the log (unless the wall clock steps back).
+        let first = self.read_state().head + 1;
+        let produced_at = SystemTime::now();
+        let capacity = prepared
+            .iter()
+            .map(|(t, p)| t.len() + p.len() + ENCODING_HEADROOM)
+            .sum();
+        let mut buf = BytesMut::with_capacity(capacity);
+        let mut spans = Vec::with_capacity(prepared.len());
+        for (i, (topic, payload)) in prepared.iter().enumerate() {
+            let start = buf.len();
+            let payload_at = encode_event(first + i as u64, topic, payload, produced_at, &mut buf);
+            spans.push((start..buf.len(), payload_at));
+        }
+        // One allocation for the whole call; every event and payload is a slice of it.
+        let buf = buf.freeze();
+        let stored = prepared.into_iter().zip(spans).enumerate().map(
+            |(i, ((topic, _), (whole, payload)))| Stored {
+                event: Event {
+                    sequence: first + i as u64,
                     topic,
-                    payload,
+                    payload: buf.slice(payload),
                     produced_at,
-                };
-                state.bytes += event.retained_bytes();
-                state.head += 1;
-                state.events.push_back(event);
+                },
+                encoded: buf.slice(whole),
+            },
+        );
+
+        let last = {
+            let mut state = self.write_state();
+            for entry in stored {
+                state.bytes += entry.event.retained_bytes();
+                state.head = entry.event.sequence;
+                state.events.push_back(entry);
             }
             while state.events.len() > retention.max_events
                 || (state.bytes > retention.max_bytes && state.events.len() > 1)
@@ -331,11 +382,12 @@ impl EventLog {
                 let Some(evicted) = state.events.pop_front() else {
                     break;
                 };
-                state.bytes -= evicted.retained_bytes();
-                state.oldest = evicted.sequence + 1;
+                state.bytes -= evicted.event.retained_bytes();
+                state.oldest = evicted.event.sequence + 1;
             }
-            (first, state.head)
+            state.head
         };
+        drop(appending);
         self.shared.head.send_replace(last);
         Ok((first, last))
     }
@@ -351,6 +403,29 @@ impl EventLog {
         filter: &TopicFilter,
         limits: ReadLimits,
     ) -> Result<Batch, Error> {
+        self.scan(after, filter, limits, |stored| stored.event.clone())
+    }
+
+    /// As [`EventLog::read`], with each event as its protobuf encoding (`pushpull.v1.Event`),
+    /// made once at append and shared by every reader: what the gRPC service sends.
+    pub fn read_encoded(
+        &self,
+        after: u64,
+        filter: &TopicFilter,
+        limits: ReadLimits,
+    ) -> Result<Batch<EncodedEvent>, Error> {
+        self.scan(after, filter, limits, |stored| {
+            EncodedEvent(stored.encoded.clone())
+        })
+    }
+
+    fn scan<E>(
+        &self,
+        after: u64,
+        filter: &TopicFilter,
+        limits: ReadLimits,
+        take: impl Fn(&Stored) -> E,
+    ) -> Result<Batch<E>, Error> {
         let max_events = limits.max_events.max(1);
         let state = self.read_state();
         state.check_cursor(after)?;
@@ -360,16 +435,20 @@ impl EventLog {
         let mut events = Vec::new();
         let mut bytes = 0usize;
         let mut next_after = start;
-        for (scanned, event) in state.events.range(skip..).enumerate() {
+        for (scanned, stored) in state.events.range(skip..).enumerate() {
             if scanned >= MAX_SCAN_PER_READ {
                 break;
             }
+            let event = &stored.event;
             if filter.matches(&event.topic) {
                 if events.len() >= max_events || (bytes >= limits.max_bytes && !events.is_empty()) {
                     break;
                 }
                 bytes += event.topic.len() + event.payload.len();
-                events.push(event.clone());
+                if events.is_empty() {
+                    events.reserve(max_events.min(state.events.len() - skip));
+                }
+                events.push(take(stored));
             }
             next_after = event.sequence;
         }
@@ -633,6 +712,45 @@ mod tests {
         log.append(vec![ev("a", "")]).unwrap();
         assert!(rx.has_changed().unwrap());
         assert_eq!(*rx.borrow_and_update(), 1);
+    }
+
+    #[test]
+    fn encoded_reads_carry_the_same_events_as_plain_reads() {
+        use prost::Message as _;
+        let log = log(100);
+        log.append(vec![ev("a", "one"), ev("b", ""), ev("a", "three")])
+            .unwrap();
+        log.append(vec![ev("c", "four")]).unwrap();
+        let only_a = TopicFilter::new(vec!["a".into()]).unwrap();
+        for filter in [TopicFilter::default(), only_a] {
+            let plain = log.read(0, &filter, ALL).unwrap();
+            let encoded = log.read_encoded(0, &filter, ALL).unwrap();
+            assert_eq!(
+                (encoded.next_after, encoded.head, encoded.oldest),
+                (plain.next_after, plain.head, plain.oldest)
+            );
+            let decoded: Vec<pushpull::pb::Event> = encoded
+                .events
+                .iter()
+                .map(|e| pushpull::pb::Event::decode(e.0.clone()).unwrap())
+                .collect();
+            let expected: Vec<pushpull::pb::Event> =
+                plain.events.into_iter().map(Into::into).collect();
+            assert_eq!(decoded, expected);
+        }
+    }
+
+    #[test]
+    fn payloads_are_slices_of_one_allocation_per_append() {
+        let log = log(100);
+        log.append(vec![ev("a", "first"), ev("a", "second")])
+            .unwrap();
+        let batch = log.read(0, &TopicFilter::default(), ALL).unwrap();
+        assert_eq!(&batch.events[0].payload[..], b"first");
+        assert_eq!(&batch.events[1].payload[..], b"second");
+        let encoded = log.read_encoded(0, &TopicFilter::default(), ALL).unwrap();
+        let whole = encoded.events[0].0.as_ptr_range();
+        assert!(whole.contains(&batch.events[0].payload.as_ptr()));
     }
 
     #[test]

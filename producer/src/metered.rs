@@ -5,7 +5,10 @@
 use std::pin::Pin;
 
 use futures_util::{Stream, StreamExt as _};
-use pushpull::pb::{self, producer_service_server::ProducerService};
+use pushpull::{
+    pb,
+    wire::server::{self as wire, producer_service_server::ProducerService},
+};
 use tonic::{Code, Request, Response, Status};
 
 use crate::{
@@ -58,7 +61,7 @@ impl ProducerService for MeteredApi {
     }
 
     type SubscribeStream =
-        Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
+        Pin<Box<dyn Stream<Item = Result<wire::SubscribeResponse, Status>> + Send>>;
 
     async fn subscribe(
         &self,
@@ -87,7 +90,7 @@ impl ProducerService for MeteredApi {
     async fn poll(
         &self,
         request: Request<pb::PollRequest>,
-    ) -> Result<Response<pb::PollResponse>, Status> {
+    ) -> Result<Response<wire::PollResponse>, Status> {
         let timer = self.metrics.timer("grpc", "poll");
         let result = {
             let _poller = self.metrics.poller(Transport::GrpcPoll);

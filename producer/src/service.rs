@@ -2,12 +2,20 @@
 //!
 //! Handlers validate the whole request before doing anything, turn domain errors into statuses
 //! with `?` (see [`crate::error`]), and never hold the log's lock across an `.await`.
+//!
+//! Responses carry each event as the bytes the log encoded once at append
+//! ([`pushpull::wire`]): the server is generated from the same `.proto` with `Event` replaced by
+//! [`EncodedEvent`], so clients see ordinary `pushpull.v1` messages.
 
 use std::{pin::pin, time::Duration};
 
 use pushpull::{
-    pb::{self, producer_service_server::ProducerService},
+    pb,
     time::{DurationError, display_duration, proto_duration, std_duration, timestamp},
+    wire::{
+        EncodedEvent,
+        server::{self as wire, producer_service_server::ProducerService},
+    },
 };
 use tokio::{
     sync::mpsc,
@@ -119,12 +127,12 @@ impl ProducerApi {
         filter: &TopicFilter,
         limits: ReadLimits,
         max_wait: Duration,
-    ) -> Result<Batch, Error> {
+    ) -> Result<Batch<EncodedEvent>, Error> {
         let deadline = Instant::now() + max_wait;
         let mut head = self.log.watch_head();
         loop {
             head.borrow_and_update();
-            let batch = self.log.read(cursor, filter, limits)?;
+            let batch = self.log.read_encoded(cursor, filter, limits)?;
             cursor = batch.next_after;
             if !batch.events.is_empty() || max_wait.is_zero() || Instant::now() >= deadline {
                 return Ok(batch);
@@ -159,10 +167,6 @@ impl From<Event> for pb::Event {
     }
 }
 
-fn to_proto(events: Vec<Event>) -> Vec<pb::Event> {
-    events.into_iter().map(pb::Event::from).collect()
-}
-
 #[tonic::async_trait]
 impl ProducerService for ProducerApi {
     async fn publish(
@@ -188,7 +192,7 @@ impl ProducerService for ProducerApi {
         }))
     }
 
-    type SubscribeStream = ReceiverStream<Result<pb::SubscribeResponse, Status>>;
+    type SubscribeStream = ReceiverStream<Result<wire::SubscribeResponse, Status>>;
 
     async fn subscribe(
         &self,
@@ -231,7 +235,7 @@ impl ProducerService for ProducerApi {
     async fn poll(
         &self,
         request: Request<pb::PollRequest>,
-    ) -> Result<Response<pb::PollResponse>, Status> {
+    ) -> Result<Response<wire::PollResponse>, Status> {
         self.check_running()?;
         let req = request.into_inner();
         let (limits, max_wait) = self.poll_limits(&req)?;
@@ -241,12 +245,12 @@ impl ProducerService for ProducerApi {
             None => self.log.head(),
         };
         let batch = self.poll_log(cursor, &filter, limits, max_wait).await?;
-        Ok(Response::new(pb::PollResponse {
+        Ok(Response::new(wire::PollResponse {
             next_after_sequence: batch.next_after,
             head_sequence: batch.head,
             oldest_sequence: batch.oldest,
             log_id: self.log.log_id().to_owned(),
-            events: to_proto(batch.events),
+            events: batch.events,
         }))
     }
 }
@@ -260,7 +264,7 @@ struct Subscriber {
     limits: ReadLimits,
     heartbeat_interval: Duration,
     shutdown: CancellationToken,
-    tx: mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    tx: mpsc::Sender<Result<wire::SubscribeResponse, Status>>,
 }
 
 /// Why a subscriber's task ended.
@@ -299,7 +303,10 @@ impl Subscriber {
         let mut last_sent = Instant::now();
         loop {
             head.borrow_and_update();
-            let batch = match self.log.read(self.cursor, &self.filter, self.limits) {
+            let batch = match self
+                .log
+                .read_encoded(self.cursor, &self.filter, self.limits)
+            {
                 Ok(batch) => batch,
                 Err(err) => return End::Failed(err),
             };
@@ -334,12 +341,12 @@ impl Subscriber {
 
     /// Sends one response, waiting for room in the channel (that is, for the client to read)
     /// but not past shutdown.
-    async fn send(&self, batch: Batch) -> Option<End> {
-        let response = pb::SubscribeResponse {
+    async fn send(&self, batch: Batch<EncodedEvent>) -> Option<End> {
+        let response = wire::SubscribeResponse {
             head_sequence: batch.head,
             log_id: self.log.log_id().to_owned(),
             next_after_sequence: batch.next_after,
-            events: to_proto(batch.events),
+            events: batch.events,
         };
         let send = pin!(self.tx.send(Ok(response)));
         tokio::select! {

@@ -1,0 +1,273 @@
+//! The producer and the consumer as separate processes, so each has its own CPU time, resident
+//! memory and socket byte counts in `/proc`.
+//!
+//! The bench binary runs itself as a child (`pushpull-bench child producer -- FLAGS`): the child
+//! calls the real `producer::run` / `consumer::run` on a listener bound to `127.0.0.1:0`, prints
+//! `LISTENING <addr>` on stdout, and stops when its stdin closes (the parent dropped it or died)
+//! or on SIGTERM.
+
+use std::{
+    net::SocketAddr,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use clap::Parser as _;
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader},
+    net::TcpListener,
+    process::{Child, ChildStdin, Command},
+};
+
+/// Which real service a child process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Producer,
+    Consumer,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+        }
+    }
+}
+
+/// Entry point of a child process: serve until stdin closes or a signal arrives.
+pub async fn serve(role: Role, args: Vec<String>) -> Result<(), String> {
+    pushpull::telemetry::init(pushpull::telemetry::LogFormat::Text);
+    let argv = std::iter::once(role.name().to_owned()).chain(args);
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("bind: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("LISTENING {addr}");
+    let shutdown = async {
+        let stdin_closed = async {
+            let mut sink = Vec::new();
+            let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+        };
+        tokio::select! {
+            _ = pushpull::shutdown::signal() => {}
+            _ = stdin_closed => {}
+        }
+    };
+    match role {
+        Role::Producer => {
+            let config = producer::Config::try_parse_from(argv).map_err(|e| e.to_string())?;
+            producer::run(config, listener, shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Role::Consumer => {
+            let config = consumer::Config::try_parse_from(argv).map_err(|e| e.to_string())?;
+            consumer::run(config, listener, shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// A running child: its address, its pid for `/proc`, and the stdin that keeps it alive.
+pub struct Proc {
+    pub addr: SocketAddr,
+    pub pid: u32,
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Proc {
+    /// Starts `role` with `args` (its ordinary flags) and waits for its address.
+    pub async fn spawn(role: Role, args: &[String]) -> Result<Proc, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = Command::new(exe)
+            .arg("child")
+            .arg(role.name())
+            .arg("--")
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", role.name()))?;
+        let pid = child.id().ok_or("child exited at once")?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .map_err(|_| format!("{} did not start within 20 s", role.name()))?
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{} exited before listening", role.name()))?;
+        let addr = line
+            .strip_prefix("LISTENING ")
+            .ok_or_else(|| format!("unexpected first line from {}: {line}", role.name()))?
+            .parse()
+            .map_err(|e| format!("address {line}: {e}"))?;
+        // Keep draining stdout so a chatty child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Proc {
+            addr,
+            pid,
+            child,
+            stdin,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// CPU and memory of the process now.
+    pub fn usage(&self) -> Usage {
+        Usage::of(self.pid)
+    }
+
+    /// CPU and memory now, and the TCP payload bytes this process's connections to `peer` have
+    /// received and sent so far.
+    pub fn usage_towards(&self, peer: SocketAddr) -> Usage {
+        let mut usage = Usage::of(self.pid);
+        if let Some((received, sent)) = socket_bytes(self.pid, peer.port()) {
+            usage.read_bytes = received;
+            usage.written_bytes = sent;
+        }
+        usage
+    }
+
+    /// Closes stdin (the child shuts down gracefully) and waits; kills it after 10 s.
+    pub async fn stop(mut self) {
+        drop(self.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// A sample of one process's counters from `/proc`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// User + system CPU time, all threads (clock-tick resolution, 10 ms here).
+    pub cpu: Duration,
+    /// Resident set size now.
+    pub rss_bytes: u64,
+    /// TCP payload bytes received on the connections measured (see [`Proc::usage_towards`]):
+    /// HTTP/2 and gRPC framing included, TCP/IP headers not. 0 when not measured.
+    pub read_bytes: u64,
+    /// TCP payload bytes sent on those connections.
+    pub written_bytes: u64,
+    pub at: Option<Instant>,
+}
+
+impl Usage {
+    pub fn of(pid: u32) -> Usage {
+        let at = Some(Instant::now());
+        let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = &s[s.rfind(')')? + 1..];
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let utime: u64 = fields.get(11)?.parse().ok()?;
+                let stime: u64 = fields.get(12)?.parse().ok()?;
+                Some(ticks(utime + stime))
+            })
+            .unwrap_or_default();
+        let rss_bytes = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            })
+            .map(|kb| kb * 1024)
+            .unwrap_or_default();
+        Usage {
+            cpu,
+            rss_bytes,
+            read_bytes: 0,
+            written_bytes: 0,
+            at,
+        }
+    }
+
+    /// Counters accumulated from `earlier` to `self` (RSS is the later value).
+    pub fn since(&self, earlier: &Usage) -> Usage {
+        Usage {
+            cpu: self.cpu.saturating_sub(earlier.cpu),
+            rss_bytes: self.rss_bytes,
+            read_bytes: self.read_bytes.saturating_sub(earlier.read_bytes),
+            written_bytes: self.written_bytes.saturating_sub(earlier.written_bytes),
+            at: self.at,
+        }
+    }
+}
+
+fn ticks(n: u64) -> Duration {
+    // SAFETY: sysconf has no preconditions; it only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    Duration::from_nanos(n * 1_000_000_000 / hz)
+}
+
+/// Raises the open-file limit to its hard maximum (10,000 streams need some hundreds of sockets;
+/// children inherit the limit).
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a properly initialised struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// (received, sent) TCP payload bytes, summed over the established connections of process `pid`
+/// to port `peer_port`, from the kernel's TCP_INFO as `ss` reports it. `/proc/PID/io` would not
+/// do: it counts read()/write() but not the recv()/send() that sockets use. `None` without `ss`.
+fn socket_bytes(pid: u32, peer_port: u16) -> Option<(u64, u64)> {
+    let out = std::process::Command::new("ss")
+        .args([
+            "-tinpH",
+            "state",
+            "established",
+            "dport",
+            "=",
+            &format!(":{peer_port}"),
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let owner = format!("pid={pid},");
+    let (mut received, mut sent, mut mine) = (0, 0, false);
+    for line in text.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            mine = line.contains(&owner);
+            continue;
+        }
+        if !mine {
+            continue;
+        }
+        for field in line.split_whitespace() {
+            if let Some(v) = field.strip_prefix("bytes_received:") {
+                received += v.parse::<u64>().unwrap_or(0);
+            } else if let Some(v) = field.strip_prefix("bytes_sent:") {
+                sent += v.parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Some((received, sent))
+}

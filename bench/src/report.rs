@@ -1,0 +1,863 @@
+//! The results: targets as pass/miss, the Markdown report, a JSON copy and the SVG charts.
+
+use std::{fmt::Write as _, path::Path, time::Duration};
+
+use plotters::prelude::*;
+use serde_json::json;
+
+use crate::{
+    Progress,
+    scenarios::{FanoutRun, LatencyRun, Settings, SlowRun, ThroughputRun, mib, ms},
+};
+
+/// Everything one run measured.
+pub struct Results {
+    pub settings: Settings,
+    pub machine: Machine,
+    pub latency: Vec<LatencyRun>,
+    /// (rate, events published, producer CPU) with no reader at all.
+    pub baseline: Vec<(u64, u64, Duration)>,
+    pub throughput: Vec<ThroughputRun>,
+    pub fanout: Vec<FanoutRun>,
+    pub slow: Option<SlowRun>,
+    pub errors: Vec<String>,
+}
+
+impl Results {
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            settings: settings.clone(),
+            machine: Machine::now(),
+            latency: vec![],
+            baseline: vec![],
+            throughput: vec![],
+            fanout: vec![],
+            slow: None,
+            errors: vec![],
+        }
+    }
+
+    pub fn failed(&mut self, progress: &mut Progress, err: String) {
+        progress.note("");
+        eprintln!("      FAILED: {err}");
+        self.errors.push(err);
+    }
+
+    pub fn finish(&mut self) {
+        self.machine.load_end = loadavg();
+        self.machine.finished_at = utc_now();
+    }
+
+    fn latency_of(&self, mode: &str, rate: u64) -> Option<&LatencyRun> {
+        self.latency
+            .iter()
+            .find(|r| r.mode == mode && r.rate == rate)
+    }
+
+    /// Producer CPU per event spent on delivery: the run's, minus the publisher-alone baseline.
+    pub fn delivery_cpu_us(&self, l: &LatencyRun) -> Option<f64> {
+        let &(_, events, cpu) = self.baseline.iter().find(|b| b.0 == l.rate)?;
+        let base = per_event_us(cpu, events);
+        Some((per_event_us(l.producer_cpu, l.received) - base).max(0.0))
+    }
+
+    fn throughput_of(&self, prefix: &str) -> Option<&ThroughputRun> {
+        self.throughput.iter().find(|r| r.name.starts_with(prefix))
+    }
+
+    /// The targets, judged on this run's numbers.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut t = Vec::new();
+        let rate_target = |name: &str, run: Option<&ThroughputRun>, min: f64| Target {
+            name: name.to_owned(),
+            measured: run.map_or("not measured".into(), |r| {
+                format!("{:.2} M events/s", r.rate() / 1e6)
+            }),
+            pass: run.map(|r| r.rate() >= min),
+        };
+        t.push(rate_target(
+            "one Subscribe stream catching up ≥ 3 M events/s (64-byte payloads)",
+            self.throughput_of("push catching up"),
+            3e6,
+        ));
+        t.push(rate_target(
+            "live publish → subscribe ≥ 1.5 M events/s",
+            self.throughput_of("push live"),
+            1.5e6,
+        ));
+        t.push(rate_target(
+            "Poll draining with max_events 1000 ≥ 3 M events/s",
+            self.throughput_of("poll (max_events 1000) catching up"),
+            3e6,
+        ));
+        // The latency targets are for 10,000 events/s; a quick run has one rate only.
+        let rate = if self.settings.rates.contains(&10_000) {
+            10_000
+        } else {
+            self.settings.rates[0]
+        };
+        let push = self.latency_of("push", rate);
+        t.push(Target {
+            name: format!("push p99 at {rate} events/s ≤ 1 ms"),
+            measured: push.map_or("not measured".into(), |r| format!("{:.3} ms", ms(r.p99))),
+            pass: push.map(|r| r.p99 <= Duration::from_millis(1)),
+        });
+        let long = self.latency_of("long-poll", rate);
+        t.push(Target {
+            name: format!("long-poll p99 ≤ 2 × push p99 (at {rate} events/s)"),
+            measured: match (long, push) {
+                (Some(l), Some(p)) => format!(
+                    "{:.3} ms vs {:.3} ms ({:.2}×)",
+                    ms(l.p99),
+                    ms(p.p99),
+                    ms(l.p99) / ms(p.p99).max(1e-9)
+                ),
+                _ => "not measured".into(),
+            },
+            pass: match (long, push) {
+                (Some(l), Some(p)) => Some(l.p99 <= p.p99 * 2),
+                _ => None,
+            },
+        });
+        for (mode, interval) in [
+            ("poll 10ms", 10.0),
+            ("poll 100ms", 100.0),
+            ("poll 1s", 1000.0),
+        ] {
+            let run = self.latency_of(mode, rate);
+            t.push(Target {
+                name: format!(
+                    "{mode}: median ≈ half the interval ({:.0} ms ± 30 %)",
+                    interval / 2.0
+                ),
+                measured: run.map_or("not measured".into(), |r| format!("{:.1} ms", ms(r.p50))),
+                pass: run.map(|r| (ms(r.p50) - interval / 2.0).abs() <= 0.3 * interval / 2.0),
+            });
+        }
+        let thousand = self.fanout.iter().find(|f| f.subscribers == 1_000);
+        t.push(Target {
+            name: "1,000 subscribers × 1,000 events/s: all delivered".into(),
+            measured: thousand.map_or("not run (quick mode)".into(), |f| {
+                format!(
+                    "{} of {} in {:.1} s",
+                    f.delivered,
+                    f.published * f.subscribers as u64,
+                    f.elapsed.as_secs_f64()
+                )
+            }),
+            pass: thousand.map(|f| f.all_delivered),
+        });
+        let tenk = self.fanout.iter().find(|f| f.subscribers == 10_000);
+        t.push(Target {
+            name: "10,000 idle subscribers ≤ 20 KB producer memory each".into(),
+            measured: tenk.map_or("not run (quick mode)".into(), |f| {
+                format!("{:.1} KB each", f.idle_bytes_per_subscriber() / 1000.0)
+            }),
+            pass: tenk.map(|f| f.idle_bytes_per_subscriber() <= 20_000.0),
+        });
+        if let Some(s) = &self.slow {
+            let p99_ok =
+                s.p99_after <= (s.p99_before * 2).max(s.p99_before + Duration::from_millis(1));
+            let rss_ok = s.rss_peak_after <= s.rss_peak_before + 8 * 1024 * 1024;
+            t.push(Target {
+                name: "slow consumer: others' p99 (≤ 2× or +1 ms) and producer memory (≤ +8 MiB) do not move".into(),
+                measured: format!(
+                    "p99 {:.2} → {:.2} ms, RSS {:.1} → {:.1} MiB",
+                    ms(s.p99_before),
+                    ms(s.p99_after),
+                    mib(s.rss_peak_before),
+                    mib(s.rss_peak_after)
+                ),
+                pass: Some(p99_ok && rss_ok && s.delivered_after),
+            });
+        }
+        t
+    }
+}
+
+/// One target and whether this run met it (`None`: not measured in this run).
+pub struct Target {
+    pub name: String,
+    pub measured: String,
+    pub pass: Option<bool>,
+}
+
+impl Target {
+    pub fn verdict(&self) -> &'static str {
+        match self.pass {
+            Some(true) => "pass",
+            Some(false) => "MISS",
+            None => "n/a",
+        }
+    }
+}
+
+/// What the numbers were measured on.
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub memory: String,
+    pub kernel: String,
+    pub load_start: String,
+    pub load_end: String,
+    pub busiest: String,
+    pub commit: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub profile: &'static str,
+}
+
+impl Machine {
+    fn now() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map_or("unknown".into(), |s| s.trim().to_owned());
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                let kb: u64 = m
+                    .lines()
+                    .find(|l| l.starts_with("MemTotal:"))?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                Some(format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let commit = command("git", &["rev-parse", "--short", "HEAD"]);
+        let dirty = !command("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+        Self {
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu_model,
+            memory,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            load_start: loadavg(),
+            load_end: String::new(),
+            // ps's %CPU is over each process's lifetime; the benchmark itself is left out.
+            busiest: command("ps", &["-eo", "pcpu,comm", "--sort=-pcpu", "--no-headers"])
+                .lines()
+                .filter(|l| !l.contains("pushpull-bench") && !l.contains(" ps"))
+                .take(5)
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+                .join(", "),
+            commit: if dirty {
+                format!("{commit} (+ uncommitted changes)")
+            } else {
+                commit
+            },
+            started_at: utc_now(),
+            finished_at: String::new(),
+            profile: if cfg!(debug_assertions) {
+                "debug (numbers not meaningful)"
+            } else {
+                "release"
+            },
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} × {}, load {}",
+            self.cpus, self.cpu_model, self.load_start
+        )
+    }
+}
+
+fn command(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn utc_now() -> String {
+    command("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"])
+}
+
+/// Writes results.md, results.json, latency.svg, throughput.svg and fanout.svg into `dir`.
+pub fn write(dir: &Path, results: &Results, targets: &[Target]) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let save = |name: &str, text: String| {
+        std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))
+    };
+    save("results.md", markdown(results, targets))?;
+    save(
+        "results.json",
+        serde_json::to_string_pretty(&to_json(results, targets)).map_err(|e| e.to_string())?,
+    )?;
+    latency_chart(&dir.join("latency.svg"), results).map_err(|e| format!("latency.svg: {e}"))?;
+    throughput_chart(&dir.join("throughput.svg"), results)
+        .map_err(|e| format!("throughput.svg: {e}"))?;
+    fanout_chart(&dir.join("fanout.svg"), results).map_err(|e| format!("fanout.svg: {e}"))?;
+    Ok(())
+}
+
+fn per_event_us(d: Duration, events: u64) -> f64 {
+    if events == 0 {
+        0.0
+    } else {
+        d.as_secs_f64() * 1e6 / events as f64
+    }
+}
+
+fn markdown(r: &Results, targets: &[Target]) -> String {
+    let m = &r.machine;
+    let s = &r.settings;
+    let mut o = String::new();
+    let _ = writeln!(o, "# pushpull benchmark: push vs pull\n");
+    let _ = writeln!(
+        o,
+        "Generated by `cargo run --release -p pushpull-bench -- {}` — do not edit by hand.\n",
+        if s.quick { "--quick" } else { "--full" }
+    );
+    let _ = writeln!(o, "| | |\n|---|---|");
+    let _ = writeln!(o, "| run | {} → {} |", m.started_at, m.finished_at);
+    let _ = writeln!(o, "| commit | {} |", m.commit);
+    let _ = writeln!(o, "| build | {} |", m.profile);
+    let _ = writeln!(
+        o,
+        "| machine | {} CPUs, {}, {} RAM, Linux {} |",
+        m.cpus, m.cpu_model, m.memory, m.kernel
+    );
+    let _ = writeln!(
+        o,
+        "| load average (1/5/15 min) | {} at start, {} at end |",
+        m.load_start, m.load_end
+    );
+    let _ = writeln!(
+        o,
+        "| other busiest processes at start (%CPU over their lifetime) | {} |",
+        m.busiest
+    );
+    let _ = writeln!(
+        o,
+        "| settings | payload 64 B, one topic; latency window {:.1} s per mode and rate; catch-up {} events; live {} events; fan-out at {} events/s for {:.0} s, {} streams per HTTP/2 connection; producer defaults (batch 1,000 events, heartbeat 5 s) |",
+        s.window.as_secs_f64(),
+        s.catchup_events,
+        s.live_events,
+        s.fanout_rate,
+        s.fanout_window.as_secs_f64(),
+        s.streams_per_connection
+    );
+    let _ = writeln!(
+        o,
+        "| processes | producer and consumer are separate processes (`producer::run`, `consumer::run`) on 127.0.0.1; the publisher and the fan-out subscribers run in the benchmark process |\n"
+    );
+    if !r.errors.is_empty() {
+        let _ = writeln!(o, "**Scenarios that failed to run:**\n");
+        for e in &r.errors {
+            let _ = writeln!(o, "- {e}");
+        }
+        let _ = writeln!(o);
+    }
+
+    let _ = writeln!(
+        o,
+        "## Targets\n\n| target | measured | verdict |\n|---|---|---|"
+    );
+    for t in targets {
+        let _ = writeln!(o, "| {} | {} | {} |", t.name, t.measured, t.verdict());
+    }
+
+    let _ = writeln!(
+        o,
+        "\n## Latency by mode and rate\n\nEnd-to-end: the producer's append time (`produced_at`) to the consumer's receipt, from the consumer's HDR histogram. Cost per event over the window: consumer RPCs, bytes through the consumer's sockets (HTTP/2 and gRPC framing included; `/proc/PID/io`), CPU of each process. The producer's CPU includes serving the publisher; the delivery column subtracts a run with the publisher alone at the same rate (CPU time is counted in 10 ms ticks, so low rates are coarse).\n"
+    );
+    let _ = writeln!(
+        o,
+        "| mode | events/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | RPCs | empty responses | bytes/event | producer CPU µs/event | of which delivery | consumer CPU µs/event |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    );
+    for l in &r.latency {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {}/{} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {:.0} | {:.1} | {} | {:.1} |",
+            l.mode,
+            l.rate,
+            l.received,
+            l.published,
+            ms(l.p50),
+            ms(l.p99),
+            ms(l.p999),
+            ms(l.max),
+            l.rpcs,
+            l.empty_responses,
+            l.per_event((l.consumer_read_bytes + l.consumer_written_bytes) as f64),
+            per_event_us(l.producer_cpu, l.received),
+            r.delivery_cpu_us(l)
+                .map_or("–".into(), |v| format!("{v:.1}")),
+            per_event_us(l.consumer_cpu, l.received),
+        );
+    }
+
+    let _ = writeln!(
+        o,
+        "\n## Throughput\n\nEach run is tried {} time(s) and the fastest is reported (other work on a shared machine only slows a run down); every try is listed.\n\n| run | events | seconds | events/s | tries, M/s | RPCs | bytes/event | producer CPU µs/event | consumer CPU µs/event |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        s.throughput_tries
+    );
+    for t in &r.throughput {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {:.3} | {:.2} M | {} | {} | {:.0} | {:.2} | {:.2} |",
+            t.name,
+            t.events,
+            t.elapsed.as_secs_f64(),
+            t.rate() / 1e6,
+            t.tries
+                .iter()
+                .map(|r| format!("{:.2}", r / 1e6))
+                .collect::<Vec<_>>()
+                .join(", "),
+            t.rpcs,
+            t.consumer_read_bytes as f64 / t.events.max(1) as f64,
+            per_event_us(t.producer_cpu, t.events),
+            per_event_us(t.consumer_cpu, t.events),
+        );
+    }
+
+    let _ = writeln!(
+        o,
+        "\n## Fan-out at {} events/s\n\nSubscribers are Subscribe streams made with the generated client in the benchmark process, {} per HTTP/2 connection. Memory per subscriber: producer RSS with every stream attached and idle, minus RSS before, divided by the count.\n",
+        s.fanout_rate, s.streams_per_connection
+    );
+    let _ = writeln!(
+        o,
+        "| subscribers | producer RSS before → idle MiB | per idle subscriber KB | delivered | all delivered | seconds to deliver | events/s per subscriber | p50 ms | p99 ms | producer RSS peak MiB | producer CPU s |\n|--:|--:|--:|--:|:-:|--:|--:|--:|--:|--:|--:|"
+    );
+    for f in &r.fanout {
+        let secs = f.elapsed.as_secs_f64();
+        let _ = writeln!(
+            o,
+            "| {} | {:.1} → {:.1} | {:.1} | {}/{} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.1} | {:.2} |",
+            f.subscribers,
+            mib(f.rss_before),
+            mib(f.rss_idle),
+            f.idle_bytes_per_subscriber() / 1000.0,
+            f.delivered,
+            f.published * f.subscribers as u64,
+            if f.all_delivered { "yes" } else { "no" },
+            secs,
+            f.delivered as f64 / f.subscribers as f64 / secs.max(1e-9),
+            ms(f.p50),
+            ms(f.p99),
+            mib(f.rss_peak),
+            f.producer_cpu.as_secs_f64(),
+        );
+    }
+
+    if let Some(sl) = &r.slow {
+        let _ = writeln!(
+            o,
+            "\n## Slow consumer\n\n{} subscribers read at {} events/s for {:.0} s; then one more subscriber (its own connection, a 64 KiB HTTP/2 window, from the oldest event) stops reading and the same load runs again.\n",
+            sl.subscribers,
+            s.fanout_rate,
+            s.slow_window.as_secs_f64()
+        );
+        let _ = writeln!(
+            o,
+            "| phase | others' p99 ms | producer RSS peak MiB | others got every event |\n|---|--:|--:|:-:|\n| all reading | {:.2} | {:.1} | {} |\n| one stalled ({} events behind at the end) | {:.2} | {:.1} | {} |",
+            ms(sl.p99_before),
+            mib(sl.rss_peak_before),
+            yes(sl.delivered_before),
+            sl.stalled_lag,
+            ms(sl.p99_after),
+            mib(sl.rss_peak_after),
+            yes(sl.delivered_after),
+        );
+    }
+
+    let _ = writeln!(
+        o,
+        "\n## Charts\n\n![Latency by mode and rate](latency.svg)\n\n![Throughput](throughput.svg)\n\n![Fan-out](fanout.svg)"
+    );
+    o
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+fn to_json(r: &Results, targets: &[Target]) -> serde_json::Value {
+    let m = &r.machine;
+    let us = |d: Duration| d.as_micros() as u64;
+    json!({
+        "mode": if r.settings.quick { "quick" } else { "full" },
+        "machine": {
+            "cpus": m.cpus, "cpu_model": m.cpu_model, "memory": m.memory, "kernel": m.kernel,
+            "load_start": m.load_start, "load_end": m.load_end, "busiest_at_start": m.busiest,
+            "commit": m.commit, "started_at": m.started_at, "finished_at": m.finished_at,
+            "profile": m.profile,
+        },
+        "targets": targets.iter().map(|t| json!({
+            "name": t.name, "measured": t.measured, "verdict": t.verdict(),
+        })).collect::<Vec<_>>(),
+        "latency": r.latency.iter().map(|l| json!({
+            "mode": l.mode, "rate": l.rate, "published": l.published, "received": l.received,
+            "p50_us": us(l.p50), "p99_us": us(l.p99), "p999_us": us(l.p999), "max_us": us(l.max),
+            "rpcs": l.rpcs, "empty_responses": l.empty_responses,
+            "consumer_read_bytes": l.consumer_read_bytes,
+            "consumer_written_bytes": l.consumer_written_bytes,
+            "producer_cpu_us": us(l.producer_cpu), "consumer_cpu_us": us(l.consumer_cpu),
+            "window_us": us(l.window),
+            "producer_delivery_cpu_us_per_event": r.delivery_cpu_us(l),
+        })).collect::<Vec<_>>(),
+        "baseline": r.baseline.iter().map(|(rate, events, cpu)| json!({
+            "rate": rate, "published": events, "producer_cpu_us": us(*cpu),
+        })).collect::<Vec<_>>(),
+        "throughput": r.throughput.iter().map(|t| json!({
+            "name": t.name, "events": t.events, "elapsed_us": us(t.elapsed),
+            "events_per_second": t.rate(), "tries_events_per_second": t.tries, "rpcs": t.rpcs,
+            "consumer_read_bytes": t.consumer_read_bytes,
+            "producer_cpu_us": us(t.producer_cpu), "consumer_cpu_us": us(t.consumer_cpu),
+        })).collect::<Vec<_>>(),
+        "fanout": r.fanout.iter().map(|f| json!({
+            "subscribers": f.subscribers, "rss_before": f.rss_before, "rss_idle": f.rss_idle,
+            "idle_bytes_per_subscriber": f.idle_bytes_per_subscriber(),
+            "rss_peak": f.rss_peak, "published": f.published, "delivered": f.delivered,
+            "all_delivered": f.all_delivered, "elapsed_us": us(f.elapsed),
+            "p50_us": us(f.p50), "p99_us": us(f.p99), "producer_cpu_us": us(f.producer_cpu),
+        })).collect::<Vec<_>>(),
+        "slow_consumer": r.slow.as_ref().map(|s| json!({
+            "subscribers": s.subscribers, "p99_before_us": us(s.p99_before),
+            "p99_after_us": us(s.p99_after), "rss_peak_before": s.rss_peak_before,
+            "rss_peak_after": s.rss_peak_after, "delivered_before": s.delivered_before,
+            "delivered_after": s.delivered_after, "stalled_lag": s.stalled_lag,
+        })),
+        "errors": r.errors,
+    })
+}
+
+type ChartResult = Result<(), Box<dyn std::error::Error>>;
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+/// Two panels, p50 and p99, latency against publish rate, one line per mode (log-log).
+fn latency_chart(path: &Path, r: &Results) -> ChartResult {
+    let root = SVGBackend::new(path, (1100, 460)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(
+        "End-to-end latency by read mode and publish rate (lower is better)",
+        ("sans-serif", 20),
+    )?;
+    let panels = root.split_evenly((1, 2));
+    let mut modes: Vec<&str> = Vec::new();
+    for l in &r.latency {
+        if !modes.contains(&l.mode.as_str()) {
+            modes.push(&l.mode);
+        }
+    }
+    let rates: Vec<u64> = r.settings.rates.clone();
+    let x_min = *rates.iter().min().unwrap_or(&100) as f64 / 2.0;
+    let x_max = *rates.iter().max().unwrap_or(&100_000) as f64 * 2.0;
+    let all_ms: Vec<f64> = r
+        .latency
+        .iter()
+        .flat_map(|l| [ms(l.p50), ms(l.p99)])
+        .filter(|v| *v > 0.0)
+        .collect();
+    let y_min = all_ms
+        .iter()
+        .cloned()
+        .fold(f64::INFINITY, f64::min)
+        .min(0.05)
+        / 2.0;
+    // Headroom above the slowest mode keeps the legend clear of the lines.
+    let y_max = all_ms.iter().cloned().fold(0.0, f64::max).max(1.0) * 40.0;
+    for (panel, (title, pick)) in panels.iter().zip([
+        (
+            "median (p50)",
+            (|l: &LatencyRun| l.p50) as fn(&LatencyRun) -> Duration,
+        ),
+        ("99th percentile (p99)", |l: &LatencyRun| l.p99),
+    ]) {
+        let mut chart = ChartBuilder::on(panel)
+            .caption(title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d((x_min..x_max).log_scale(), (y_min..y_max).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc("published events/s")
+            .y_desc("latency, ms")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v}"))
+            .draw()?;
+        for (i, mode) in modes.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let points: Vec<(f64, f64)> = r
+                .latency
+                .iter()
+                .filter(|l| l.mode == *mode)
+                .map(|l| (l.rate as f64, ms(pick(l)).max(y_min)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+                .label(*mode)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// Horizontal bars: events/s of each throughput run, with the targets as dashed lines.
+fn throughput_chart(path: &Path, r: &Results) -> ChartResult {
+    let runs = &r.throughput;
+    let height = 120 + 48 * runs.len().max(1) as u32;
+    let root = SVGBackend::new(path, (1000, height)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let max = runs.iter().map(|t| t.rate()).fold(3.5e6, f64::max) / 1e6 * 1.1;
+    let n = runs.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Throughput, M events/s (64-byte payloads; dashed: the 3 M and 1.5 M targets)",
+            ("sans-serif", 18),
+        )
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(10)
+        .build_cartesian_2d(0f64..max, 0f64..n)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .disable_y_axis()
+        .x_desc("million events per second")
+        .draw()?;
+    for (i, t) in runs.iter().enumerate() {
+        let y = n - i as f64 - 1.0;
+        let v = t.rate() / 1e6;
+        let color = PALETTE[i % PALETTE.len()];
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(0.0, y + 0.15), (v, y + 0.85)],
+            color.mix(0.75).filled(),
+        )))?;
+        chart.draw_series(std::iter::once(Text::new(
+            format!("{}: {v:.2} M/s", t.name),
+            (max * 0.01, y + 0.62),
+            ("sans-serif", 14).into_font().color(&BLACK),
+        )))?;
+    }
+    for target in [3.0, 1.5] {
+        chart.draw_series(DashedLineSeries::new(
+            vec![(target, 0.0), (target, n)],
+            6,
+            4,
+            BLACK.stroke_width(1),
+        ))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// Fan-out: producer memory per idle subscriber, and p99 latency, against subscriber count.
+fn fanout_chart(path: &Path, r: &Results) -> ChartResult {
+    let root = SVGBackend::new(path, (1100, 460)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(
+        &format!(
+            "Fan-out: push subscribers at {} events/s",
+            r.settings.fanout_rate
+        ),
+        ("sans-serif", 20),
+    )?;
+    let panels = root.split_evenly((1, 2));
+    let x_max = r
+        .fanout
+        .iter()
+        .map(|f| f.subscribers)
+        .max()
+        .unwrap_or(10)
+        .max(10) as f64
+        * 2.0;
+    let kb: Vec<(f64, f64)> = r
+        .fanout
+        .iter()
+        .map(|f| (f.subscribers as f64, f.idle_bytes_per_subscriber() / 1000.0))
+        .collect();
+    let kb_max = kb.iter().map(|p| p.1).fold(25.0, f64::max) * 1.2;
+    let mut left = ChartBuilder::on(&panels[0])
+        .caption(
+            "producer memory per idle subscriber, KB (target ≤ 20)",
+            ("sans-serif", 16),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((0.5f64..x_max).log_scale(), 0f64..kb_max)?;
+    left.configure_mesh()
+        .x_desc("subscribers")
+        .y_desc("KB per subscriber")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
+    left.draw_series(LineSeries::new(kb.clone(), PALETTE[0].stroke_width(2)))?;
+    left.draw_series(kb.iter().map(|p| Circle::new(*p, 4, PALETTE[0].filled())))?;
+    left.draw_series(DashedLineSeries::new(
+        vec![(0.5, 20.0), (x_max, 20.0)],
+        6,
+        4,
+        PALETTE[3].stroke_width(1),
+    ))?;
+
+    let p99: Vec<(f64, f64)> = r
+        .fanout
+        .iter()
+        .map(|f| (f.subscribers as f64, ms(f.p99).max(0.01)))
+        .collect();
+    let p50: Vec<(f64, f64)> = r
+        .fanout
+        .iter()
+        .map(|f| (f.subscribers as f64, ms(f.p50).max(0.01)))
+        .collect();
+    let y_max = p99.iter().map(|p| p.1).fold(1.0, f64::max) * 2.0;
+    let mut right = ChartBuilder::on(&panels[1])
+        .caption("latency of delivered events, ms", ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((0.5f64..x_max).log_scale(), (0.01f64..y_max).log_scale())?;
+    right
+        .configure_mesh()
+        .x_desc("subscribers")
+        .y_desc("latency, ms")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v}"))
+        .draw()?;
+    for (i, (name, points)) in [("p50", p50), ("p99", p99)].into_iter().enumerate() {
+        let color = PALETTE[i + 1];
+        right
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        right.draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
+    }
+    right
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Checks a results directory: every file present, the JSON complete and consistent, each SVG one
+/// whole document. Speed is not judged.
+pub fn check(dir: &Path) -> Result<String, String> {
+    let read =
+        |name: &str| std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{name}: {e}"));
+    for svg in ["latency.svg", "throughput.svg", "fanout.svg"] {
+        let text = read(svg)?;
+        if !text.starts_with("<svg") || !text.trim_end().ends_with("</svg>") {
+            return Err(format!("{svg} is not one complete <svg> document"));
+        }
+    }
+    let md = read("results.md")?;
+    for heading in [
+        "## Targets",
+        "## Latency by mode and rate",
+        "## Throughput",
+        "## Fan-out",
+        "## Slow consumer",
+    ] {
+        if !md.contains(heading) {
+            return Err(format!("results.md has no {heading:?}"));
+        }
+    }
+    let r: serde_json::Value =
+        serde_json::from_str(&read("results.json")?).map_err(|e| format!("results.json: {e}"))?;
+    let list = |key: &str| r[key].as_array().cloned().unwrap_or_default();
+    let errors = list("errors");
+    if !errors.is_empty() {
+        return Err(format!("scenarios failed: {errors:?}"));
+    }
+    let latency = list("latency");
+    let modes: std::collections::BTreeSet<_> =
+        latency.iter().filter_map(|l| l["mode"].as_str()).collect();
+    let expected: std::collections::BTreeSet<_> =
+        crate::scenarios::modes().iter().map(|m| m.name).collect();
+    if modes != expected {
+        return Err(format!("latency modes {modes:?}, expected {expected:?}"));
+    }
+    for l in &latency {
+        let n = |k: &str| l[k].as_u64().unwrap_or(u64::MAX);
+        if n("received") != n("published") || n("published") == 0 {
+            return Err(format!("not every event delivered: {l}"));
+        }
+        if !(n("p50_us") <= n("p99_us")
+            && n("p99_us") <= n("p999_us")
+            && n("p999_us") <= n("max_us"))
+        {
+            return Err(format!("percentiles out of order: {l}"));
+        }
+    }
+    let throughput = list("throughput");
+    if throughput.len() != 5
+        || throughput
+            .iter()
+            .any(|t| t["events_per_second"].as_f64().unwrap_or(0.0) <= 0.0)
+    {
+        return Err(format!(
+            "expected 5 throughput runs with a rate: {throughput:?}"
+        ));
+    }
+    let fanout = list("fanout");
+    if fanout.is_empty() || fanout.iter().any(|f| f["all_delivered"] != true) {
+        return Err(format!("fan-out incomplete: {fanout:?}"));
+    }
+    if r["slow_consumer"]["delivered_after"] != true {
+        return Err("slow consumer: the others did not get every event".into());
+    }
+    let targets = list("targets");
+    if targets.is_empty()
+        || targets
+            .iter()
+            .any(|t| !matches!(t["verdict"].as_str(), Some("pass" | "MISS" | "n/a")))
+    {
+        return Err(format!("targets malformed: {targets:?}"));
+    }
+    Ok(format!(
+        "well-formed: {} latency runs, {} throughput runs, {} fan-out runs, {} targets",
+        latency.len(),
+        throughput.len(),
+        fanout.len(),
+        targets.len()
+    ))
+}

@@ -1,0 +1,561 @@
+//! The five measurements of issue 4, each on a fresh producer process so one run's memory and CPU
+//! never leak into the next.
+//!
+//! 1. [`latency`]: one consumer process per read mode, events at a fixed rate; end-to-end latency
+//!    from the consumer's own HDR histogram (GetStats), and the cost per event (RPCs, socket
+//!    bytes, CPU of both processes).
+//! 2. [`throughput`]: one consumer draining a full log (push and poll), and live publish→receive.
+//! 3. [`fanout`]: many Subscribe streams at 1,000 events/s; producer memory per subscriber.
+//! 4. [`slow_consumer`]: one subscriber stops reading; do the others notice?
+
+use std::time::{Duration, Instant};
+
+use crate::{
+    Progress,
+    child::{Proc, Role, Usage},
+    load::{
+        self, ConsumerStats, Subscribers, channel, channel_with, duration_of, producer_client,
+        publish_at_rate, publish_at_rate_isolated, publish_flat_out,
+    },
+};
+
+/// How long and how big each measurement is.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub quick: bool,
+    pub rates: Vec<u64>,
+    pub window: Duration,
+    pub catchup_events: u64,
+    pub live_events: u64,
+    pub fanout: Vec<usize>,
+    pub fanout_rate: u64,
+    pub fanout_window: Duration,
+    pub streams_per_connection: usize,
+    /// Each throughput measurement runs this many times; the fastest is reported.
+    pub throughput_tries: usize,
+    pub slow_subscribers: usize,
+    pub slow_window: Duration,
+}
+
+impl Settings {
+    pub fn full() -> Self {
+        Self {
+            quick: false,
+            rates: vec![100, 10_000, 100_000],
+            window: Duration::from_secs(6),
+            catchup_events: 3_000_000,
+            live_events: 3_000_000,
+            fanout: vec![1, 100, 1_000, 10_000],
+            fanout_rate: 1_000,
+            fanout_window: Duration::from_secs(5),
+            streams_per_connection: 100,
+            throughput_tries: 3,
+            slow_subscribers: 100,
+            slow_window: Duration::from_secs(5),
+        }
+    }
+
+    pub fn quick() -> Self {
+        Self {
+            quick: true,
+            rates: vec![1_000],
+            window: Duration::from_millis(1200),
+            catchup_events: 100_000,
+            live_events: 100_000,
+            fanout: vec![1, 100],
+            fanout_rate: 1_000,
+            fanout_window: Duration::from_secs(1),
+            streams_per_connection: 100,
+            throughput_tries: 1,
+            slow_subscribers: 20,
+            slow_window: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A consumer read mode as the consumer's flags express it.
+#[derive(Debug, Clone)]
+pub struct Mode {
+    pub name: &'static str,
+    pub args: Vec<String>,
+    /// The poll interval, for interval polling.
+    pub interval: Option<Duration>,
+}
+
+pub fn modes() -> Vec<Mode> {
+    let poll = |name, ms: u64| Mode {
+        name,
+        args: strings(&[
+            "--mode",
+            "poll",
+            "--poll-interval",
+            &format!("{ms}ms"),
+            "--max-events",
+            "1000",
+        ]),
+        interval: Some(Duration::from_millis(ms)),
+    };
+    vec![
+        Mode {
+            name: "push",
+            args: strings(&["--mode", "push"]),
+            interval: None,
+        },
+        poll("poll 10ms", 10),
+        poll("poll 100ms", 100),
+        poll("poll 1s", 1000),
+        Mode {
+            name: "long-poll",
+            args: strings(&[
+                "--mode",
+                "long-poll",
+                "--max-wait",
+                "30s",
+                "--max-events",
+                "1000",
+            ]),
+            interval: None,
+        },
+    ]
+}
+
+fn strings(s: &[&str]) -> Vec<String> {
+    s.iter().map(|s| s.to_string()).collect()
+}
+
+fn consumer_args(producer: &Proc, from: &str, mode: &Mode) -> Vec<String> {
+    let mut args = strings(&[
+        "--producer",
+        &producer.url(),
+        "--from",
+        from,
+        "--summary-interval",
+        "0s",
+    ]);
+    args.extend(mode.args.iter().cloned());
+    args
+}
+
+/// One (mode, rate) latency measurement.
+#[derive(Debug, Clone)]
+pub struct LatencyRun {
+    pub mode: String,
+    pub rate: u64,
+    pub published: u64,
+    pub received: u64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub p999: Duration,
+    pub max: Duration,
+    /// RPCs the consumer sent during the window (push: 0, its one stream was opened before).
+    pub rpcs: u64,
+    /// Responses with no events (empty polls, heartbeats, expired long polls).
+    pub empty_responses: u64,
+    pub consumer_read_bytes: u64,
+    pub consumer_written_bytes: u64,
+    pub producer_cpu: Duration,
+    pub consumer_cpu: Duration,
+    pub window: Duration,
+}
+
+impl LatencyRun {
+    pub fn per_event(&self, x: f64) -> f64 {
+        if self.received == 0 {
+            0.0
+        } else {
+            x / self.received as f64
+        }
+    }
+}
+
+pub async fn latency(
+    mode: &Mode,
+    rate: u64,
+    settings: &Settings,
+    progress: &mut Progress,
+) -> Result<LatencyRun, String> {
+    let producer = Proc::spawn(Role::Producer, &[]).await?;
+    let consumer = Proc::spawn(Role::Consumer, &consumer_args(&producer, "latest", mode)).await?;
+    let mut stats = ConsumerStats::connect(&consumer.url()).await?;
+    let ready = stats.wait_ready().await?;
+    let (p0, c0) = (producer.usage(), consumer.usage_towards(producer.addr));
+    let started = Instant::now();
+    let published = publish_at_rate_isolated(&producer.url(), rate, settings.window).await?;
+    // Let the last events arrive: a poller may be a whole interval away from its next call.
+    tokio::time::sleep(mode.interval.unwrap_or_default() + Duration::from_millis(300)).await;
+    let mut s = stats.get().await?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.events_received < published.events && Instant::now() < deadline {
+        progress.note(&format!(
+            "waiting for the consumer: {} of {}",
+            s.events_received, published.events
+        ));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s = stats.get().await?;
+    }
+    let (p1, c1) = (producer.usage(), consumer.usage_towards(producer.addr));
+    let (p, c) = (p1.since(&p0), c1.since(&c0));
+    consumer.stop().await;
+    producer.stop().await;
+    Ok(LatencyRun {
+        mode: mode.name.to_owned(),
+        rate,
+        published: published.events,
+        received: s.events_received,
+        p50: duration_of(&s.latency_p50),
+        p99: duration_of(&s.latency_p99),
+        p999: duration_of(&s.latency_p999),
+        max: duration_of(&s.latency_max),
+        rpcs: s.rpcs_sent - ready.rpcs_sent,
+        empty_responses: s.empty_responses - ready.empty_responses,
+        consumer_read_bytes: c.read_bytes,
+        consumer_written_bytes: c.written_bytes,
+        producer_cpu: p.cpu,
+        consumer_cpu: c.cpu,
+        window: started.elapsed(),
+    })
+}
+
+/// Producer CPU with the publisher alone (no reader), at `rate` for the latency window: the
+/// part of the latency runs' producer CPU that is not delivery.
+pub async fn publish_baseline(rate: u64, settings: &Settings) -> Result<(u64, Duration), String> {
+    let producer = Proc::spawn(Role::Producer, &[]).await?;
+    let p0 = producer.usage();
+    let published = publish_at_rate_isolated(&producer.url(), rate, settings.window).await?;
+    let p1 = producer.usage();
+    producer.stop().await;
+    Ok((published.events, p1.since(&p0).cpu))
+}
+
+/// One throughput measurement.
+#[derive(Debug, Clone)]
+pub struct ThroughputRun {
+    pub name: String,
+    pub events: u64,
+    pub elapsed: Duration,
+    pub producer_cpu: Duration,
+    pub consumer_cpu: Duration,
+    pub consumer_read_bytes: u64,
+    pub rpcs: u64,
+    /// Events/s of every try; the run reported is the fastest (the machine is shared, and
+    /// interference only ever slows a run down).
+    pub tries: Vec<f64>,
+}
+
+impl ThroughputRun {
+    pub fn rate(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Producer flags for runs that hold millions of events at once.
+fn big_log() -> Vec<String> {
+    strings(&[
+        "--retention-events",
+        "10000000",
+        "--retention-bytes",
+        "4294967296",
+    ])
+}
+
+/// Catch-up: the log already holds `n` events; one consumer (push, or poll with max_events 1000)
+/// reads them all from the oldest. Also returns the prefill as "publish only".
+pub async fn catch_up(
+    mode: &Mode,
+    settings: &Settings,
+    progress: &mut Progress,
+) -> Result<(ThroughputRun, ThroughputRun), String> {
+    let n = settings.catchup_events;
+    let producer = Proc::spawn(Role::Producer, &big_log()).await?;
+    let p0 = producer.usage();
+    let prefill = publish_flat_out(&producer.url(), n, 2).await?;
+    let p1 = producer.usage();
+    let publish = ThroughputRun {
+        name: "Publish only, no readers (2 callers, 10,000 per call)".into(),
+        events: prefill.events,
+        elapsed: prefill.elapsed,
+        producer_cpu: p1.since(&p0).cpu,
+        consumer_cpu: Duration::ZERO,
+        consumer_read_bytes: 0,
+        rpcs: prefill.rpcs,
+        tries: vec![],
+    };
+    progress.note(&format!("log prefilled with {n} events"));
+    let consumer = Proc::spawn(Role::Consumer, &consumer_args(&producer, "earliest", mode)).await?;
+    let c0 = Usage::default();
+    let mut stats = ConsumerStats::connect(&consumer.url()).await?;
+    let (t0, t1, n0) = stats
+        .wait_received(
+            n,
+            Duration::from_millis(5),
+            Duration::from_secs(120),
+            |got| eprintln!("      … {got} of {n} events"),
+        )
+        .await?;
+    let (p2, c1) = (producer.usage(), consumer.usage_towards(producer.addr));
+    let s = stats.get().await?;
+    consumer.stop().await;
+    producer.stop().await;
+    let run = ThroughputRun {
+        name: format!("{} catching up (from the oldest of {n} events)", mode.name),
+        events: n - n0,
+        elapsed: t1 - t0,
+        producer_cpu: p2.since(&p1).cpu,
+        consumer_cpu: c1.since(&c0).cpu,
+        consumer_read_bytes: c1.read_bytes,
+        rpcs: s.rpcs_sent,
+        tries: vec![],
+    };
+    Ok((run, publish))
+}
+
+/// Live: the consumer is at the head; publishers append `n` events flat out; measured from the
+/// first publish to the last event received.
+pub async fn live(
+    mode: &Mode,
+    settings: &Settings,
+    progress: &mut Progress,
+) -> Result<ThroughputRun, String> {
+    let n = settings.live_events;
+    let producer = Proc::spawn(Role::Producer, &big_log()).await?;
+    let consumer = Proc::spawn(Role::Consumer, &consumer_args(&producer, "latest", mode)).await?;
+    let mut stats = ConsumerStats::connect(&consumer.url()).await?;
+    let ready = stats.wait_ready().await?;
+    let (p0, c0) = (producer.usage(), consumer.usage_towards(producer.addr));
+    let url = producer.url();
+    let started = Instant::now();
+    let publishers = tokio::spawn(async move { publish_flat_out(&url, n, 2).await });
+    let (_, t1, _) = stats
+        .wait_received(
+            n,
+            Duration::from_millis(5),
+            Duration::from_secs(120),
+            |got| eprintln!("      … {got} of {n} events"),
+        )
+        .await?;
+    let published = publishers.await.map_err(|e| e.to_string())??;
+    let (p1, c1) = (producer.usage(), consumer.usage_towards(producer.addr));
+    let s = stats.get().await?;
+    progress.note(&format!(
+        "publishers took {:.2} s for {} events",
+        published.elapsed.as_secs_f64(),
+        published.events
+    ));
+    consumer.stop().await;
+    producer.stop().await;
+    Ok(ThroughputRun {
+        name: format!(
+            "{} live, publish → receive (2 publishers flat out)",
+            mode.name
+        ),
+        events: n,
+        elapsed: t1 - started,
+        producer_cpu: p1.since(&p0).cpu,
+        consumer_cpu: c1.since(&c0).cpu,
+        consumer_read_bytes: c1.since(&c0).read_bytes,
+        rpcs: s.rpcs_sent - ready.rpcs_sent,
+        tries: vec![],
+    })
+}
+
+/// One fan-out measurement.
+#[derive(Debug, Clone)]
+pub struct FanoutRun {
+    pub subscribers: usize,
+    pub rss_before: u64,
+    pub rss_idle: u64,
+    pub rss_peak: u64,
+    pub published: u64,
+    pub delivered: u64,
+    pub all_delivered: bool,
+    /// From the first publish until every subscriber had every event (or the time limit).
+    pub elapsed: Duration,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub producer_cpu: Duration,
+}
+
+impl FanoutRun {
+    pub fn idle_bytes_per_subscriber(&self) -> f64 {
+        self.rss_idle.saturating_sub(self.rss_before) as f64 / self.subscribers as f64
+    }
+}
+
+pub async fn fanout(
+    subscribers: usize,
+    settings: &Settings,
+    progress: &mut Progress,
+) -> Result<FanoutRun, String> {
+    let producer = Proc::spawn(Role::Producer, &[]).await?;
+    let mut publisher = producer_client(channel(&producer.url()).await?);
+    // Warm up the code paths (and the allocator) before the baseline.
+    let warm = publish_at_rate(&mut publisher, 1_000, Duration::from_millis(100)).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_before = producer.usage().rss_bytes;
+    let subs = Subscribers::open(
+        &producer.url(),
+        subscribers,
+        settings.streams_per_connection,
+        warm.last_sequence,
+    )
+    .await?;
+    subs.wait_attached(subscribers, Duration::from_secs(120))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_idle = producer.usage().rss_bytes;
+    progress.note(&format!(
+        "{subscribers} subscribers attached; producer RSS {:.1} → {:.1} MiB",
+        mib(rss_before),
+        mib(rss_idle)
+    ));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let peak = load::sample_peak_rss(producer.pid, stop.clone());
+    let p0 = producer.usage();
+    let started = Instant::now();
+    let published =
+        publish_at_rate(&mut publisher, settings.fanout_rate, settings.fanout_window).await?;
+    let limit = Instant::now() + settings.fanout_window * 2 + Duration::from_secs(5);
+    let mut last_note = Instant::now();
+    while subs.caught_up(published.last_sequence) < subscribers && Instant::now() < limit {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if last_note.elapsed() > Duration::from_secs(1) {
+            progress.note(&format!(
+                "{} of {subscribers} subscribers have every event",
+                subs.caught_up(published.last_sequence)
+            ));
+            last_note = Instant::now();
+        }
+    }
+    let elapsed = started.elapsed();
+    let all_delivered = subs.caught_up(published.last_sequence) == subscribers;
+    let p1 = producer.usage();
+    stop.cancel();
+    let rss_peak = peak.await.map_err(|e| e.to_string())?;
+    let histogram = subs.merged_histogram();
+    let delivered = subs.received.load(std::sync::atomic::Ordering::Relaxed);
+    subs.close().await;
+    producer.stop().await;
+    Ok(FanoutRun {
+        subscribers,
+        rss_before,
+        rss_idle,
+        rss_peak,
+        published: published.events,
+        delivered,
+        all_delivered,
+        elapsed,
+        p50: micros(histogram.value_at_quantile(0.5)),
+        p99: micros(histogram.value_at_quantile(0.99)),
+        producer_cpu: p1.since(&p0).cpu,
+    })
+}
+
+/// The slow-consumer measurement: the same load before and after one subscriber stops reading.
+#[derive(Debug, Clone)]
+pub struct SlowRun {
+    pub subscribers: usize,
+    pub p99_before: Duration,
+    pub p99_after: Duration,
+    pub rss_peak_before: u64,
+    pub rss_peak_after: u64,
+    pub delivered_before: bool,
+    pub delivered_after: bool,
+    /// Events in the log the stalled subscriber never read.
+    pub stalled_lag: u64,
+}
+
+pub async fn slow_consumer(
+    settings: &Settings,
+    progress: &mut Progress,
+) -> Result<SlowRun, String> {
+    let m = settings.slow_subscribers;
+    let producer = Proc::spawn(Role::Producer, &[]).await?;
+    let subs = Subscribers::open(&producer.url(), m, settings.streams_per_connection, 0).await?;
+    subs.wait_attached(m, Duration::from_secs(60)).await?;
+
+    let phase = async |label: &str| -> Result<(Duration, u64, bool), String> {
+        subs.reset_histograms();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let peak = load::sample_peak_rss(producer.pid, stop.clone());
+        let published =
+            publish_at_rate_isolated(&producer.url(), settings.fanout_rate, settings.slow_window)
+                .await?;
+        let limit = Instant::now() + Duration::from_secs(10);
+        while subs.caught_up(published.last_sequence) < m && Instant::now() < limit {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        let rss = peak.await.map_err(|e| e.to_string())?;
+        let p99 = micros(subs.merged_histogram().value_at_quantile(0.99));
+        let ok = published.complete && subs.caught_up(published.last_sequence) == m;
+        eprintln!(
+            "      {label}: p99 {:.2} ms, producer RSS peak {:.1} MiB, all delivered: {ok}",
+            ms(p99),
+            mib(rss)
+        );
+        Ok((p99, rss, ok))
+    };
+
+    // The first phase warms the producer up (allocator arenas, HTTP/2 buffers); the second is the
+    // baseline the stalled phase is compared with.
+    phase("warm-up, all reading").await?;
+    let (p99_before, rss_peak_before, delivered_before) = phase("all reading").await?;
+    progress.note("one more subscriber, on its own connection, that never reads");
+    // A 64 KiB HTTP/2 window: the stalled stream fills it at once and the producer must hold
+    // the rest back (or not).
+    let mut stalled_client = producer_client(channel_with(&producer.url(), Some(65_535)).await?);
+    let stalled = stalled_client
+        .subscribe(pushpull::pb::SubscribeRequest {
+            after_sequence: Some(0),
+            topics: vec![],
+        })
+        .await
+        .map_err(|s| format!("stalled subscribe: {s}"))?;
+    let (p99_after, rss_peak_after, delivered_after) = phase("one subscriber stalled").await?;
+    let head = {
+        let mut c = producer_client(channel(&producer.url()).await?);
+        c.poll(pushpull::pb::PollRequest {
+            after_sequence: None,
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| s.to_string())?
+        .into_inner()
+        .head_sequence
+    };
+    drop(stalled);
+    subs.close().await;
+    producer.stop().await;
+    Ok(SlowRun {
+        subscribers: m,
+        p99_before,
+        p99_after,
+        rss_peak_before,
+        rss_peak_after,
+        delivered_before,
+        delivered_after,
+        stalled_lag: head,
+    })
+}
+
+pub fn micros(us: u64) -> Duration {
+    Duration::from_micros(us)
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// The fastest of several tries, remembering every try's rate.
+pub fn fastest(runs: Vec<ThroughputRun>) -> Option<ThroughputRun> {
+    let tries: Vec<f64> = runs.iter().map(ThroughputRun::rate).collect();
+    let mut best = runs
+        .into_iter()
+        .max_by(|a, b| a.rate().total_cmp(&b.rate()))?;
+    best.tries = tries;
+    Some(best)
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Benchmark smoke test: runs `pushpull-bench --quick` (every scenario, small and short) and checks
+# that each scenario ran and every output is well-formed. It asserts nothing about speed.
+#
+# It uses the dev profile on purpose: `cargo test` has already built every dependency for it, so
+# only the bench crate itself compiles here (a release build of the workspace would cost minutes).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+passed=0; failed=0
+check() {
+  local name=$1; shift
+  if "$@"; then passed=$((passed + 1)); echo "ok   $name"
+  else failed=$((failed + 1)); echo "FAIL $name"; fi
+}
+
+if ! cargo build -p pushpull-bench --locked --quiet; then
+  echo "0 passed, 1 failed"; exit 1
+fi
+bin=target/debug/pushpull-bench
+start=$SECONDS
+timeout 180 "$bin" --quick --out "$out" 2>"$out/progress.log"
+rc=$?
+echo "quick run: exit $rc in $((SECONDS - start)) s"
+tail -n 16 "$out/progress.log"
+
+check "quick run exits 0 (every scenario ran)" test "$rc" -eq 0
+check "progress was shown, up to the last step" grep -qE '^\[ ?([0-9]+)/\1\]' "$out/progress.log"
+for f in results.md results.json latency.svg throughput.svg fanout.svg; do
+  check "$f written" test -s "$out/$f"
+done
+check "outputs are complete and well-formed (pushpull-bench check)" "$bin" check "$out"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,178 @@
+//! Events encoded once: the producer encodes each `pushpull.v1.Event` when it is appended and
+//! every Subscribe and Poll response copies those bytes as they are, so delivering an event to a
+//! thousand readers costs a thousand copies of ~100 bytes, not a thousand conversions and
+//! encodings.
+//!
+//! [`server`] is the producer's generated server with `Event` replaced by [`EncodedEvent`]; the
+//! bytes on the wire are exactly those of [`crate::pb`], so clients use the ordinary types.
+
+use std::time::SystemTime;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use prost::{
+    DecodeError, Message,
+    encoding::{self, DecodeContext, WireType},
+};
+
+/// The producer's generated server and its response types (`SubscribeResponse`,
+/// `PollResponse`) over [`EncodedEvent`]; the request types are [`crate::pb`]'s.
+pub mod server {
+    #![allow(missing_docs, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/wire/pushpull.v1.rs"));
+}
+
+/// A `pushpull.v1.Event` as protobuf bytes: the message's fields, without the tag and length
+/// that the enclosing `repeated Event events` field adds.
+#[derive(Clone, Default, PartialEq, Eq, Debug)]
+pub struct EncodedEvent(pub Bytes);
+
+/// Field numbers of `pushpull.v1.Event`.
+const SEQUENCE: u32 = 1;
+const TOPIC: u32 = 2;
+const PAYLOAD: u32 = 3;
+const PRODUCED_AT: u32 = 4;
+
+/// Appends the encoding of one event to `buf`, exactly as prost encodes the equivalent
+/// [`crate::pb::Event`] (proto3: zero and empty fields are left out). Returns where the payload
+/// sits in `buf`, so the caller can keep the payload as a slice of the encoded bytes instead of
+/// a second copy.
+pub fn encode_event(
+    sequence: u64,
+    topic: &str,
+    payload: &[u8],
+    produced_at: SystemTime,
+    buf: &mut BytesMut,
+) -> std::ops::Range<usize> {
+    if sequence != 0 {
+        encoding::uint64::encode(SEQUENCE, &sequence, buf);
+    }
+    if !topic.is_empty() {
+        encoding::encode_key(TOPIC, WireType::LengthDelimited, buf);
+        encoding::encode_varint(topic.len() as u64, buf);
+        buf.put_slice(topic.as_bytes());
+    }
+    let mut payload_at = buf.len()..buf.len();
+    if !payload.is_empty() {
+        encoding::encode_key(PAYLOAD, WireType::LengthDelimited, buf);
+        encoding::encode_varint(payload.len() as u64, buf);
+        let start = buf.len();
+        buf.put_slice(payload);
+        payload_at = start..buf.len();
+    }
+    let ts = prost_types::Timestamp::from(produced_at);
+    encoding::message::encode(PRODUCED_AT, &ts, buf);
+    payload_at
+}
+
+impl Message for EncodedEvent {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    /// Keeps each field's bytes as they came (re-encoding only the key and the length), so a
+    /// decoded `EncodedEvent` encodes back to the same bytes. Only tests decode these; clients
+    /// use [`crate::pb::Event`].
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        let mut out = BytesMut::from(&self.0[..]);
+        match wire_type {
+            WireType::Varint => {
+                let v = encoding::decode_varint(buf)?;
+                encoding::encode_key(tag, wire_type, &mut out);
+                encoding::encode_varint(v, &mut out);
+            }
+            WireType::LengthDelimited => {
+                let mut value = Bytes::new();
+                encoding::bytes::merge(wire_type, &mut value, buf, ctx)?;
+                encoding::encode_key(tag, wire_type, &mut out);
+                encoding::encode_varint(value.len() as u64, &mut out);
+                out.put_slice(&value);
+            }
+            _ => return encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+        self.0 = out.freeze();
+        Ok(())
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0 = Bytes::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn pb_event(sequence: u64, topic: &str, payload: &[u8], at: SystemTime) -> pb::Event {
+        pb::Event {
+            sequence,
+            topic: topic.into(),
+            payload: Bytes::copy_from_slice(payload),
+            produced_at: Some(prost_types::Timestamp::from(at)),
+        }
+    }
+
+    #[test]
+    fn hand_encoding_matches_prost_byte_for_byte() {
+        let at = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        let cases = [
+            (1, "a", &b"x"[..], at),
+            (300, "quotes.AAPL", &[7u8; 200][..], at),
+            (u64::MAX, "t", &b""[..], UNIX_EPOCH + Duration::from_secs(5)),
+            (
+                42,
+                "whole.seconds",
+                &b"{}"[..],
+                UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            ),
+        ];
+        for (sequence, topic, payload, at) in cases {
+            let mut buf = BytesMut::new();
+            let range = encode_event(sequence, topic, payload, at, &mut buf);
+            assert_eq!(&buf[range], payload);
+            let expected = pb_event(sequence, topic, payload, at);
+            assert_eq!(buf.to_vec(), expected.encode_to_vec(), "{expected:?}");
+            assert_eq!(pb::Event::decode(&buf[..]).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn responses_of_encoded_events_decode_as_ordinary_responses() {
+        let at = SystemTime::now();
+        let mut buf = BytesMut::new();
+        encode_event(5, "a", b"one", at, &mut buf);
+        let first = EncodedEvent(buf.split().freeze());
+        encode_event(6, "b", b"two", at, &mut buf);
+        let second = EncodedEvent(buf.split().freeze());
+        let response = server::SubscribeResponse {
+            events: vec![first.clone(), second],
+            head_sequence: 9,
+            log_id: "L".into(),
+            next_after_sequence: 6,
+        };
+        let decoded = pb::SubscribeResponse::decode(&response.encode_to_vec()[..]).unwrap();
+        assert_eq!(
+            decoded,
+            pb::SubscribeResponse {
+                events: vec![pb_event(5, "a", b"one", at), pb_event(6, "b", b"two", at)],
+                head_sequence: 9,
+                log_id: "L".into(),
+                next_after_sequence: 6,
+            }
+        );
+        // And back: an encoded event survives decoding as itself.
+        let again = server::SubscribeResponse::decode(&response.encode_to_vec()[..]).unwrap();
+        assert_eq!(again.events[0], first);
+    }
+}
