@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod follow;
 pub mod http;
 pub mod log;
 mod metered;

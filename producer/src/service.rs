@@ -28,6 +28,7 @@ use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::{
     error::Error,
+    follow::long_poll,
     log::{Batch, Event, EventLog, NewEvent, ReadLimits, TopicFilter},
 };
 
@@ -117,42 +118,6 @@ impl ProducerApi {
             max_bytes: s.max_batch_bytes,
         };
         Ok((limits, max_wait))
-    }
-
-    /// The long-poll loop: read, and while nothing matches and time is left, wait for the head
-    /// to move. Returns at the deadline at the latest.
-    async fn poll_log(
-        &self,
-        mut cursor: u64,
-        filter: &TopicFilter,
-        limits: ReadLimits,
-        max_wait: Duration,
-    ) -> Result<Batch<EncodedEvent>, Error> {
-        let deadline = Instant::now() + max_wait;
-        let mut head = self.log.watch_head();
-        loop {
-            head.borrow_and_update();
-            let batch = self.log.read_encoded(cursor, filter, limits)?;
-            cursor = batch.next_after;
-            if !batch.events.is_empty() || max_wait.is_zero() || Instant::now() >= deadline {
-                return Ok(batch);
-            }
-            if !batch.caught_up() {
-                // A topic filter skipped a long run of events; keep scanning, but let others run.
-                tokio::task::yield_now().await;
-                continue;
-            }
-            tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
-                changed = head.changed() => {
-                    if changed.is_err() {
-                        return Err(Error::ShuttingDown);
-                    }
-                }
-                _ = sleep_until(deadline) => {}
-            }
-        }
     }
 }
 
@@ -244,7 +209,10 @@ impl ProducerService for ProducerApi {
             Some(after) => after,
             None => self.log.head(),
         };
-        let batch = self.poll_log(cursor, &filter, limits, max_wait).await?;
+        let batch = long_poll(&self.log, cursor, max_wait, &self.shutdown, |after| {
+            self.log.read_encoded(after, &filter, limits)
+        })
+        .await?;
         Ok(Response::new(wire::PollResponse {
             next_after_sequence: batch.next_after,
             head_sequence: batch.head,

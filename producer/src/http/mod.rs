@@ -11,7 +11,6 @@
 
 pub mod consumers;
 pub mod error;
-pub mod follow;
 pub mod json;
 pub mod params;
 pub mod poll;

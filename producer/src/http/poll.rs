@@ -9,11 +9,10 @@ use axum::{
 use super::{
     AppState,
     error::ApiError,
-    follow::long_poll,
     json::{BatchJson, PublishJson, PublishedJson, decode_events},
     params::{self, ReadParams},
 };
-use crate::{log::ReadLimits, metrics::Transport};
+use crate::{follow::long_poll, log::ReadLimits, metrics::Transport};
 
 /// `GET /poll?after=SEQ&topics=a,b&max_events=N&wait=30s`: one batch after the cursor, like
 /// gRPC `Poll`; with `wait` it returns as soon as a matching event exists, or empty at the end.
@@ -39,7 +38,10 @@ pub async fn poll(
     };
     let batch = {
         let _poller = state.metrics.poller(Transport::HttpPoll);
-        long_poll(&state.log, cursor, &filter, limits, wait, &state.stop).await?
+        long_poll(&state.log, cursor, wait, &state.stop, |after| {
+            state.log.read(after, &filter, limits)
+        })
+        .await?
     };
     state
         .metrics

@@ -17,11 +17,10 @@ use tracing::{Instrument as _, debug, info_span, warn};
 use super::{
     AppState,
     error::ApiError,
-    follow::Follower,
     json::{EventJson, rfc3339},
     params::{self, ReadParams},
 };
-use crate::{error::Error, log::ReadLimits, metrics::Transport};
+use crate::{error::Error, follow::Follower, log::ReadLimits, metrics::Transport};
 
 /// Batches prepared ahead of the client: the log is the buffer, not this channel.
 const CHANNEL_CAPACITY: usize = 2;

@@ -28,13 +28,13 @@ use tracing::{Instrument as _, debug, info_span, warn};
 use super::{
     AppState,
     error::{ApiError, ErrorJson},
-    follow::Follower,
     json::{BatchJson, NewEventJson, PublishJson, PublishedJson},
     params::{self, ReadParams},
     poll::publish_events,
 };
 use crate::{
     error::Error,
+    follow::Follower,
     log::{ReadLimits, TopicFilter},
     metrics::{GaugeGuard, Transport},
 };

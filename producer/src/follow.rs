@@ -1,5 +1,7 @@
-//! Reading the log for HTTP readers, with exactly the gRPC cursor rules: the log's own
-//! [`EventLog::read`] and [`EventLog::check_cursor`] decide, this module only waits.
+//! Waiting on the log, for every transport: gRPC Poll and Subscribe, SSE, WebSocket and HTTP
+//! poll all read with the same cursor rules (the log's own [`EventLog::read`] /
+//! [`EventLog::read_encoded`] and [`EventLog::check_cursor`] decide); this module only waits
+//! for the head to move, so a long poll behaves the same on every transport.
 
 use std::time::Duration;
 
@@ -83,27 +85,28 @@ impl Follower {
     }
 }
 
-/// One (long) poll: read, and while nothing matches and time is left, wait for the head to
-/// move. Same semantics as gRPC `Poll` with `max_wait`.
-pub async fn long_poll(
+/// One (long) poll: `read` from `after`, and while nothing matches and time is left, wait for
+/// the head to move; returns at the deadline at the latest. `read` is the log read the transport
+/// wants (decoded events for JSON, encoded ones for gRPC), called with the current cursor.
+pub async fn long_poll<E>(
     log: &EventLog,
     after: u64,
-    filter: &TopicFilter,
-    limits: ReadLimits,
     wait: Duration,
     stop: &CancellationToken,
-) -> Result<Batch, Error> {
+    mut read: impl FnMut(u64) -> Result<Batch<E>, Error>,
+) -> Result<Batch<E>, Error> {
     let deadline = Instant::now() + wait;
     let mut head = log.watch_head();
     let mut cursor = after;
     loop {
         head.borrow_and_update();
-        let batch = log.read(cursor, filter, limits)?;
+        let batch = read(cursor)?;
         cursor = batch.next_after;
         if !batch.events.is_empty() || wait.is_zero() || Instant::now() >= deadline {
             return Ok(batch);
         }
         if !batch.caught_up() {
+            // A topic filter skipped a long run of events: keep scanning, but let others run.
             tokio::task::yield_now().await;
             continue;
         }
