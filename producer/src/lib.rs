@@ -5,6 +5,8 @@
 //! - [`log`]: the ordered event log, its cursor rules and retention. Knows nothing of gRPC.
 //! - [`service`]: `pushpull.v1.ProducerService` over the log: Publish, Subscribe (push), Poll
 //!   (pull and long poll).
+//! - [`follow`]: waiting for the head to move: one long-poll loop and one follower for every
+//!   transport, so gRPC and HTTP readers behave alike.
 //! - [`error`]: the producer's errors and their one mapping to gRPC statuses.
 //! - [`demo`]: an optional source of readable events.
 //! - [`http`]: the HTTP side over the same log: SSE, WebSocket, HTTP long polling, `/metrics`,
