@@ -99,6 +99,17 @@ pub enum Mode {
     LongPoll,
 }
 
+impl Mode {
+    /// The name used on the command line and in logs: `push`, `poll`, `long-poll`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Push => "push",
+            Mode::Poll => "poll",
+            Mode::LongPoll => "long-poll",
+        }
+    }
+}
+
 impl From<Mode> for ReadMode {
     fn from(mode: Mode) -> Self {
         match mode {
@@ -170,6 +181,13 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mode_names_are_the_command_line_values() {
+        for mode in [Mode::Push, Mode::Poll, Mode::LongPoll] {
+            assert_eq!(Mode::from_str(mode.name(), false), Ok(mode));
+        }
+    }
 
     #[test]
     fn from_parses_all_forms() {

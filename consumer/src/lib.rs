@@ -36,7 +36,7 @@ use tonic::{
     server::NamedService as _,
     transport::{Endpoint, Server},
 };
-use tracing::{info, warn};
+use tracing::{Instrument as _, info, info_span, warn};
 
 pub use config::{Config, Mode, StartFrom};
 
@@ -113,13 +113,14 @@ pub async fn run_with(
 
     let stop = CancellationToken::new();
     let reader = Reader::new(client, ReaderSettings::from(&config), cursor, stats.clone());
-    let reader_task = tokio::spawn(reader.run(stop.clone()));
+    // Every line the reader and the summary log names the mode, so several consumers writing
+    // to one terminal (scripts/run-local.sh) can be told apart.
+    let span = info_span!("consumer", mode = config.mode.name());
+    let reader_task = tokio::spawn(reader.run(stop.clone()).instrument(span.clone()));
     if !config.summary_interval.is_zero() {
-        tokio::spawn(log_summaries(
-            stats.clone(),
-            config.summary_interval,
-            stop.clone(),
-        ));
+        tokio::spawn(
+            log_summaries(stats.clone(), config.summary_interval, stop.clone()).instrument(span),
+        );
     }
 
     let metrics_server = match listeners.metrics {
