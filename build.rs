@@ -13,6 +13,7 @@ const PROTO_ROOT: &str = "proto";
 const PROTO_FILES: &[&str] = &[
     "proto/pushpull/v1/producer.proto",
     "proto/pushpull/v1/consumer.proto",
+    "proto/pushpull/v1/errors.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

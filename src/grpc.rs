@@ -1,10 +1,30 @@
-//! Server plumbing both services share, so they behave the same on the wire: reflection in both
-//! protocol versions, the health service, and sockets set up for low-latency pushes.
+//! The one gRPC server assembly both services use, so they behave the same on the wire and a
+//! rule (TLS and auth, next) is added once: the service itself, gRPC health (SERVING /
+//! NOT_SERVING), reflection in both protocol versions, HTTP/2 keepalives, message limits and
+//! compression, sockets set up for low-latency pushes, and a graceful shutdown with a bounded
+//! grace period.
+//!
+//! [`GrpcServer::serve`] takes the service's `stop` token, the one its workers (stream tasks,
+//! the consumer's reader) listen to, and cancels it *whatever* ends the server: the shutdown
+//! future, a worker cancelling it, or the listener going away. A caller awaits its workers after
+//! `serve` returns, so their final state (the consumer's checkpoint) is always saved.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+};
+use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    codec::CompressionEncoding,
+    server::NamedService,
+    service::Routes,
+    transport::{Server, server::Connected, server::TcpIncoming},
+};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tracing::{info, warn};
 
 /// How often an idle HTTP/2 connection is pinged, and how long a ping may go unanswered.
 /// Load balancers drop idle connections (AWS ELB after 60 s); pings keep a quiet stream alive
@@ -12,6 +32,215 @@ use tonic::transport::server::TcpIncoming;
 pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// See [`HTTP2_KEEPALIVE_INTERVAL`].
 pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every pushpull gRPC server is configured with.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerOptions {
+    /// Largest message decoded or encoded, both directions. tonic's own default (4 MiB in,
+    /// unlimited out) would refuse a large Publish before the service could say why.
+    pub max_message_bytes: usize,
+    /// After shutdown starts, how long open connections get before [`GrpcServer::serve`]
+    /// returns anyway: tonic waits for every connection to close, and a client that never reads
+    /// could hold it open forever.
+    pub shutdown_grace: Duration,
+}
+
+/// A generated service server whose message limits and compression the assembly sets, so
+/// every service gets the same ones. Implemented for the servers this crate generates.
+pub trait Configurable: Sized {
+    /// The server with both message limits set to `max_message_bytes`, gzip accepted, and
+    /// gzip sent to clients that accept it.
+    fn configured(self, max_message_bytes: usize) -> Self;
+}
+
+macro_rules! configurable {
+    ($($server:ident)::+) => {
+        impl<T> Configurable for $($server)::+<T> {
+            fn configured(self, max_message_bytes: usize) -> Self {
+                self.max_decoding_message_size(max_message_bytes)
+                    .max_encoding_message_size(max_message_bytes)
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .send_compressed(CompressionEncoding::Gzip)
+            }
+        }
+    };
+}
+
+configurable!(crate::wire::server::producer_service_server::ProducerServiceServer);
+configurable!(crate::pb::producer_service_server::ProducerServiceServer);
+configurable!(crate::pb::consumer_service_server::ConsumerServiceServer);
+
+/// The health of one served service (and of the server as a whole, service `""`). Cheap to
+/// clone: a service that loses what it depends on can report NOT_SERVING while it is out.
+#[derive(Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+    service: &'static str,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("service", &self.service)
+            .finish()
+    }
+}
+
+impl Health {
+    /// SERVING, for the service and for the server.
+    pub async fn set_serving(&self) {
+        self.set(ServingStatus::Serving).await;
+    }
+
+    /// NOT_SERVING, for the service and for the server: load balancers and container
+    /// healthchecks stop sending it work.
+    pub async fn set_not_serving(&self) {
+        self.set(ServingStatus::NotServing).await;
+    }
+
+    async fn set(&self, status: ServingStatus) {
+        for name in ["", self.service] {
+            self.reporter.set_service_status(name, status).await;
+        }
+    }
+}
+
+/// Why [`GrpcServer::serve`] returned an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The listener stopped yielding connections although nobody asked the server to stop.
+    #[error("the gRPC listener closed while the service was running")]
+    ListenerClosed,
+}
+
+/// One service, with health and reflection beside it, ready to serve.
+pub struct GrpcServer {
+    name: &'static str,
+    routes: Routes,
+    health: Health,
+    options: ServerOptions,
+}
+
+impl GrpcServer {
+    /// Assembles `service` (configured with `options`' limits) with health, reporting SERVING
+    /// once serving starts, and reflection v1 and v1alpha listing just this service and health.
+    pub fn new<S>(service: S, options: ServerOptions) -> Result<Self, ServeError>
+    where
+        S: Configurable
+            + tonic::codegen::Service<
+                tonic::codegen::http::Request<tonic::body::Body>,
+                Error = std::convert::Infallible,
+                Response = tonic::codegen::http::Response<tonic::body::Body>,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let routes = Routes::new(health_service)
+            .add_service(reflection_v1(S::NAME)?)
+            .add_service(reflection_v1alpha(S::NAME)?)
+            .add_service(service.configured(options.max_message_bytes));
+        Ok(Self {
+            name: S::NAME,
+            routes,
+            health: Health {
+                reporter,
+                service: S::NAME,
+            },
+            options,
+        })
+    }
+
+    /// The health handle, for the service to report NOT_SERVING while it cannot work.
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// Serves on `listener` (bound by the caller, port 0 in tests) until `shutdown` resolves or
+    /// `stop` is cancelled; see [`GrpcServer::serve_incoming`].
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        stop: CancellationToken,
+    ) -> Result<(), ServeError> {
+        self.serve_incoming(incoming(listener), shutdown, stop)
+            .await
+    }
+
+    /// Serves connections from `incoming` until `shutdown` resolves or `stop` is cancelled,
+    /// then reports NOT_SERVING, cancels `stop` (open streams and long polls end with it),
+    /// refuses new calls and waits up to the grace period for connections to close. `stop` is
+    /// cancelled whatever ends the server.
+    pub async fn serve_incoming<I, IO, IE>(
+        self,
+        incoming: I,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        stop: CancellationToken,
+    ) -> Result<(), ServeError>
+    where
+        I: Stream<Item = Result<IO, IE>> + Send,
+        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+        IO::ConnectInfo: Clone + Send + Sync + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Self {
+            name,
+            routes,
+            health,
+            options,
+        } = self;
+        health.set_serving().await;
+        let stopping = {
+            let stop = stop.clone();
+            let health = health.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = stop.cancelled() => {}
+                }
+                info!(
+                    service = name,
+                    "shutting down: refusing new calls, ending open streams"
+                );
+                health.set_not_serving().await;
+                stop.cancel();
+            }
+        };
+        let server = Server::builder()
+            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, stopping);
+        let grace = options.shutdown_grace;
+        let served = tokio::select! {
+            served = server => served.map_err(ServeError::from),
+            () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+                warn!(
+                    service = name,
+                    grace = %humantime::format_duration(grace),
+                    "connections still open after the shutdown grace period; stopping anyway"
+                );
+                Ok(())
+            }
+        };
+        // The server may also end because the listener closed: the workers stop with it.
+        let asked = stop.is_cancelled();
+        health.set_not_serving().await;
+        stop.cancel();
+        match served {
+            Ok(()) if !asked => Err(ServeError::ListenerClosed),
+            other => other,
+        }
+    }
+}
 
 /// The accepted-connection stream for a listener the caller bound (port 0 in tests).
 ///
@@ -23,7 +252,7 @@ pub fn incoming(listener: TcpListener) -> TcpIncoming {
 
 /// gRPC reflection, `grpc.reflection.v1`, listing `served` (the server's own service, e.g.
 /// `pushpull.v1.ProducerService`), `grpc.health.v1.Health` and reflection itself.
-pub fn reflection_v1(
+fn reflection_v1(
     served: &str,
 ) -> Result<
     tonic_reflection::server::v1::ServerReflectionServer<
@@ -37,7 +266,7 @@ pub fn reflection_v1(
 }
 
 /// gRPC reflection, `grpc.reflection.v1alpha`: grpcurl up to 1.8.7 speaks only this version.
-pub fn reflection_v1alpha(
+fn reflection_v1alpha(
     served: &str,
 ) -> Result<
     tonic_reflection::server::v1alpha::ServerReflectionServer<
@@ -59,4 +288,127 @@ fn reflection_builder(served: &str) -> tonic_reflection::server::Builder<'static
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .with_service_name(served)
         .with_service_name("grpc.health.v1.Health")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::{self, consumer_service_server::ConsumerServiceServer};
+    use tokio::{net::TcpStream, sync::mpsc};
+    use tokio_stream::wrappers::ReceiverStream;
+    use tonic::transport::Channel;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    #[derive(Clone)]
+    struct Nothing;
+
+    #[tonic::async_trait]
+    impl pb::consumer_service_server::ConsumerService for Nothing {
+        async fn get_stats(
+            &self,
+            _: tonic::Request<pb::GetStatsRequest>,
+        ) -> Result<tonic::Response<pb::GetStatsResponse>, tonic::Status> {
+            Ok(tonic::Response::new(pb::GetStatsResponse::default()))
+        }
+    }
+
+    const OPTIONS: ServerOptions = ServerOptions {
+        max_message_bytes: 1 << 20,
+        shutdown_grace: Duration::from_secs(30),
+    };
+    const PROMPTLY: Duration = Duration::from_secs(10);
+
+    fn server(options: ServerOptions) -> GrpcServer {
+        GrpcServer::new(ConsumerServiceServer::new(Nothing), options).unwrap()
+    }
+
+    async fn health_client(addr: std::net::SocketAddr) -> HealthClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        HealthClient::new(channel)
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_closes_stops_the_workers_and_says_so() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Connections come through a channel, so the test can end the stream as a dead
+        // listener's would.
+        let (tx, rx) = mpsc::channel::<std::io::Result<TcpStream>>(1);
+        let acceptor = tokio::spawn(async move {
+            loop {
+                let accepted = listener.accept().await.map(|(stream, _)| stream);
+                if tx.send(accepted).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let stop = CancellationToken::new();
+        let serving = tokio::spawn(server(OPTIONS).serve_incoming(
+            ReceiverStream::new(rx),
+            std::future::pending(),
+            stop.clone(),
+        ));
+        let status = health_client(addr)
+            .await
+            .check(HealthCheckRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32);
+        assert!(!stop.is_cancelled());
+
+        acceptor.abort();
+        let served = tokio::time::timeout(PROMPTLY, serving)
+            .await
+            .expect("serve returns once the listener closed")
+            .unwrap();
+        assert!(
+            matches!(served, Err(ServeError::ListenerClosed)),
+            "{served:?}"
+        );
+        assert!(stop.is_cancelled(), "the workers were told to stop");
+    }
+
+    #[tokio::test]
+    async fn a_worker_cancelling_stop_ends_the_server_and_health_watchers_see_not_serving() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        // A health Watch is a stream that never ends by itself: only the grace period ends it.
+        let options = ServerOptions {
+            shutdown_grace: Duration::from_millis(300),
+            ..OPTIONS
+        };
+        let serving =
+            tokio::spawn(server(options).serve(listener, std::future::pending(), stop.clone()));
+        let mut watch = health_client(addr)
+            .await
+            .watch(HealthCheckRequest {
+                service: "pushpull.v1.ConsumerService".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = watch.message().await.unwrap().unwrap().status;
+        assert_eq!(first, ServingStatus::Serving as i32);
+
+        stop.cancel();
+        let next = tokio::time::timeout(PROMPTLY, watch.message())
+            .await
+            .expect("a status change")
+            .unwrap()
+            .unwrap()
+            .status;
+        assert_eq!(next, ServingStatus::NotServing as i32);
+        let served = tokio::time::timeout(PROMPTLY, serving)
+            .await
+            .expect("the grace period bounds the wait")
+            .unwrap();
+        assert!(served.is_ok(), "{served:?}");
+    }
 }

@@ -6,13 +6,17 @@
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors that gRPC reflection serves.
 //! - [`codec`]: the gRPC codec of the generated code: prost, decoding from contiguous bytes.
 //! - [`time`]: conversions between protobuf and std time types.
-//! - [`grpc`]: the server plumbing both services use: reflection, health, accepted sockets.
+//! - [`grpc`]: the one gRPC server assembly both services use: health, reflection, keepalives,
+//!   message limits, graceful shutdown with a bounded grace period.
+//! - [`errors`]: structured errors (`google.rpc.ErrorInfo` reasons and metadata), built by the
+//!   services and read by clients.
 //! - [`health_probe`]: the `healthcheck` subcommand: a gRPC health check client for containers.
 //! - [`telemetry`]: the `tracing` subscriber, text or JSON.
 //! - [`shutdown`]: the SIGTERM / SIGINT future.
 //! - [`wire`]: events encoded once, and the producer's server that sends them as they are.
 
 pub mod codec;
+pub mod errors;
 pub mod grpc;
 pub mod health_probe;
 pub mod shutdown;

@@ -24,7 +24,7 @@ pub mod stats;
 use std::{future::Future, time::Duration};
 
 use pushpull::{
-    grpc,
+    grpc::{self, GrpcServer, ServerOptions},
     pb::{
         consumer_service_server::ConsumerServiceServer,
         producer_service_client::ProducerServiceClient,
@@ -32,10 +32,7 @@ use pushpull::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::{
-    server::NamedService as _,
-    transport::{Endpoint, Server},
-};
+use tonic::transport::Endpoint;
 use tracing::{Instrument as _, info, info_span, warn};
 
 pub use config::{Config, Mode, StartFrom};
@@ -46,6 +43,10 @@ use crate::{
     stats::Stats,
 };
 
+/// How long GetStats connections get to close at shutdown: they are unary calls, so this is
+/// only ever reached by a client that never reads.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Why the consumer could not start or serve.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -55,10 +56,8 @@ pub enum RunError {
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
-    #[error("reflection service: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    #[error("gRPC server: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Serve(#[from] grpc::ServeError),
 }
 
 /// Where the consumer serves: GetStats (gRPC) always, `/metrics` (HTTP) when a listener is given.
@@ -136,10 +135,6 @@ pub async fn run_with(
         None => None,
     };
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<ConsumerServiceServer<ConsumerApi>>()
-        .await;
     info!(
         addr = %listener.local_addr()?,
         producer = %config.producer,
@@ -147,34 +142,16 @@ pub async fn run_with(
         "consumer serving"
     );
 
-    let stopping = {
-        let stop = stop.clone();
-        async move {
-            shutdown.await;
-            health
-                .set_not_serving::<ConsumerServiceServer<ConsumerApi>>()
-                .await;
-            health
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-            stop.cancel();
-        }
-    };
-    Server::builder()
-        .http2_keepalive_interval(Some(grpc::HTTP2_KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(grpc::HTTP2_KEEPALIVE_TIMEOUT))
-        .add_service(health_service)
-        .add_service(grpc::reflection_v1(
-            ConsumerServiceServer::<ConsumerApi>::NAME,
-        )?)
-        .add_service(grpc::reflection_v1alpha(
-            ConsumerServiceServer::<ConsumerApi>::NAME,
-        )?)
-        .add_service(ConsumerServiceServer::new(ConsumerApi::new(stats)))
-        .serve_with_incoming_shutdown(grpc::incoming(listener), stopping)
-        .await?;
-    // The server only returns after `stop` was cancelled; the reader saves its checkpoint and
-    // returns promptly.
+    let server = GrpcServer::new(
+        ConsumerServiceServer::new(ConsumerApi::new(stats)),
+        ServerOptions {
+            max_message_bytes: config.max_message_bytes,
+            shutdown_grace: SHUTDOWN_GRACE,
+        },
+    )?;
+    // Whatever ends the server (shutdown, or the listener failing) cancels `stop`: the reader
+    // then saves its checkpoint and returns, and is awaited before any error is reported.
+    let served = server.serve(listener, shutdown, stop.clone()).await;
     if let Err(err) = reader_task.await {
         warn!(%err, "reader task failed");
     }
@@ -185,6 +162,7 @@ pub async fn run_with(
             Err(err) => warn!(%err, "metrics server task failed"),
         }
     }
+    served?;
     info!("consumer stopped");
     Ok(())
 }

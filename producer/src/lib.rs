@@ -29,10 +29,12 @@ pub mod service;
 
 use std::future::Future;
 
-use pushpull::{grpc, wire::server::producer_service_server::ProducerServiceServer};
+use pushpull::{
+    grpc::{self, GrpcServer, ServerOptions},
+    wire::server::producer_service_server::ProducerServiceServer,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::{codec::CompressionEncoding, server::NamedService as _, transport::Server};
 use tracing::{info, warn};
 
 pub use config::Config;
@@ -51,10 +53,8 @@ pub enum RunError {
     Config(String),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
-    #[error("reflection service: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    #[error("gRPC server: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Serve(#[from] grpc::ServeError),
     #[error("HTTP server: {0}")]
     Http(String),
 }
@@ -126,11 +126,6 @@ pub async fn run_with(
         None => None,
     };
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<ProducerServiceServer<ProducerApi>>()
-        .await;
-
     if config.demo_rate > 0 {
         tokio::spawn(demo::run(
             log.clone(),
@@ -148,61 +143,28 @@ pub async fn run_with(
         "producer serving"
     );
 
-    let producer_service = ProducerServiceServer::new(MeteredApi::new(api, metrics))
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip);
-
-    let stopping = {
-        let stop = stop.clone();
-        async move {
-            shutdown.await;
-            info!("shutdown: refusing new calls, ending open streams");
-            health
-                .set_not_serving::<ProducerServiceServer<ProducerApi>>()
-                .await;
-            health
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-            stop.cancel();
-        }
-    };
-
-    let server = Server::builder()
-        .http2_keepalive_interval(Some(grpc::HTTP2_KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(grpc::HTTP2_KEEPALIVE_TIMEOUT))
-        .add_service(health_service)
-        .add_service(grpc::reflection_v1(
-            ProducerServiceServer::<ProducerApi>::NAME,
-        )?)
-        .add_service(grpc::reflection_v1alpha(
-            ProducerServiceServer::<ProducerApi>::NAME,
-        )?)
-        .add_service(producer_service)
-        .serve_with_incoming_shutdown(grpc::incoming(listener), stopping);
-    let servers = async {
-        let served = server.await;
-        // Whatever ended the gRPC server (shutdown, or an error) ends the HTTP side too.
-        stop.cancel();
-        served?;
-        if let Some(http) = http {
-            http.await
-                .map_err(|e| RunError::Http(e.to_string()))?
-                .map_err(|e| RunError::Http(e.to_string()))?;
-        }
-        Ok::<(), RunError>(())
-    };
-
-    // tonic waits for every connection to close; a client that never reads could hold it open
-    // forever, so the wait is bounded.
-    let grace = config.shutdown_grace;
-    tokio::select! {
-        served = servers => served?,
-        _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
-            warn!(?grace, "connections still open after the shutdown grace period; exiting anyway");
+    let server = GrpcServer::new(
+        ProducerServiceServer::new(MeteredApi::new(api, metrics)),
+        ServerOptions {
+            max_message_bytes: config.max_message_bytes,
+            shutdown_grace: config.shutdown_grace,
+        },
+    )?;
+    // Whatever ends the gRPC server cancels `stop`, which ends the HTTP side, the demo source
+    // and every stream and long poll.
+    let served = server.serve(listener, shutdown, stop.clone()).await;
+    if let Some(http) = http {
+        match tokio::time::timeout(config.shutdown_grace, http).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => return Err(RunError::Http(err.to_string())),
+            Ok(Err(err)) => return Err(RunError::Http(err.to_string())),
+            Err(_) => warn!(
+                grace = %humantime::format_duration(config.shutdown_grace),
+                "HTTP connections still open after the shutdown grace period; stopping anyway"
+            ),
         }
     }
+    served?;
     info!("producer stopped");
     Ok(())
 }
