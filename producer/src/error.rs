@@ -2,8 +2,18 @@
 //!
 //! Every message names the field, the bad value and what would have been accepted, because the
 //! person reading it is usually typing a grpcurl command or writing a client in another language.
+//! Programs read the structure instead: [`Error::info`] is the `google.rpc.ErrorInfo` reason and
+//! metadata (documented in `proto/pushpull/v1/errors.proto`) that every status carries, and the
+//! HTTP side puts the same into its JSON errors.
 
-use tonic::Status;
+use std::time::Duration;
+
+use pushpull::errors::{ErrorInfo, ErrorReason, key};
+use tonic::{Code, Status};
+
+/// How long a client should wait before reconnecting to a producer that is shutting down
+/// (RetryInfo on gRPC, `Retry-After` on HTTP): long enough for a restart to begin listening.
+pub const RETRY_AFTER_SHUTDOWN: Duration = Duration::from_secs(1);
 
 /// Everything a request to the producer can fail with.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -19,7 +29,12 @@ pub enum Error {
         resume = oldest - 1,
         missed = oldest - 1 - after
     )]
-    CursorExpired { after: u64, oldest: u64, head: u64 },
+    CursorExpired {
+        after: u64,
+        oldest: u64,
+        head: u64,
+        log_id: String,
+    },
 
     /// The cursor points past the newest event: it belongs to another log, or was made up.
     #[error(
@@ -28,7 +43,12 @@ pub enum Error {
          log_id cannot be reused",
         min = oldest.saturating_sub(1)
     )]
-    CursorAhead { after: u64, oldest: u64, head: u64 },
+    CursorAhead {
+        after: u64,
+        oldest: u64,
+        head: u64,
+        log_id: String,
+    },
 
     /// A topic that is empty, too long or has characters outside the allowed set.
     #[error(
@@ -81,14 +101,29 @@ pub enum Error {
     ShuttingDown,
 }
 
-impl From<Error> for Status {
-    fn from(err: Error) -> Self {
-        let message = err.to_string();
-        match err {
-            Error::CursorExpired { .. } | Error::CursorAhead { .. } => {
-                Status::out_of_range(message)
-            }
-            Error::ShuttingDown => Status::unavailable(message),
+impl Error {
+    /// The `ErrorInfo.reason`: what a client branches on.
+    pub fn reason(&self) -> ErrorReason {
+        match self {
+            Error::CursorExpired { .. } => ErrorReason::CursorExpired,
+            Error::CursorAhead { .. } => ErrorReason::CursorAhead,
+            Error::InvalidTopic { .. } => ErrorReason::InvalidTopic,
+            Error::TooManyTopics { .. } => ErrorReason::TooManyTopics,
+            Error::PayloadTooLarge { .. } => ErrorReason::PayloadTooLarge,
+            Error::NoEvents { .. } => ErrorReason::NoEvents,
+            Error::TooManyEvents { .. } => ErrorReason::TooManyEvents,
+            Error::MaxEventsTooLarge { .. } => ErrorReason::MaxEventsTooLarge,
+            Error::MaxWaitTooLong { .. } => ErrorReason::MaxWaitTooLong,
+            Error::InvalidMaxWait { .. } => ErrorReason::InvalidMaxWait,
+            Error::ShuttingDown => ErrorReason::ShuttingDown,
+        }
+    }
+
+    /// The gRPC status code.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::CursorExpired { .. } | Error::CursorAhead { .. } => Code::OutOfRange,
+            Error::ShuttingDown => Code::Unavailable,
             Error::InvalidTopic { .. }
             | Error::TooManyTopics { .. }
             | Error::PayloadTooLarge { .. }
@@ -96,15 +131,94 @@ impl From<Error> for Status {
             | Error::TooManyEvents { .. }
             | Error::MaxEventsTooLarge { .. }
             | Error::MaxWaitTooLong { .. }
-            | Error::InvalidMaxWait { .. } => Status::invalid_argument(message),
+            | Error::InvalidMaxWait { .. } => Code::InvalidArgument,
         }
+    }
+
+    /// The request field at fault, named as in the `.proto` (the HTTP side renames the two
+    /// whose parameters are spelled differently there).
+    pub fn field(&self) -> Option<&str> {
+        Some(match self {
+            Error::CursorExpired { .. } | Error::CursorAhead { .. } => "after_sequence",
+            Error::InvalidTopic { field, .. } | Error::PayloadTooLarge { field, .. } => field,
+            Error::TooManyTopics { .. } => "topics",
+            Error::NoEvents { .. } | Error::TooManyEvents { .. } => "events",
+            Error::MaxEventsTooLarge { .. } => "max_events",
+            Error::MaxWaitTooLong { .. } | Error::InvalidMaxWait { .. } => "max_wait",
+            Error::ShuttingDown => return None,
+        })
+    }
+
+    /// The reason and the metadata a client needs to act without reading the message.
+    pub fn info(&self) -> ErrorInfo {
+        let info = ErrorInfo::new(self.reason());
+        let info = match self.field() {
+            Some(field) => info.with(key::FIELD, field),
+            None => info,
+        };
+        match self {
+            Error::CursorExpired {
+                after,
+                oldest,
+                head,
+                log_id,
+            } => info
+                .with(key::AFTER_SEQUENCE, after)
+                .with(key::OLDEST_SEQUENCE, oldest)
+                .with(key::HEAD_SEQUENCE, head)
+                .with(key::LOG_ID, log_id)
+                .with(key::MISSED, oldest - 1 - after),
+            Error::CursorAhead {
+                after,
+                oldest,
+                head,
+                log_id,
+            } => info
+                .with(key::AFTER_SEQUENCE, after)
+                .with(key::OLDEST_SEQUENCE, oldest)
+                .with(key::HEAD_SEQUENCE, head)
+                .with(key::LOG_ID, log_id),
+            Error::InvalidTopic { max_len, .. } => info.with(key::LIMIT, max_len),
+            Error::TooManyTopics { count, max } => {
+                info.with(key::COUNT, count).with(key::LIMIT, max)
+            }
+            Error::PayloadTooLarge { size, max, .. } => info
+                .with(key::SIZE, size)
+                .with(key::LIMIT, max)
+                .with(key::FLAG, "--max-payload-bytes"),
+            Error::NoEvents { max } => info.with(key::LIMIT, max),
+            Error::TooManyEvents { count, max } => info
+                .with(key::COUNT, count)
+                .with(key::LIMIT, max)
+                .with(key::FLAG, "--max-publish-events"),
+            Error::MaxEventsTooLarge { value, max, .. } => info
+                .with(key::COUNT, value)
+                .with(key::LIMIT, max)
+                .with(key::FLAG, "--max-poll-events"),
+            Error::MaxWaitTooLong { max, .. } => info
+                .with(key::LIMIT, max)
+                .with(key::FLAG, "--max-poll-wait"),
+            Error::InvalidMaxWait { .. } | Error::ShuttingDown => info,
+        }
+    }
+
+    /// How long a client should wait before trying again, for errors that pass.
+    pub fn retry_after(&self) -> Option<Duration> {
+        matches!(self, Error::ShuttingDown).then_some(RETRY_AFTER_SHUTDOWN)
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        err.info()
+            .into_status(err.code(), err.to_string(), err.retry_after())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic::Code;
+    use tonic_types::StatusExt as _;
 
     #[test]
     fn expired_cursor_names_oldest_head_and_missed_count() {
@@ -112,6 +226,7 @@ mod tests {
             after: 3,
             oldest: 11,
             head: 20,
+            log_id: "L".into(),
         });
         assert_eq!(status.code(), Code::OutOfRange);
         let msg = status.message();
@@ -119,10 +234,52 @@ mod tests {
         assert!(msg.contains("head_sequence is 20"), "{msg}");
         assert!(msg.contains("events 4..=10"), "{msg}");
         assert!(msg.contains("count 7 events as missed"), "{msg}");
+        let info = ErrorInfo::from_status(&status).expect("ErrorInfo");
+        assert_eq!(info.reason, ErrorReason::CursorExpired);
+        let number = |k| info.get_u64(k);
+        assert_eq!(
+            (
+                number(key::AFTER_SEQUENCE),
+                number(key::OLDEST_SEQUENCE),
+                number(key::HEAD_SEQUENCE),
+                number(key::MISSED)
+            ),
+            (Some(3), Some(11), Some(20), Some(7))
+        );
+        assert_eq!(info.get(key::LOG_ID), Some("L"));
     }
 
     #[test]
-    fn shutting_down_is_unavailable() {
-        assert_eq!(Status::from(Error::ShuttingDown).code(), Code::Unavailable);
+    fn bad_input_names_its_field_in_a_bad_request() {
+        let status = Status::from(Error::PayloadTooLarge {
+            field: "events[2].payload".into(),
+            size: 11,
+            max: 10,
+        });
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let bad = status.get_details_bad_request().expect("BadRequest");
+        assert_eq!(bad.field_violations[0].field, "events[2].payload");
+        assert_eq!(bad.field_violations[0].description, status.message());
+        let info = ErrorInfo::from_status(&status).unwrap();
+        assert_eq!(info.reason_name(), "PAYLOAD_TOO_LARGE");
+        assert_eq!(
+            (info.get_u64(key::SIZE), info.get_u64(key::LIMIT)),
+            (Some(11), Some(10))
+        );
+        assert_eq!(info.get(key::FLAG), Some("--max-payload-bytes"));
+    }
+
+    #[test]
+    fn shutting_down_is_unavailable_with_a_retry_delay() {
+        let status = Status::from(Error::ShuttingDown);
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            pushpull::errors::reason(&status),
+            Some(ErrorReason::ShuttingDown)
+        );
+        assert_eq!(
+            status.get_details_retry_info().unwrap().retry_delay,
+            Some(RETRY_AFTER_SHUTDOWN)
+        );
     }
 }

@@ -210,13 +210,14 @@ struct State {
 }
 
 impl State {
-    fn check_cursor(&self, after: u64) -> Result<(), Error> {
+    fn check_cursor(&self, after: u64, log_id: &str) -> Result<(), Error> {
         let (oldest, head) = (self.oldest, self.head);
         if after > head {
             return Err(Error::CursorAhead {
                 after,
                 oldest,
                 head,
+                log_id: log_id.to_owned(),
             });
         }
         if after != 0 && after + 1 < oldest {
@@ -224,6 +225,7 @@ impl State {
                 after,
                 oldest,
                 head,
+                log_id: log_id.to_owned(),
             });
         }
         Ok(())
@@ -428,7 +430,7 @@ impl EventLog {
     ) -> Result<Batch<E>, Error> {
         let max_events = limits.max_events.max(1);
         let state = self.read_state();
-        state.check_cursor(after)?;
+        state.check_cursor(after, &self.shared.log_id)?;
         let start = after.max(state.oldest - 1);
         let skip = (start + 1 - state.oldest) as usize;
 
@@ -462,7 +464,7 @@ impl EventLog {
 
     /// Checks a cursor without reading: for calls that must fail before they start streaming.
     pub fn check_cursor(&self, after: u64) -> Result<(), Error> {
-        self.read_state().check_cursor(after)
+        self.read_state().check_cursor(after, &self.shared.log_id)
     }
 
     fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -626,7 +628,8 @@ mod tests {
             Err(Error::CursorExpired {
                 after: 1,
                 oldest: 3,
-                head: 5
+                head: 5,
+                log_id: "test".into(),
             })
         );
         assert_eq!(
@@ -634,7 +637,8 @@ mod tests {
             Err(Error::CursorAhead {
                 after: 6,
                 oldest: 3,
-                head: 5
+                head: 5,
+                log_id: "test".into(),
             })
         );
     }

@@ -6,10 +6,11 @@ use std::pin::Pin;
 
 use futures_util::{Stream, StreamExt as _};
 use pushpull::{
+    errors::{self, ErrorReason},
     pb,
     wire::server::{self as wire, producer_service_server::ProducerService},
 };
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use crate::{
     metrics::{Metrics, Transport},
@@ -36,16 +37,10 @@ impl MeteredApi {
     }
 }
 
-/// The `reason` label for a status made from an [`Error`] (see `From<Error> for Status`).
-/// OUT_OF_RANGE covers two errors; their messages tell them apart.
-fn reason(status: &Status) -> &'static str {
-    match status.code() {
-        Code::InvalidArgument => "invalid_argument",
-        Code::Unavailable => "shutting_down",
-        Code::OutOfRange if status.message().contains("has expired") => "cursor_expired",
-        Code::OutOfRange => "cursor_ahead",
-        _ => "other",
-    }
+/// The `reason` label of a refused call: the status's own `ErrorInfo` reason. Every status
+/// the service returns carries one; anything else (none is known) is counted as unspecified.
+fn reason(status: &Status) -> ErrorReason {
+    errors::reason(status).unwrap_or(ErrorReason::Unspecified)
 }
 
 #[tonic::async_trait]
@@ -77,7 +72,7 @@ impl ProducerService for MeteredApi {
             let _counted = &counted;
             match &item {
                 Ok(response) => metrics.delivered(Transport::GrpcStream, response.events.len()),
-                Err(status) if reason(status) == "cursor_expired" => {
+                Err(status) if errors::reason(status) == Some(ErrorReason::CursorExpired) => {
                     metrics.lagged(Transport::GrpcStream)
                 }
                 Err(_) => {}
@@ -108,20 +103,22 @@ impl ProducerService for MeteredApi {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{error::Error, metrics};
+    use crate::error::Error;
 
     #[test]
-    fn reasons_from_statuses_match_reasons_from_errors() {
+    fn the_label_is_the_reason_the_status_carries() {
         let errors = [
             Error::CursorExpired {
                 after: 1,
                 oldest: 5,
                 head: 9,
+                log_id: "L".into(),
             },
             Error::CursorAhead {
                 after: 10,
                 oldest: 5,
                 head: 9,
+                log_id: "L".into(),
             },
             Error::ShuttingDown,
             Error::NoEvents { max: 10 },
@@ -131,8 +128,12 @@ mod tests {
             },
         ];
         for err in errors {
-            let expected = metrics::reason(&err);
+            let expected = err.reason();
             assert_eq!(reason(&Status::from(err)), expected);
         }
+        assert_eq!(
+            reason(&Status::internal("from elsewhere")),
+            ErrorReason::Unspecified
+        );
     }
 }

@@ -23,7 +23,9 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{error::Error, log::EventLog};
+use pushpull::errors::ErrorReason;
+
+use crate::log::EventLog;
 
 /// How events leave the producer. The label values are part of the metrics' contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,8 +126,8 @@ impl Metrics {
         );
         registry.register(
             "rejected_requests",
-            "Requests refused, by protocol and reason (invalid_argument, cursor_expired, \
-             cursor_ahead, shutting_down, bad_request)",
+            "Requests refused, by protocol and reason (the google.rpc.ErrorInfo reason: \
+             CURSOR_EXPIRED, INVALID_TOPIC, SHUTTING_DOWN, ...)",
             rejected.clone(),
         );
         registry.register(
@@ -199,11 +201,14 @@ impl Metrics {
         self.inner.lagged.get_or_create(&labels(transport)).inc();
     }
 
-    /// Counts a refused request; `reason` is one of the documented label values.
-    pub fn rejected(&self, protocol: &'static str, reason: &'static str) {
+    /// Counts a refused request; `reason` is its `ErrorInfo` reason (`CURSOR_EXPIRED`, ...).
+    pub fn rejected(&self, protocol: &'static str, reason: ErrorReason) {
         self.inner
             .rejected
-            .get_or_create(&RejectLabels { protocol, reason })
+            .get_or_create(&RejectLabels {
+                protocol,
+                reason: reason.as_str_name(),
+            })
             .inc();
     }
 
@@ -243,23 +248,6 @@ impl Timer {
 fn labels(transport: Transport) -> TransportLabels {
     TransportLabels {
         transport: transport.label(),
-    }
-}
-
-/// The `reason` label for a refused request.
-pub fn reason(err: &Error) -> &'static str {
-    match err {
-        Error::CursorExpired { .. } => "cursor_expired",
-        Error::CursorAhead { .. } => "cursor_ahead",
-        Error::ShuttingDown => "shutting_down",
-        Error::InvalidTopic { .. }
-        | Error::TooManyTopics { .. }
-        | Error::PayloadTooLarge { .. }
-        | Error::NoEvents { .. }
-        | Error::TooManyEvents { .. }
-        | Error::MaxEventsTooLarge { .. }
-        | Error::MaxWaitTooLong { .. }
-        | Error::InvalidMaxWait { .. } => "invalid_argument",
     }
 }
 

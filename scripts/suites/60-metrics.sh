@@ -81,7 +81,7 @@ checks = [
     (value(p, "pushpull_producer_events_delivered", "pushpull_producer_events_delivered_total", transport="sse"), 30),
     (value(p, "pushpull_producer_events_delivered", "pushpull_producer_events_delivered_total", transport="grpc_stream"), 30),
     (value(p, "pushpull_producer_events_delivered", "pushpull_producer_events_delivered_total", transport="http_poll"), 30),
-    (value(p, "pushpull_producer_rejected_requests", "pushpull_producer_rejected_requests_total", protocol="http", reason="cursor_ahead"), 1),
+    (value(p, "pushpull_producer_rejected_requests", "pushpull_producer_rejected_requests_total", protocol="http", reason="CURSOR_AHEAD"), 1),
     (value(p, "pushpull_producer_request_duration_seconds", "pushpull_producer_request_duration_seconds_count", protocol="http", method="publish"), 3),
     (value(c, "pushpull_consumer_events_received", "pushpull_consumer_events_received_total", mode="push"), 30),
     (value(c, "pushpull_consumer_events_missed", "pushpull_consumer_events_missed_total", mode="push"), 0),

@@ -5,14 +5,17 @@
 //! sharpening borrowed from Kubernetes' expired `resourceVersion`: an expired cursor is
 //! **410 Gone**, carrying `oldest_sequence` so the client knows where to resume.
 
+use std::collections::BTreeMap;
+
 use axum::{
     Json,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use pushpull::errors::{ErrorInfo, ErrorReason, key};
 use serde::{Deserialize, Serialize};
 
-use crate::{error::Error, metrics};
+use crate::error::Error;
 
 /// Why an HTTP request (or a WebSocket message) was refused.
 #[derive(Debug)]
@@ -44,11 +47,12 @@ impl ApiError {
         }
     }
 
-    /// The `reason` label of `pushpull_producer_rejected_requests_total`.
-    pub fn reason(&self) -> &'static str {
+    /// The `ErrorInfo` reason: the JSON `reason` and the `reason` label of
+    /// `pushpull_producer_rejected_requests_total`.
+    pub fn reason(&self) -> ErrorReason {
         match self {
-            ApiError::Log { err, .. } => metrics::reason(err),
-            ApiError::BadRequest { .. } => "bad_request",
+            ApiError::Log { err, .. } => err.reason(),
+            ApiError::BadRequest { .. } => ErrorReason::MalformedRequest,
         }
     }
 
@@ -63,74 +67,76 @@ impl ApiError {
         }
     }
 
-    /// The JSON body (also sent as a WebSocket `error` message).
+    /// The JSON body (also sent as a WebSocket `error` message): the gRPC status's message,
+    /// reason and metadata, with fields named as the HTTP client wrote them.
     pub fn body(&self) -> ErrorJson {
         match self {
-            ApiError::BadRequest { field, message } => ErrorJson {
-                code: "invalid_argument".into(),
-                field: Some(field.clone()),
-                message: message.clone(),
-                ..ErrorJson::default()
-            },
+            ApiError::BadRequest { field, message } => {
+                let info = ErrorInfo::new(self.reason()).with(key::FIELD, field);
+                ErrorJson {
+                    code: "invalid_argument".into(),
+                    reason: info.reason_name().into(),
+                    field: Some(field.clone()),
+                    message: message.clone(),
+                    metadata: info.metadata,
+                    ..ErrorJson::default()
+                }
+            }
             ApiError::Log { err, cursor_field } => {
-                let mut body = ErrorJson {
-                    code: match err {
-                        Error::CursorExpired { .. } => "cursor_expired",
-                        Error::CursorAhead { .. } => "cursor_ahead",
-                        Error::ShuttingDown => "shutting_down",
+                let mut info = err.info();
+                let field = err.field().map(|f| http_field(f, cursor_field).to_owned());
+                if let Some(field) = &field {
+                    info = info.with(key::FIELD, field);
+                }
+                let reason = info.reason;
+                ErrorJson {
+                    code: match reason {
+                        ErrorReason::CursorExpired => "cursor_expired",
+                        ErrorReason::CursorAhead => "cursor_ahead",
+                        ErrorReason::ShuttingDown => "shutting_down",
                         _ => "invalid_argument",
                     }
                     .into(),
-                    field: field(err, cursor_field),
+                    reason: info.reason_name().into(),
+                    field,
                     message: err.to_string(),
-                    ..ErrorJson::default()
-                };
-                if let Error::CursorExpired {
-                    after,
-                    oldest,
-                    head,
+                    oldest_sequence: info.get_u64(key::OLDEST_SEQUENCE),
+                    head_sequence: info.get_u64(key::HEAD_SEQUENCE),
+                    missed: info.get_u64(key::MISSED),
+                    metadata: info.metadata,
                 }
-                | Error::CursorAhead {
-                    after,
-                    oldest,
-                    head,
-                } = *err
-                {
-                    body.oldest_sequence = Some(oldest);
-                    body.head_sequence = Some(head);
-                    if matches!(err, Error::CursorExpired { .. }) {
-                        body.missed = Some(oldest - 1 - after);
-                    }
-                }
-                body
             }
         }
     }
 }
 
-/// The field an error is about, named as the HTTP client wrote it.
-fn field(err: &Error, cursor_field: &str) -> Option<String> {
-    Some(match err {
-        Error::InvalidTopic { field, .. } | Error::PayloadTooLarge { field, .. } => field.clone(),
-        Error::TooManyTopics { .. } => "topics".into(),
-        Error::NoEvents { .. } | Error::TooManyEvents { .. } => "events".into(),
-        Error::MaxEventsTooLarge { .. } => "max_events".into(),
-        Error::MaxWaitTooLong { .. } | Error::InvalidMaxWait { .. } => "wait".into(),
-        Error::CursorExpired { .. } | Error::CursorAhead { .. } => cursor_field.into(),
-        Error::ShuttingDown => return None,
-    })
+/// A proto field name as the HTTP side spells it: the cursor is `after` (or the
+/// `Last-Event-ID` header), `max_wait` is `wait`; the rest are the same.
+fn http_field<'a>(proto_field: &'a str, cursor_field: &'a str) -> &'a str {
+    match proto_field {
+        "after_sequence" => cursor_field,
+        "max_wait" => "wait",
+        other => other,
+    }
 }
 
 /// An error as JSON.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorJson {
-    /// `invalid_argument`, `cursor_expired`, `cursor_ahead` or `shutting_down`.
+    /// The kind, for simple clients: `invalid_argument`, `cursor_expired`, `cursor_ahead` or
+    /// `shutting_down`.
     pub code: String,
+    /// The `google.rpc.ErrorInfo` reason, as gRPC clients get it: `CURSOR_EXPIRED`,
+    /// `INVALID_TOPIC`, `MALFORMED_REQUEST`, ... (`proto/pushpull/v1/errors.proto`).
+    pub reason: String,
     /// The parameter, header or body field at fault (`after`, `topics[1]`, `events[0].payload`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     pub message: String,
-    /// Cursor errors: where the log starts now.
+    /// The `ErrorInfo` metadata: bounds, limits, counts, the flag that sets a limit.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Cursor errors: where the log starts now (also in `metadata`, as a string).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oldest_sequence: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,16 +148,19 @@ pub struct ErrorJson {
 
 /// Put on refused responses so one middleware counts them by reason.
 #[derive(Debug, Clone, Copy)]
-pub struct Rejected(pub &'static str);
+pub struct Rejected(pub ErrorReason);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut response = (status, Json(self.body())).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if let ApiError::Log { err, .. } = &self
+            && let Some(after) = err.retry_after()
+        {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(after.as_secs().max(1)),
+            );
         }
         response.extensions_mut().insert(Rejected(self.reason()));
         response
@@ -168,11 +177,19 @@ mod tests {
             after: 3,
             oldest: 11,
             head: 20,
+            log_id: "L".into(),
         });
         assert_eq!(err.status(), StatusCode::GONE);
         let body = err.body();
         assert_eq!(body.code, "cursor_expired");
+        assert_eq!(body.reason, "CURSOR_EXPIRED");
         assert_eq!(body.field.as_deref(), Some("after"));
+        assert_eq!(
+            body.metadata["field"], "after",
+            "named as the HTTP client wrote it"
+        );
+        assert_eq!(body.metadata["log_id"], "L");
+        assert_eq!(body.metadata["missed"], "7");
         assert_eq!(
             (body.oldest_sequence, body.head_sequence, body.missed),
             (Some(11), Some(20), Some(7))
@@ -188,8 +205,16 @@ mod tests {
         });
         assert_eq!(err.status(), StatusCode::BAD_REQUEST);
         assert_eq!(err.body().field.as_deref(), Some("max_events"));
+        assert_eq!(err.body().reason, "MAX_EVENTS_TOO_LARGE");
+        assert_eq!(err.body().metadata["limit"], "10000");
+        let err = ApiError::from(Error::MaxWaitTooLong {
+            value: "61s".into(),
+            max: "1m".into(),
+        });
+        assert_eq!(err.body().field.as_deref(), Some("wait"));
         let err = ApiError::from(Error::ShuttingDown);
         assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(err.reason(), "shutting_down");
+        assert_eq!(err.reason(), ErrorReason::ShuttingDown);
+        assert_eq!(err.into_response().headers()["retry-after"], "1");
     }
 }

@@ -147,7 +147,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// Counts every refused request by its reason (set by `ApiError::into_response`).
 async fn count_rejections(State(state): State<AppState>, response: Response) -> Response {
     if let Some(Rejected(reason)) = response.extensions().get::<Rejected>() {
-        state.metrics.rejected("http", reason);
+        state.metrics.rejected("http", *reason);
     }
     response
 }

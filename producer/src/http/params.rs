@@ -102,6 +102,7 @@ pub fn wait(value: Option<&str>, max: Duration) -> Result<Duration, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pushpull::errors::ErrorReason;
 
     #[test]
     fn wait_accepts_units_and_seconds_and_refuses_the_rest() {
@@ -114,13 +115,16 @@ mod tests {
         assert_eq!(wait(Some("2.5"), max).unwrap(), Duration::from_millis(2500));
         assert_eq!(
             wait(Some("-1"), max).unwrap_err().reason(),
-            "invalid_argument"
+            ErrorReason::InvalidMaxWait
         );
         assert_eq!(
             wait(Some("61s"), max).unwrap_err().body().field.as_deref(),
             Some("wait")
         );
-        assert_eq!(wait(Some("soon"), max).unwrap_err().reason(), "bad_request");
+        assert_eq!(
+            wait(Some("soon"), max).unwrap_err().reason(),
+            ErrorReason::MalformedRequest
+        );
     }
 
     #[test]

@@ -3,8 +3,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use pushpull::{pb, time::proto_duration};
+use pushpull::{
+    errors::{ErrorInfo, ErrorReason, key},
+    pb,
+    time::proto_duration,
+};
 use tonic::Code;
+use tonic_types::StatusExt as _;
 
 use crate::helpers::*;
 
@@ -36,29 +41,40 @@ async fn bad_input_gets_a_precise_status_and_loses_nothing() {
         f(&mut req);
         Call::Poll(req)
     };
-    let cases: Vec<(&str, Call, Code, &[&str])> = vec![
+    // Each case: the call, its status code, the ErrorInfo reason, the field the BadRequest (and
+    // ErrorInfo metadata) names, and fragments of the message for people.
+    type Case<'a> = (&'a str, Call, Code, ErrorReason, &'a str, &'a [&'a str]);
+    let cases: Vec<Case> = vec![
         (
             "empty publish",
             Call::Publish(publish(vec![])),
             Code::InvalidArgument,
+            ErrorReason::NoEvents,
+            "events",
             &["events is empty"],
         ),
         (
             "empty topic",
             Call::Publish(publish(vec![new_event("", b"x")])),
             Code::InvalidArgument,
+            ErrorReason::InvalidTopic,
+            "events[0].topic",
             &["events[0].topic \"\"", "[A-Za-z0-9._-]"],
         ),
         (
             "topic with a space",
             Call::Publish(publish(vec![new_event("ok", b""), new_event("a b", b"")])),
             Code::InvalidArgument,
+            ErrorReason::InvalidTopic,
+            "events[1].topic",
             &["events[1].topic \"a b\""],
         ),
         (
             "topic too long",
             Call::Publish(publish(vec![new_event(&long_topic, b"")])),
             Code::InvalidArgument,
+            ErrorReason::InvalidTopic,
+            "events[0].topic",
             &["1 to 128 characters"],
         ),
         (
@@ -68,48 +84,64 @@ async fn bad_input_gets_a_precise_status_and_loses_nothing() {
                 payload: oversize.clone(),
             }])),
             Code::InvalidArgument,
+            ErrorReason::PayloadTooLarge,
+            "events[0].payload",
             &["events[0].payload is 1048577 bytes", "limit is 1048576"],
         ),
         (
             "too many events",
             Call::Publish(publish(too_many)),
             Code::InvalidArgument,
+            ErrorReason::TooManyEvents,
+            "events",
             &["events has 10001 entries", "at most 10000"],
         ),
         (
             "max_events over the limit",
             poll(|r| r.max_events = 10_001),
             Code::InvalidArgument,
+            ErrorReason::MaxEventsTooLarge,
+            "max_events",
             &["max_events 10001", "1 to 10000"],
         ),
         (
             "max_wait over the limit",
             poll(|r| r.max_wait = duration(61, 0)),
             Code::InvalidArgument,
+            ErrorReason::MaxWaitTooLong,
+            "max_wait",
             &["max_wait 61s", "at most 60s"],
         ),
         (
             "negative max_wait",
             poll(|r| r.max_wait = duration(-1, 0)),
             Code::InvalidArgument,
+            ErrorReason::InvalidMaxWait,
+            "max_wait",
             &["max_wait -1s", "negative"],
         ),
         (
             "malformed max_wait",
             poll(|r| r.max_wait = duration(1, -5)),
             Code::InvalidArgument,
+            ErrorReason::InvalidMaxWait,
+            "max_wait",
             &["max_wait", "sign of seconds"],
         ),
         (
             "invalid filter topic in poll",
             poll(|r| r.topics = vec!["ok".into(), "no/slash".into()]),
             Code::InvalidArgument,
+            ErrorReason::InvalidTopic,
+            "topics[1]",
             &["topics[1] \"no/slash\""],
         ),
         (
             "expired cursor in poll",
             poll(|r| r.after_sequence = Some(5)),
             Code::OutOfRange,
+            ErrorReason::CursorExpired,
+            "after_sequence",
             &[
                 "after_sequence 5 has expired",
                 "oldest_sequence is 21",
@@ -120,6 +152,8 @@ async fn bad_input_gets_a_precise_status_and_loses_nothing() {
             "cursor beyond the head in poll",
             poll(|r| r.after_sequence = Some(31)),
             Code::OutOfRange,
+            ErrorReason::CursorAhead,
+            "after_sequence",
             &[
                 "after_sequence 31 is beyond head_sequence 30",
                 "oldest_sequence 21",
@@ -132,6 +166,8 @@ async fn bad_input_gets_a_precise_status_and_loses_nothing() {
                 topics: vec![],
             }),
             Code::OutOfRange,
+            ErrorReason::CursorExpired,
+            "after_sequence",
             &["after_sequence 19 has expired", "oldest_sequence is 21"],
         ),
         (
@@ -141,6 +177,8 @@ async fn bad_input_gets_a_precise_status_and_loses_nothing() {
                 topics: vec![],
             }),
             Code::OutOfRange,
+            ErrorReason::CursorAhead,
+            "after_sequence",
             &["beyond head_sequence 30"],
         ),
         (
@@ -150,11 +188,13 @@ async fn bad_input_gets_a_precise_status_and_loses_nothing() {
                 topics: vec!["a".into(); 101],
             }),
             Code::InvalidArgument,
+            ErrorReason::TooManyTopics,
+            "topics",
             &["topics has 101 entries", "at most 100"],
         ),
     ];
 
-    for (name, call, code, fragments) in cases {
+    for (name, call, code, reason, field, fragments) in cases {
         let status = match call {
             Call::Publish(req) => client.publish(req).await.map(|_| ()),
             Call::Poll(req) => client.poll(req).await.map(|_| ()),
@@ -162,6 +202,25 @@ async fn bad_input_gets_a_precise_status_and_loses_nothing() {
         }
         .expect_err(name);
         assert_eq!(status.code(), code, "{name}: {status:?}");
+        let info = ErrorInfo::from_status(&status)
+            .unwrap_or_else(|| panic!("{name}: no pushpull ErrorInfo in {status:?}"));
+        assert_eq!(info.reason, reason, "{name}");
+        assert_eq!(info.field(), Some(field), "{name}");
+        let violations = status
+            .get_details_bad_request()
+            .unwrap_or_else(|| panic!("{name}: no BadRequest"))
+            .field_violations;
+        assert_eq!(violations.len(), 1, "{name}");
+        assert_eq!(violations[0].field, field, "{name}");
+        if reason == ErrorReason::CursorExpired || reason == ErrorReason::CursorAhead {
+            assert_eq!(info.get_u64(key::OLDEST_SEQUENCE), Some(21), "{name}");
+            assert_eq!(info.get_u64(key::HEAD_SEQUENCE), Some(30), "{name}");
+            assert!(info.get(key::LOG_ID).is_some_and(|id| !id.is_empty()));
+        }
+        if reason == ErrorReason::CursorExpired {
+            let after = info.get_u64(key::AFTER_SEQUENCE).unwrap();
+            assert_eq!(info.get_u64(key::MISSED), Some(20 - after), "{name}");
+        }
         for fragment in fragments {
             assert!(
                 status.message().contains(fragment),

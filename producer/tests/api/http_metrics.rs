@@ -130,28 +130,28 @@ async fn metrics_follow_appends_readers_deliveries_and_rejections() {
     assert_eq!(
         get(
             &m,
-            "pushpull_producer_rejected_requests_total{protocol=\"http\",reason=\"bad_request\"}"
+            "pushpull_producer_rejected_requests_total{protocol=\"http\",reason=\"MALFORMED_REQUEST\"}"
         ),
         1.0
     );
     assert_eq!(
         get(
             &m,
-            "pushpull_producer_rejected_requests_total{protocol=\"http\",reason=\"cursor_expired\"}"
+            "pushpull_producer_rejected_requests_total{protocol=\"http\",reason=\"CURSOR_EXPIRED\"}"
         ),
         1.0
     );
     assert_eq!(
         get(
             &m,
-            "pushpull_producer_rejected_requests_total{protocol=\"http\",reason=\"invalid_argument\"}"
+            "pushpull_producer_rejected_requests_total{protocol=\"http\",reason=\"NO_EVENTS\"}"
         ),
         1.0
     );
     assert_eq!(
         get(
             &m,
-            "pushpull_producer_rejected_requests_total{protocol=\"grpc\",reason=\"cursor_ahead\"}"
+            "pushpull_producer_rejected_requests_total{protocol=\"grpc\",reason=\"CURSOR_AHEAD\"}"
         ),
         1.0
     );
