@@ -3,10 +3,13 @@
 //! - [`config`]: flags and environment variables.
 //! - [`cli`]: the command line: those flags, or the `healthcheck` subcommand.
 //! - [`log`]: the ordered event log, its cursor rules and retention. Knows nothing of gRPC.
-//! - [`service`]: `pushpull.v1.ProducerService` over the log: Publish, Subscribe (push), Poll
-//!   (pull and long poll).
-//! - [`follow`]: waiting for the head to move: one long-poll loop and one follower for every
-//!   transport, so gRPC and HTTP readers behave alike.
+//! - [`api`]: what the producer does for a client, whatever the transport: publish, subscribe,
+//!   poll; gRPC and HTTP are thin adapters over it.
+//! - [`limits`]: the request limits every transport applies.
+//! - [`follow`]: the one follow loop: a cursor waiting for the head to move, for push streams
+//!   and long polls on every transport.
+//! - [`service`]: `pushpull.v1.ProducerService` over the [`api`]: Publish, Subscribe (push),
+//!   Poll (pull and long poll).
 //! - [`error`]: the producer's errors and their one mapping to gRPC statuses.
 //! - [`demo`]: an optional source of readable events.
 //! - [`http`]: the HTTP side over the same log: SSE, WebSocket, HTTP long polling, `/metrics`,
@@ -16,12 +19,14 @@
 //! [`run`] wires them to a listener ([`run_with`] to an HTTP listener too); `main.rs` only
 //! parses flags, binds and calls it.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod follow;
 pub mod http;
+pub mod limits;
 pub mod log;
 mod metered;
 pub mod metrics;
@@ -40,10 +45,12 @@ use tracing::{info, warn};
 pub use config::Config;
 
 use crate::{
+    api::Api,
+    limits::Limits,
     log::{EventLog, PublishLimits, Retention},
     metered::MeteredApi,
     metrics::Metrics,
-    service::{ProducerApi, Settings},
+    service::ProducerApi,
 };
 
 /// Why the producer could not start or serve.
@@ -102,23 +109,12 @@ pub async fn run_with(
         },
     );
     let stop = CancellationToken::new();
-    let api = ProducerApi::new(
-        log.clone(),
-        Settings {
-            default_poll_events: config.default_poll_events,
-            max_poll_events: config.max_poll_events,
-            max_poll_wait: config.max_poll_wait,
-            max_batch_events: config.max_batch_events,
-            max_batch_bytes: config.max_batch_bytes,
-            heartbeat_interval: config.heartbeat_interval,
-        },
-        stop.clone(),
-    );
+    let api = Api::new(log.clone(), Limits::new(&config), stop.clone());
 
     let metrics = Metrics::new(log.clone());
     let http = match listeners.http {
         Some(listener) => {
-            let state = http::AppState::new(&config, log.clone(), metrics.clone(), stop.clone())
+            let state = http::AppState::new(&config, api.clone(), metrics.clone())
                 .map_err(RunError::Config)?;
             info!(addr = %listener.local_addr()?, "HTTP serving: /events /ws /poll /publish /metrics /");
             Some(tokio::spawn(http::serve(listener, state)))
@@ -144,7 +140,7 @@ pub async fn run_with(
     );
 
     let server = GrpcServer::new(
-        ProducerServiceServer::new(MeteredApi::new(api, metrics)),
+        ProducerServiceServer::new(MeteredApi::new(ProducerApi::new(api), metrics)),
         ServerOptions {
             max_message_bytes: config.max_message_bytes,
             shutdown_grace: config.shutdown_grace,

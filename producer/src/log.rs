@@ -83,6 +83,9 @@ pub struct PublishLimits {
 /// Which topics a reader wants. Empty means all.
 #[derive(Debug, Clone, Default)]
 pub struct TopicFilter {
+    /// As the reader gave them, to be reported back (a WebSocket `subscribed` reply).
+    listed: Vec<String>,
+    /// The same, for lookups; `None` passes every topic.
     topics: Option<HashSet<String>>,
 }
 
@@ -102,8 +105,14 @@ impl TopicFilter {
             validate_topic(&format!("topics[{i}]"), topic)?;
         }
         Ok(Self {
-            topics: (!topics.is_empty()).then(|| topics.into_iter().collect()),
+            topics: (!topics.is_empty()).then(|| topics.iter().cloned().collect()),
+            listed: topics,
         })
+    }
+
+    /// The topics as given; empty for all.
+    pub fn topics(&self) -> &[String] {
+        &self.listed
     }
 
     /// True when the filter passes every topic.
@@ -462,9 +471,18 @@ impl EventLog {
         })
     }
 
-    /// Checks a cursor without reading: for calls that must fail before they start streaming.
-    pub fn check_cursor(&self, after: u64) -> Result<(), Error> {
-        self.read_state().check_cursor(after, &self.shared.log_id)
+    /// A request's cursor as a position to read from, checked before anything is read or
+    /// streamed: unset means the head now (only events appended from now on), 0 the oldest
+    /// retained event; any other value must be in `[oldest - 1, head]`.
+    pub fn resolve_cursor(&self, after: Option<u64>) -> Result<u64, Error> {
+        let state = self.read_state();
+        match after {
+            None => Ok(state.head),
+            Some(after) => {
+                state.check_cursor(after, &self.shared.log_id)?;
+                Ok(after)
+            }
+        }
     }
 
     fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {

@@ -17,7 +17,7 @@ pub mod poll;
 pub mod sse;
 pub mod ws;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Router,
@@ -29,77 +29,45 @@ use axum::{
     serve::ListenerExt as _,
 };
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use crate::{Config, error::Error, log::EventLog, metrics::Metrics};
+use crate::{Config, api::Api, log::EventLog, metrics::Metrics};
 use consumers::ConsumerLink;
 use error::Rejected;
 
 /// The dashboard: one page, no build step.
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-/// Limits and timings, from the configuration (the same values the gRPC side uses).
-#[derive(Debug, Clone, Copy)]
-pub struct HttpSettings {
-    pub default_poll_events: u32,
-    pub max_poll_events: u32,
-    pub max_poll_wait: Duration,
-    pub max_batch_events: usize,
-    pub max_batch_bytes: usize,
-    /// SSE keep-alive comments and WebSocket pings, on idle connections.
-    pub heartbeat_interval: Duration,
-    /// Largest request body (`POST /publish`).
-    pub max_body_bytes: usize,
-}
-
 /// What every handler shares; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub log: EventLog,
-    pub settings: HttpSettings,
+    /// The same [`Api`] the gRPC service adapts: log, limits, and the stop signal every SSE
+    /// stream, WebSocket and long poll ends with.
+    pub api: Api,
     pub metrics: Metrics,
-    /// Cancelled at shutdown: every SSE stream, WebSocket and long poll ends with it.
-    pub stop: CancellationToken,
+    /// Largest request body (`POST /publish`): the gRPC message limit.
+    pub max_body_bytes: usize,
     pub consumers: Arc<Vec<ConsumerLink>>,
 }
 
 impl AppState {
-    /// The HTTP side's state for a producer configured by `config`, over its `log`. Fails on a
+    /// The HTTP side's state for a producer configured by `config`, over its `api`. Fails on a
     /// malformed `--consumers` URL.
-    pub fn new(
-        config: &Config,
-        log: EventLog,
-        metrics: Metrics,
-        stop: CancellationToken,
-    ) -> Result<Self, String> {
+    pub fn new(config: &Config, api: Api, metrics: Metrics) -> Result<Self, String> {
         let consumers = config
             .consumers
             .iter()
             .map(|url| ConsumerLink::new(url))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            log,
-            settings: HttpSettings {
-                default_poll_events: config.default_poll_events,
-                max_poll_events: config.max_poll_events,
-                max_poll_wait: config.max_poll_wait,
-                max_batch_events: config.max_batch_events,
-                max_batch_bytes: config.max_batch_bytes,
-                heartbeat_interval: config.heartbeat_interval,
-                max_body_bytes: config.max_message_bytes,
-            },
+            api,
             metrics,
-            stop,
+            max_body_bytes: config.max_message_bytes,
             consumers: Arc::new(consumers),
         })
     }
 
-    fn check_running(&self) -> Result<(), Error> {
-        if self.stop.is_cancelled() {
-            Err(Error::ShuttingDown)
-        } else {
-            Ok(())
-        }
+    pub fn log(&self) -> &EventLog {
+        self.api.log()
     }
 }
 
@@ -112,7 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/publish", post(poll::publish))
         .route("/metrics", get(metrics))
         .route("/consumers", get(consumers::stats))
-        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(middleware::map_response_with_state(
             state.clone(),
             count_rejections,
@@ -120,9 +88,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `state.stop` is cancelled; open streams end with it (each listens to it).
+/// Serves until the producer's stop signal; open streams end with it (each listens to it).
 pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
-    let stop = state.stop.clone();
+    let stop = state.api.stop().clone();
     // Small pushes must not wait for Nagle's algorithm (see `pushpull::grpc::incoming`).
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);

@@ -6,7 +6,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use crate::{error::Error, log::TopicFilter};
+use crate::{
+    error::Error,
+    limits::{Limits, NEGATIVE_WAIT},
+    log::{ReadLimits, TopicFilter},
+};
 
 /// `?after=SEQ&topics=a,b` (SSE, WebSocket) plus the poll-only parameters.
 #[derive(Debug, Default, Deserialize)]
@@ -34,40 +38,38 @@ pub fn after(value: Option<&str>, field: &'static str) -> Result<Option<u64>, Ap
 }
 
 /// `topics=a,b`: comma-separated; absent or empty means all topics.
-pub fn topics(value: Option<&str>) -> Result<TopicFilter, ApiError> {
-    let topics = match value {
+pub fn topic_list(value: Option<&str>) -> Vec<String> {
+    match value {
         None | Some("") => vec![],
         Some(v) => v.split(',').map(|t| t.trim().to_owned()).collect(),
-    };
-    Ok(TopicFilter::new(topics)?)
+    }
 }
 
-/// `max_events`: 0 or absent means `default`; over `max` is refused like gRPC.
-pub fn max_events(value: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+/// `topics=a,b` as a filter, each topic validated.
+pub fn topics(value: Option<&str>) -> Result<TopicFilter, ApiError> {
+    Ok(TopicFilter::new(topic_list(value))?)
+}
+
+/// `max_events`: 0 or absent means the default; over the limit is refused like gRPC.
+pub fn max_events(value: Option<&str>, limits: &Limits) -> Result<ReadLimits, ApiError> {
     let n = match value.map(str::trim) {
         None | Some("") => 0,
         Some(v) => v.parse::<u32>().map_err(|_| {
             ApiError::bad(
                 "max_events",
-                format!("max_events {v:?} is not a number from 0 to {max}"),
+                format!(
+                    "max_events {v:?} is not a number from 0 to {}",
+                    limits.max_poll_events
+                ),
             )
         })?,
     };
-    match n {
-        0 => Ok(default),
-        n if n > max => Err(Error::MaxEventsTooLarge {
-            value: n,
-            default,
-            max,
-        }
-        .into()),
-        n => Ok(n),
-    }
+    Ok(limits.poll_batch(n)?)
 }
 
 /// `wait`: a duration such as `30s` or `500ms`, or a bare number of seconds (`2.5`); absent
-/// means return at once.
-pub fn wait(value: Option<&str>, max: Duration) -> Result<Duration, ApiError> {
+/// means return at once. Over the limit is refused like gRPC.
+pub fn wait(value: Option<&str>, limits: &Limits) -> Result<Duration, ApiError> {
     let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
         return Ok(Duration::ZERO);
     };
@@ -75,7 +77,7 @@ pub fn wait(value: Option<&str>, max: Duration) -> Result<Duration, ApiError> {
         Ok(secs) if secs < 0.0 => {
             return Err(Error::InvalidMaxWait {
                 value: v.to_owned(),
-                reason: "it must not be negative",
+                reason: NEGATIVE_WAIT,
             }
             .into());
         }
@@ -89,14 +91,7 @@ pub fn wait(value: Option<&str>, max: Duration) -> Result<Duration, ApiError> {
             format!("wait {v:?} is not a duration: use e.g. 30s, 500ms or 2.5 (seconds)"),
         ));
     };
-    if wait > max {
-        return Err(Error::MaxWaitTooLong {
-            value: v.to_owned(),
-            max: humantime::format_duration(max).to_string(),
-        }
-        .into());
-    }
-    Ok(wait)
+    Ok(limits.poll_wait(wait, v)?)
 }
 
 #[cfg(test)]
@@ -104,9 +99,14 @@ mod tests {
     use super::*;
     use pushpull::errors::ErrorReason;
 
+    fn limits() -> Limits {
+        use clap::Parser as _;
+        Limits::new(&crate::Config::parse_from(["producer"]))
+    }
+
     #[test]
     fn wait_accepts_units_and_seconds_and_refuses_the_rest() {
-        let max = Duration::from_secs(60);
+        let max = &limits();
         assert_eq!(wait(None, max).unwrap(), Duration::ZERO);
         assert_eq!(
             wait(Some("500ms"), max).unwrap(),
@@ -129,10 +129,17 @@ mod tests {
 
     #[test]
     fn max_events_follows_the_grpc_rules() {
-        assert_eq!(max_events(Some("0"), 1000, 10_000).unwrap(), 1000);
-        assert_eq!(max_events(Some("7"), 1000, 10_000).unwrap(), 7);
-        assert!(max_events(Some("10001"), 1000, 10_000).is_err());
-        assert!(max_events(Some("x"), 1000, 10_000).is_err());
+        let l = &limits();
+        assert_eq!(max_events(Some("0"), l).unwrap().max_events, 1000);
+        assert_eq!(max_events(Some("7"), l).unwrap().max_events, 7);
+        assert_eq!(
+            max_events(Some("10001"), l).unwrap_err().reason(),
+            ErrorReason::MaxEventsTooLarge
+        );
+        assert_eq!(
+            max_events(Some("x"), l).unwrap_err().reason(),
+            ErrorReason::MalformedRequest
+        );
     }
 
     #[test]

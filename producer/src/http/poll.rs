@@ -12,7 +12,7 @@ use super::{
     json::{BatchJson, PublishJson, PublishedJson, decode_events},
     params::{self, ReadParams},
 };
-use crate::{follow::long_poll, log::ReadLimits, metrics::Transport};
+use crate::metrics::Transport;
 
 /// `GET /poll?after=SEQ&topics=a,b&max_events=N&wait=30s`: one batch after the cursor, like
 /// gRPC `Poll`; with `wait` it returns as soon as a matching event exists, or empty at the end.
@@ -21,33 +21,20 @@ pub async fn poll(
     Query(query): Query<ReadParams>,
 ) -> Result<Json<BatchJson>, ApiError> {
     let timer = state.metrics.timer("http", "poll");
-    state.check_running()?;
-    let s = &state.settings;
-    let max_events = params::max_events(
-        query.max_events.as_deref(),
-        s.default_poll_events,
-        s.max_poll_events,
-    )?;
-    let wait = params::wait(query.wait.as_deref(), s.max_poll_wait)?;
+    let limits = state.api.limits();
+    let batch_limits = params::max_events(query.max_events.as_deref(), limits)?;
+    let wait = params::wait(query.wait.as_deref(), limits)?;
     let filter = params::topics(query.topics.as_deref())?;
     let after = params::after(query.after.as_deref(), "after")?;
-    let cursor = after.unwrap_or_else(|| state.log.head());
-    let limits = ReadLimits {
-        max_events: max_events as usize,
-        max_bytes: s.max_batch_bytes,
-    };
     let batch = {
         let _poller = state.metrics.poller(Transport::HttpPoll);
-        long_poll(&state.log, cursor, wait, &state.stop, |after| {
-            state.log.read(after, &filter, limits)
-        })
-        .await?
+        state.api.poll(after, filter, batch_limits, wait).await?
     };
     state
         .metrics
         .delivered(Transport::HttpPoll, batch.events.len());
     timer.finish();
-    Ok(Json(BatchJson::new(&batch, state.log.log_id())))
+    Ok(Json(BatchJson::new(&batch, state.log().log_id())))
 }
 
 /// `POST /publish` with `{"events":[{"topic":"t","payload":"text"}, ...]}` (payloads in base64
@@ -57,7 +44,7 @@ pub async fn publish(
     body: Bytes,
 ) -> Result<Json<PublishedJson>, ApiError> {
     let timer = state.metrics.timer("http", "publish");
-    state.check_running()?;
+    state.api.check_running()?;
     let request: PublishJson = serde_json::from_slice(&body).map_err(|err| {
         ApiError::bad(
             "body",
@@ -76,10 +63,10 @@ pub async fn publish(
 pub fn publish_events(state: &AppState, request: PublishJson) -> Result<PublishedJson, ApiError> {
     let events =
         decode_events(request.events).map_err(|(field, message)| ApiError::bad(field, message))?;
-    let (first_sequence, last_sequence) = state.log.append(events)?;
+    let (first_sequence, last_sequence) = state.api.publish(events)?;
     Ok(PublishedJson {
         first_sequence,
         last_sequence,
-        log_id: state.log.log_id().to_owned(),
+        log_id: state.log().log_id().to_owned(),
     })
 }

@@ -20,7 +20,7 @@ use super::{
     json::{EventJson, rfc3339},
     params::{self, ReadParams},
 };
-use crate::{error::Error, follow::Follower, log::ReadLimits, metrics::Transport};
+use crate::{error::Error, follow::Follower, log, metrics::Transport};
 
 /// Batches prepared ahead of the client: the log is the buffer, not this channel.
 const CHANNEL_CAPACITY: usize = 2;
@@ -48,7 +48,6 @@ pub async fn events(
     headers: HeaderMap,
     Query(query): Query<ReadParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    state.check_running()?;
     let filter = params::topics(query.topics.as_deref())?;
     // A reconnecting browser repeats the original URL (with its `after`) and adds
     // Last-Event-ID: the header is the newer cursor, so it wins.
@@ -59,11 +58,9 @@ pub async fn events(
         Some(id) => (params::after(Some(id), "Last-Event-ID")?, "Last-Event-ID"),
         None => (params::after(query.after.as_deref(), "after")?, "after"),
     };
-    let limits = ReadLimits {
-        max_events: state.settings.max_batch_events,
-        max_bytes: state.settings.max_batch_bytes,
-    };
-    let follower = Follower::new(state.log.clone(), filter, after, limits)
+    let follower = state
+        .api
+        .subscribe(after, filter)
         .map_err(|err| ApiError::Log { err, cursor_field })?;
 
     let (tx, rx) = mpsc::channel::<Vec<Event>>(CHANNEL_CAPACITY);
@@ -74,19 +71,24 @@ pub async fn events(
         .map(Ok::<_, Infallible>);
     Ok(Sse::new(body).keep_alive(
         KeepAlive::new()
-            .interval(state.settings.heartbeat_interval)
+            .interval(state.api.limits().heartbeat_interval)
             .text("keep-alive"),
     ))
 }
 
-async fn stream_events(state: AppState, mut follower: Follower, tx: mpsc::Sender<Vec<Event>>) {
+async fn stream_events(
+    state: AppState,
+    mut follower: Follower<log::Event>,
+    tx: mpsc::Sender<Vec<Event>>,
+) {
     let _subscriber = state.metrics.subscriber(Transport::Sse);
-    let (oldest, head) = state.log.bounds();
+    let stop = state.api.stop().clone();
+    let (oldest, head) = state.log().bounds();
     let open = Event::default()
         .event("hello")
         .retry(RETRY)
         .json_data(OpenJson {
-            log_id: state.log.log_id(),
+            log_id: state.log().log_id(),
             after_sequence: follower.cursor(),
             head_sequence: head,
             oldest_sequence: oldest,
@@ -101,7 +103,7 @@ async fn stream_events(state: AppState, mut follower: Follower, tx: mpsc::Sender
         let batch = tokio::select! {
             biased;
             _ = tx.closed() => return debug!("SSE client left"),
-            batch = follower.next_batch(&state.stop) => batch,
+            batch = follower.next_batch(None, &stop) => batch,
         };
         let batch = match batch {
             Ok(batch) => batch,
@@ -120,7 +122,7 @@ async fn stream_events(state: AppState, mut follower: Follower, tx: mpsc::Sender
             .collect();
         tokio::select! {
             biased;
-            _ = state.stop.cancelled() => break Error::ShuttingDown,
+            _ = stop.cancelled() => break Error::ShuttingDown,
             sent = tx.send(events) => if sent.is_err() { return debug!("SSE client left") },
         }
         state.metrics.delivered(Transport::Sse, n);

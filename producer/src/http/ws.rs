@@ -35,7 +35,7 @@ use super::{
 use crate::{
     error::Error,
     follow::Follower,
-    log::{ReadLimits, TopicFilter},
+    log::{self, Event, TopicFilter},
     metrics::{GaugeGuard, Transport},
 };
 
@@ -95,7 +95,7 @@ impl ServerMessage {
 
 /// A live subscription: its cursor, and its place in the subscribers gauge.
 struct Subscription {
-    follower: Follower,
+    follower: Follower<Event>,
     _counted: GaugeGuard,
 }
 
@@ -107,19 +107,12 @@ pub async fn upgrade(
     Query(query): Query<ReadParams>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    state.check_running()?;
+    state.api.check_running()?;
     let initial = if query.after.is_some() || query.topics.is_some() {
         let after = params::after(query.after.as_deref(), "after")?;
-        let topics: Vec<String> = match query.topics.as_deref() {
-            None | Some("") => vec![],
-            Some(t) => t.split(',').map(|s| s.trim().to_owned()).collect(),
-        };
-        // Validated now; subscribed for real once the socket is up.
-        TopicFilter::new(topics.clone())?;
-        if let Some(after) = after {
-            state.log.check_cursor(after)?;
-        }
-        Some((after, topics))
+        let topics = params::topic_list(query.topics.as_deref());
+        // Subscribed now, so a bad cursor or topic is a plain 400 before the upgrade.
+        Some(state.api.subscribe(after, TopicFilter::new(topics)?)?)
     } else {
         None
     };
@@ -136,19 +129,16 @@ enum Wake {
     Stop,
     Inbound(Option<Result<Message, axum::Error>>),
     Ping,
-    Batch(Result<crate::log::Batch, Error>),
+    Batch(Result<log::Batch, Error>),
 }
 
-async fn connection(
-    state: AppState,
-    mut socket: WebSocket,
-    initial: Option<(Option<u64>, Vec<String>)>,
-) {
+async fn connection(state: AppState, mut socket: WebSocket, initial: Option<Follower<Event>>) {
     debug!("WebSocket attached");
-    let heartbeat = state.settings.heartbeat_interval;
+    let heartbeat = state.api.limits().heartbeat_interval;
+    let stop = state.api.stop().clone();
     let mut subscription: Option<Subscription> = None;
-    if let Some((after, topics)) = initial {
-        let reply = subscribe(&state, &mut subscription, after, topics);
+    if let Some(follower) = initial {
+        let reply = start(&state, &mut subscription, follower);
         if !send(&state, &mut socket, reply).await {
             return;
         }
@@ -160,12 +150,12 @@ async fn connection(
     loop {
         let wake = tokio::select! {
             biased;
-            _ = state.stop.cancelled() => Wake::Stop,
+            _ = stop.cancelled() => Wake::Stop,
             inbound = socket.recv() => Wake::Inbound(inbound),
             _ = ping.tick() => Wake::Ping,
             batch = async {
                 match subscription.as_mut() {
-                    Some(s) => s.follower.next_batch(&state.stop).await,
+                    Some(s) => s.follower.next_batch(None, &stop).await,
                     None => std::future::pending().await,
                 }
             } => Wake::Batch(batch),
@@ -207,7 +197,7 @@ async fn connection(
             }
             Wake::Batch(Ok(batch)) => {
                 let n = batch.events.len();
-                let message = ServerMessage::Events(BatchJson::new(&batch, state.log.log_id()));
+                let message = ServerMessage::Events(BatchJson::new(&batch, state.log().log_id()));
                 if !send(&state, &mut socket, message).await {
                     break;
                 }
@@ -229,7 +219,7 @@ async fn connection(
     }
     // Shutting down: say why, then close with 1001 "going away"; a client that does not read
     // is dropped after a short wait.
-    if state.stop.is_cancelled() {
+    if stop.is_cancelled() {
         let _ = tokio::time::timeout(FINAL_SEND_TIMEOUT, async {
             let error = ServerMessage::Error(ApiError::from(Error::ShuttingDown).body());
             let _ = socket.send(error.to_message()).await;
@@ -274,10 +264,7 @@ fn handle(
         }
         ClientMessage::Publish { events, id } => {
             let timer = state.metrics.timer("websocket", "publish");
-            let result = state
-                .check_running()
-                .map_err(ApiError::from)
-                .and_then(|()| publish_events(state, PublishJson { events }));
+            let result = publish_events(state, PublishJson { events });
             match result {
                 Ok(published) => {
                     timer.finish();
@@ -300,34 +287,35 @@ fn subscribe(
     topics: Vec<String>,
 ) -> ServerMessage {
     *subscription = None;
-    let limits = ReadLimits {
-        max_events: state.settings.max_batch_events,
-        max_bytes: state.settings.max_batch_bytes,
-    };
-    let follower = TopicFilter::new(topics.clone())
-        .and_then(|filter| Follower::new(state.log.clone(), filter, after, limits));
-    match follower {
-        Ok(follower) => {
-            let (oldest, head) = state.log.bounds();
-            let reply = ServerMessage::Subscribed {
-                log_id: state.log.log_id().to_owned(),
-                after_sequence: follower.cursor(),
-                head_sequence: head,
-                oldest_sequence: oldest,
-                topics,
-            };
-            *subscription = Some(Subscription {
-                follower,
-                _counted: state.metrics.subscriber(Transport::WebSocket),
-            });
-            reply
-        }
+    match TopicFilter::new(topics).and_then(|filter| state.api.subscribe(after, filter)) {
+        Ok(follower) => start(state, subscription, follower),
         Err(err) => {
             let error = ApiError::from(err);
             state.metrics.rejected("websocket", error.reason());
             ServerMessage::Error(error.body())
         }
     }
+}
+
+/// Makes `follower` the subscription; the reply says where it starts.
+fn start(
+    state: &AppState,
+    subscription: &mut Option<Subscription>,
+    follower: Follower<Event>,
+) -> ServerMessage {
+    let (oldest, head) = state.log().bounds();
+    let reply = ServerMessage::Subscribed {
+        log_id: state.log().log_id().to_owned(),
+        after_sequence: follower.cursor(),
+        head_sequence: head,
+        oldest_sequence: oldest,
+        topics: follower.filter().topics().to_vec(),
+    };
+    *subscription = Some(Subscription {
+        follower,
+        _counted: state.metrics.subscriber(Transport::WebSocket),
+    });
+    reply
 }
 
 async fn send(state: &AppState, socket: &mut WebSocket, message: ServerMessage) -> bool {
@@ -338,7 +326,7 @@ async fn send(state: &AppState, socket: &mut WebSocket, message: ServerMessage) 
 async fn send_raw(state: &AppState, socket: &mut WebSocket, message: Message) -> bool {
     tokio::select! {
         biased;
-        _ = state.stop.cancelled() => false,
+        _ = state.api.stop().cancelled() => false,
         sent = socket.send(message) => sent.is_ok(),
     }
 }
