@@ -12,6 +12,8 @@
 //!   services and read by clients.
 //! - [`health_probe`]: the `healthcheck` subcommand: a gRPC health check client for containers.
 //! - [`telemetry`]: the `tracing` subscriber, text or JSON.
+//! - [`process`]: what both binaries' `main` does: bind the listeners, map the result to an exit
+//!   code.
 //! - [`shutdown`]: the SIGTERM / SIGINT future.
 //! - [`wire`]: events encoded once, and the producer's server that sends them as they are.
 
@@ -19,6 +21,7 @@ pub mod codec;
 pub mod errors;
 pub mod grpc;
 pub mod health_probe;
+pub mod process;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use consumer::cli::Cli;
-use tokio::net::TcpListener;
+use pushpull::process::{bind, bind_optional, exit_code};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -15,32 +15,13 @@ async fn main() -> ExitCode {
     }
     let config = cli.config;
     pushpull::telemetry::init(config.log_format);
-    let listener = match TcpListener::bind(config.listen).await {
-        Ok(listener) => listener,
-        Err(err) => {
-            tracing::error!(addr = %config.listen, %err, "cannot listen");
-            return ExitCode::FAILURE;
-        }
+    let listeners = match (
+        bind(config.listen, "--listen").await,
+        bind_optional(config.metrics_listen, "--metrics-listen").await,
+    ) {
+        (Ok(grpc), Ok(metrics)) => consumer::Listeners { grpc, metrics },
+        (Err(code), _) | (_, Err(code)) => return code,
     };
-    let metrics = match config.metrics_listen {
-        Some(addr) => match TcpListener::bind(addr).await {
-            Ok(listener) => Some(listener),
-            Err(err) => {
-                tracing::error!(%addr, %err, "cannot listen for metrics");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => None,
-    };
-    let listeners = consumer::Listeners {
-        grpc: listener,
-        metrics,
-    };
-    match consumer::run_with(config, listeners, pushpull::shutdown::signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(%err, "consumer failed");
-            ExitCode::FAILURE
-        }
-    }
+    let result = consumer::run_with(config, listeners, pushpull::shutdown::signal()).await;
+    exit_code("consumer", result)
 }

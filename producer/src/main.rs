@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use producer::cli::Cli;
-use tokio::net::TcpListener;
+use pushpull::process::{bind, bind_optional, exit_code};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -15,32 +15,17 @@ async fn main() -> ExitCode {
     }
     let config = cli.config;
     pushpull::telemetry::init(config.log_format);
-    let listener = match TcpListener::bind(config.listen).await {
-        Ok(listener) => listener,
-        Err(err) => {
-            tracing::error!(addr = %config.listen, %err, "cannot listen");
-            return ExitCode::FAILURE;
-        }
+    let listeners = match (
+        bind(config.listen, "--listen").await,
+        bind_optional(
+            config.http_listen.addr(),
+            "--http-listen (off turns it off)",
+        )
+        .await,
+    ) {
+        (Ok(grpc), Ok(http)) => producer::Listeners { grpc, http },
+        (Err(code), _) | (_, Err(code)) => return code,
     };
-    let http = match config.http_listen.addr() {
-        Some(addr) => match TcpListener::bind(addr).await {
-            Ok(listener) => Some(listener),
-            Err(err) => {
-                tracing::error!(%addr, %err, "cannot listen for HTTP (--http-listen off turns it off)");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => None,
-    };
-    let listeners = producer::Listeners {
-        grpc: listener,
-        http,
-    };
-    match producer::run_with(config, listeners, pushpull::shutdown::signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(%err, "producer failed");
-            ExitCode::FAILURE
-        }
-    }
+    let result = producer::run_with(config, listeners, pushpull::shutdown::signal()).await;
+    exit_code("producer", result)
 }

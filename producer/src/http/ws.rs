@@ -182,7 +182,10 @@ async fn connection(state: AppState, mut socket: WebSocket, initial: Option<Foll
             }
             Wake::Ping => {
                 if last_heard.elapsed() > heartbeat * SILENT_INTERVALS {
-                    warn!(silent = ?last_heard.elapsed(), "WebSocket peer silent; closing");
+                    warn!(
+                        silent = %humantime::format_duration(last_heard.elapsed()),
+                        "WebSocket peer silent; closing"
+                    );
                     let _ = socket
                         .send(Message::Close(Some(CloseFrame {
                             code: close_code::POLICY,
