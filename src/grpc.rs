@@ -282,10 +282,15 @@ fn reflection_v1alpha(
 /// Both services share one descriptor set, so the services listed are named explicitly: by
 /// default reflection would list every service in it, and `grpcurl list` on the consumer would
 /// show a ProducerService it does not serve.
+///
+/// The `google.rpc` error details (`ErrorInfo`, `BadRequest`, `RetryInfo`) are described too, so
+/// that a reflection client such as grpcurl can decode the details of every error status
+/// instead of printing them as raw bytes.
 fn reflection_builder(served: &str) -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .with_service_name(served)
         .with_service_name("grpc.health.v1.Health")
 }

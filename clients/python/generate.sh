@@ -8,7 +8,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 proto=$(cd "$here/../../proto" && pwd)
 
 rm -rf "$here/pushpull"
-# grpc_tools.protoc carries the well-known types (google/protobuf/*.proto), the only imports.
+# Every file of proto/pushpull/v1, errors.proto too (its ErrorReason enum gives the reason names
+# as constants). grpc_tools.protoc carries the well-known types (google/protobuf/*.proto), the
+# only imports; the google.rpc error details are not generated here, googleapis-common-protos
+# ships them (google.rpc.error_details_pb2).
 python3 -m grpc_tools.protoc --proto_path="$proto" \
   --python_out="$here" --pyi_out="$here" --grpc_python_out="$here" \
   "$proto"/pushpull/v1/*.proto

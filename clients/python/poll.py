@@ -11,6 +11,19 @@ cursor of the next call. With --max-wait the producer holds each call until an e
 call that ends after --timeout seconds, or on Ctrl-C, and says which --after resumes.
 Events go to stdout (`sequence=N topic=T payload=P`), everything else to stderr.
 Run ./generate.sh first.
+
+Errors: every error status of the producer carries, in its details, a google.rpc.ErrorInfo
+whose `reason` is one of the ErrorReason names of proto/pushpull/v1/errors.proto and whose
+`metadata` has the numbers a client needs. This loop branches on the reason, never on the
+message text (which is for people and may be reworded):
+  CURSOR_EXPIRED  retention dropped events after the cursor: resume from oldest_sequence - 1
+                  and report the `missed` events (stderr: `cursor 1 has expired: 2 events
+                  missed (oldest_sequence 4); resuming from --after 3`);
+  CURSOR_AHEAD    the cursor is beyond the head: start over from 0 if it came from an earlier
+                  log of a restarted producer, else stop (stderr: `poll refused: CURSOR_AHEAD:
+                  --after 99 is beyond head_sequence=23 (oldest_sequence=4, log_id=...)`);
+  anything else   stop, naming the reason, the field at fault (google.rpc.BadRequest) and
+                  when to retry (google.rpc.RetryInfo), if the status has them.
 """
 
 import argparse
@@ -18,8 +31,56 @@ import sys
 import time
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
-from pushpull.v1 import producer_pb2, producer_pb2_grpc
+from pushpull.v1 import errors_pb2, producer_pb2, producer_pb2_grpc
+
+# ErrorInfo.reason travels as the enum value's name; the generated enum gives the names.
+CURSOR_EXPIRED = errors_pb2.ErrorReason.Name(errors_pb2.CURSOR_EXPIRED)
+CURSOR_AHEAD = errors_pb2.ErrorReason.Name(errors_pb2.CURSOR_AHEAD)
+
+
+class Details:
+    """The google.rpc details of a failed call, each None when the status lacks it.
+
+    grpcio-status decodes them from the call's `grpc-status-details-bin` trailer (a
+    google.rpc.Status); each detail is a google.protobuf.Any to unpack into its type.
+    """
+
+    def __init__(self, err: grpc.RpcError):
+        self.info: error_details_pb2.ErrorInfo | None = None
+        self.bad_request: error_details_pb2.BadRequest | None = None
+        self.retry: error_details_pb2.RetryInfo | None = None
+        status = rpc_status.from_call(err)  # None when the server sent no details
+        for detail in status.details if status else []:
+            for name, kind in (("info", error_details_pb2.ErrorInfo),
+                               ("bad_request", error_details_pb2.BadRequest),
+                               ("retry", error_details_pb2.RetryInfo)):
+                if detail.Is(kind.DESCRIPTOR):
+                    message = kind()
+                    detail.Unpack(message)
+                    setattr(self, name, message)
+        if self.info and self.info.domain != "pushpull":
+            self.info = None  # another service's reasons mean nothing here
+
+    @property
+    def reason(self) -> str:
+        """The ErrorReason name, or "" without one (then only the status code tells)."""
+        return self.info.reason if self.info else ""
+
+    def number(self, key: str) -> int:
+        """A numeric ErrorInfo.metadata value (sequences, counts): decimal strings."""
+        return int(self.info.metadata[key])
+
+    def describe(self, err: grpc.RpcError) -> str:
+        """What a person needs: code, reason, the field at fault, when to retry, the message."""
+        parts = [err.code().name] + ([self.reason] if self.reason else [])
+        if self.bad_request and self.bad_request.field_violations:
+            parts.append(f"field {self.bad_request.field_violations[0].field}")
+        if self.retry:
+            parts.append(f"retry in {self.retry.retry_delay.ToTimedelta().total_seconds():g}s")
+        return f"{': '.join(parts)}: {err.details()}"
 
 
 def main() -> int:
@@ -36,7 +97,7 @@ def main() -> int:
     args = parser.parse_args()
 
     deadline = time.monotonic() + args.timeout if args.timeout else None
-    cursor, log_id, received, polls = args.after, None, 0, 0
+    cursor, log_id, received, polls, missed = args.after, None, 0, 0, 0
     with grpc.insecure_channel(args.producer) as channel:
         producer = producer_pb2_grpc.ProducerServiceStub(channel)
         try:
@@ -50,7 +111,31 @@ def main() -> int:
                 try:
                     response = producer.Poll(request, timeout=args.max_wait + 10)
                 except grpc.RpcError as err:
-                    print(f"poll failed: {err.code().name}: {err.details()}", file=sys.stderr)
+                    details = Details(err)
+                    meta = details.info.metadata if details.info else {}
+                    if details.reason in (CURSOR_EXPIRED, CURSOR_AHEAD) and \
+                            log_id is not None and meta["log_id"] != log_id:
+                        # The producer restarted: our cursor belongs to its previous log.
+                        print(f"new log {meta['log_id']}: starting over from its oldest event",
+                              file=sys.stderr)
+                        cursor, log_id = 0, None
+                        continue
+                    if details.reason == CURSOR_EXPIRED:
+                        # Retention dropped the events after the cursor: say how many are lost,
+                        # then go on from the oldest retained event.
+                        oldest, gone = details.number("oldest_sequence"), details.number("missed")
+                        print(f"cursor {meta['after_sequence']} has expired: {gone} events "
+                              f"missed (oldest_sequence {oldest}); resuming from --after "
+                              f"{oldest - 1}", file=sys.stderr)
+                        cursor, missed = oldest - 1, missed + gone
+                        continue
+                    if details.reason == CURSOR_AHEAD:
+                        print(f"poll refused: {CURSOR_AHEAD}: --after {meta['after_sequence']} is "
+                              f"beyond head_sequence={meta['head_sequence']} (oldest_sequence="
+                              f"{meta['oldest_sequence']}, log_id={meta['log_id']})",
+                              file=sys.stderr)
+                        return 1
+                    print(f"poll failed: {details.describe(err)}", file=sys.stderr)
                     return 1
                 polls += 1
                 if log_id is not None and response.log_id != log_id:
@@ -78,7 +163,8 @@ def main() -> int:
                     time.sleep(pause)
         except KeyboardInterrupt:
             pass
-    print(f"stopped after {polls} polls and {received} events; resume with --after {cursor}",
+    lost = f" ({missed} missed)" if missed else ""
+    print(f"stopped after {polls} polls and {received} events{lost}; resume with --after {cursor}",
           file=sys.stderr)
     return 0
 

@@ -32,6 +32,7 @@ bin=target/debug
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 producer_port=$(free_port)
 consumer_port=$(free_port)
+retention_port=$(free_port)
 logs=$(mktemp -d)
 pids=()
 cleanup() {
@@ -48,13 +49,17 @@ pids+=($!)
 "$bin/consumer" --listen "127.0.0.1:$consumer_port" --mode long-poll --from earliest \
   --producer "http://127.0.0.1:$producer_port" 2>"$logs/consumer.log" &
 pids+=($!)
+# The README's second producer (its localhost:50052), which keeps 2 events: an expired cursor.
+"$bin/producer" --listen "127.0.0.1:$retention_port" --http-listen off --retention-events 2 \
+  2>"$logs/retention-producer.log" &
+pids+=($!)
 
 ready() { grpcurl -plaintext -max-time 1 "127.0.0.1:$1" grpc.health.v1.Health/Check >/dev/null 2>&1; }
 for _ in $(seq 100); do
-  if ready "$producer_port" && ready "$consumer_port"; then break; fi
+  if ready "$producer_port" && ready "$consumer_port" && ready "$retention_port"; then break; fi
   sleep 0.1
 done
-if ! ready "$producer_port" || ! ready "$consumer_port"; then
+if ! ready "$producer_port" || ! ready "$consumer_port" || ! ready "$retention_port"; then
   echo "FAIL: the services did not start"; tail -n 20 "$logs"/*.log
   echo "0 passed, 1 failed"
   exit 1
@@ -63,10 +68,12 @@ fi
 rc=0
 timeout 180 python3 scripts/suites/grpcurl_readme.py README.md \
   --producer "127.0.0.1:$producer_port" --consumer "127.0.0.1:$consumer_port" \
+  --retention-producer "127.0.0.1:$retention_port" --retention-events 2 \
   --consumer-mode READ_MODE_LONG_POLL || rc=$?
 if [ $rc -ne 0 ]; then
   echo "--- producer log"; tail -n 20 "$logs/producer.log"
   echo "--- consumer log"; tail -n 20 "$logs/consumer.log"
+  echo "--- retention producer log"; tail -n 20 "$logs/retention-producer.log"
 fi
 echo "20-grpcurl: wall time $((SECONDS - started))s"
 exit $rc

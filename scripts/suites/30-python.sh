@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 started=$SECONDS
 
-if ! python3 -c 'import grpc, grpc_tools, google.protobuf' 2>/dev/null; then
-  echo "30-python: grpcio / grpcio-tools / protobuf missing (pip install -r clients/python/requirements.txt)"
+if ! python3 -c 'import grpc, grpc_tools, grpc_status, google.protobuf, google.rpc' 2>/dev/null; then
+  echo "30-python: grpcio / grpcio-tools / grpcio-status / protobuf missing (pip install -r clients/python/requirements.txt)"
   exit 77
 fi
 
@@ -23,7 +23,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-target/debug/producer --listen "127.0.0.1:$port" --http-listen off 2>"$tmp/producer.log" &
+# A small retention: the scenario publishes past it to expire a cursor.
+retention=20
+target/debug/producer --listen "127.0.0.1:$port" --http-listen off --retention-events $retention \
+  2>"$tmp/producer.log" &
 pid=$!
 for _ in $(seq 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
@@ -32,6 +35,7 @@ done
 
 rc=0
 timeout 150 python3 scripts/suites/client_examples.py --producer "127.0.0.1:$port" --tmp "$tmp" \
+  --retention $retention \
   --cwd clients/python \
   --publish "python3 publish.py" --subscribe "python3 subscribe.py" --poll "python3 poll.py" || rc=$?
 [ $rc -eq 0 ] || { echo "--- producer log"; tail -n 20 "$tmp/producer.log"; }

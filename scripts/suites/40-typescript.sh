@@ -16,7 +16,8 @@ echo "node $(node --version), npm $(npm --version 2>/dev/null)"
   npm ci --no-audit --no-fund --loglevel=error
   rm -rf src/gen
   npm run --silent generate
-  ls src/gen/pushpull/v1/producer_pb.ts src/gen/pushpull/v1/consumer_pb.ts
+  ls src/gen/pushpull/v1/producer_pb.ts src/gen/pushpull/v1/consumer_pb.ts \
+    src/gen/pushpull/v1/errors_pb.ts src/gen/google/rpc/error_details_pb.ts
   npm run --silent typecheck
 )
 cargo build --locked -p pushpull-producer --bin producer --quiet
@@ -30,7 +31,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-target/debug/producer --listen "127.0.0.1:$port" --http-listen off 2>"$tmp/producer.log" &
+# A small retention: the scenario publishes past it to expire a cursor.
+retention=20
+target/debug/producer --listen "127.0.0.1:$port" --http-listen off --retention-events $retention \
+  2>"$tmp/producer.log" &
 pid=$!
 for _ in $(seq 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
@@ -41,6 +45,7 @@ done
 tsx=node_modules/.bin/tsx
 rc=0
 timeout 180 python3 scripts/suites/client_examples.py --producer "127.0.0.1:$port" --tmp "$tmp" \
+  --retention $retention \
   --cwd clients/typescript \
   --publish "$tsx src/publish.ts" --subscribe "$tsx src/subscribe.ts" --poll "$tsx src/poll.ts" \
   || rc=$?

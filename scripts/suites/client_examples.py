@@ -8,11 +8,21 @@ Every client's examples share one command line and one output format:
   poll      --producer H:P [--after S] [--topics a,b] [--max-events N] [--max-wait SECS]
             [--interval SECS] [--count N] [--timeout SECS]
 Events go to stdout as `sequence=S topic=T payload=P`, one per line; the last stderr line ends
-with `resume with --after S`. subscribe writes `subscribed ...` to stderr once the stream is open.
+with `resume with --after S` (poll's says `(N missed)` before it when a cursor expired).
+subscribe writes `subscribed ...` to stderr once the stream is open.
 
-The producer must be fresh (sequence 1 comes next) and have no demo source. Each check compares
-the full list of printed events with the expected one: exact sequences, in order, no duplicates,
-and each event's topic and payload as published.
+poll reads the google.rpc.ErrorInfo in the status details of a failed Poll and branches on its
+reason, and prints to stderr, from the ErrorInfo metadata alone (the message text has neither
+the reason nor this wording, so a client that ignored the details fails these checks):
+  CURSOR_EXPIRED -> `cursor A has expired: M events missed (oldest_sequence O); resuming from
+                    --after O-1`, and goes on from there;
+  CURSOR_AHEAD   -> `poll refused: CURSOR_AHEAD: --after A is beyond head_sequence=H
+                    (oldest_sequence=O, log_id=L)`, and exits 1.
+
+The producer must be fresh (sequence 1 comes next), have no demo source and keep --retention
+events (its --retention-events, at least 14): the scenario publishes past it to expire a cursor. Each check compares the full list of printed
+events with the expected one: exact sequences, in order, no duplicates, and each event's topic
+and payload as published.
 """
 
 from __future__ import annotations
@@ -174,6 +184,27 @@ def scenario(c: Client) -> None:
                                                       "13", "--timeout", "1"),
             [], "nothing new: stops at its timeout, no event, exit 0", resume=13)
 
+    # Errors, read from the status details: an expired cursor, then one beyond the head.
+    retention = c.args.retention
+    c.publish("fifth-batch", retention - 10, "demo.d")  # with 20: 14..23, 1..3 dropped, oldest 4
+    head = max(c.published)
+    oldest = head - retention + 1
+    result = c.run("poll-expired", "poll", "--after", "1", "--count", str(retention),
+                   "--timeout", "20")
+    said = (f"cursor 1 has expired: {oldest - 2} events missed (oldest_sequence {oldest}); "
+            f"resuming from --after {oldest - 1}")
+    summary = f"and {retention} events ({oldest - 2} missed); resume"
+    c.check("poll --after 1 (expired cursor)", result, range(oldest, head + 1),
+            f"CURSOR_EXPIRED: says {oldest - 2} missed, resumes from oldest_sequence - 1",
+            resume=head, extra=(said in result[2] and summary in result[2],
+                                f"stderr lacks `{said}` or `{summary}`"))
+    rc, events, err, elapsed = c.run("poll-ahead", "poll", "--after", "99", "--timeout", "5")
+    said = (f"poll refused: CURSOR_AHEAD: --after 99 is beyond head_sequence={head} "
+            f"(oldest_sequence={oldest}, log_id=")
+    c.report("poll --after 99 (beyond the head)", rc == 1 and not events and said in err,
+             f"CURSOR_AHEAD: exit 1, names head_sequence {head} ({elapsed:.1f}s)", rc, events, [],
+             err, f"stderr lacks `{said}`")
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -183,6 +214,8 @@ def main() -> int:
     parser.add_argument("--poll", required=True)
     parser.add_argument("--cwd", default=".", help="directory to run the examples in")
     parser.add_argument("--tmp", required=True, help="directory for the examples' output")
+    parser.add_argument("--retention", type=int, required=True,
+                        help="the producer's --retention-events (at least 14)")
     client = Client(parser.parse_args())
     scenario(client)
     print(f"{client.passed} passed, {client.failed} failed")

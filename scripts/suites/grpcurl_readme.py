@@ -12,9 +12,18 @@ model of the log (what was published, and so what every Poll and Subscribe must 
 each check is exact: sequences, topics, payloads, cursors. Where a command would wait for an event
 (a long poll at the head, a Subscribe), the test publishes one while it waits.
 
+Commands for localhost:50052 go to a second producer that retains only --retention-events
+events (the README starts one so, to show an expired cursor), with its own model of the log.
+
+Where the README shows what a command prints, as the comment lines just above it indented by three
+spaces or more (`#   ERROR:`), the output must be exactly that, line by line, up to runs of
+whitespace; `...` in a shown line stands for any text (a log_id, a repeated message). Error
+statuses are also checked by their details: the google.rpc.ErrorInfo reason and metadata, and the
+BadRequest field.
+
 Before running anything it checks that the README covers every RPC (list, describe, Publish,
-Poll, long poll, Subscribe from the start and from now, GetStats, health); --coverage-only stops
-there.
+Poll, long poll, Subscribe from the start and from now, GetStats, health) and shows the details
+of an expired cursor and of a cursor beyond the head; --coverage-only stops there.
 """
 
 from __future__ import annotations
@@ -31,6 +40,8 @@ from dataclasses import dataclass, field
 
 PRODUCER_DEFAULT_PORT = "50051"
 CONSUMER_DEFAULT_PORT = "50061"
+# The README's second producer, with a small retention (--retention-events), on this port.
+RETENTION_PRODUCER_PORT = "50052"
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")
 # grpcurl flags that take a value (the others are booleans, or written -flag=value).
 VALUE_FLAGS = {
@@ -49,9 +60,12 @@ LISTED = {
     "consumer": ({"pushpull.v1.ConsumerService", "grpc.health.v1.Health"},
                  {"pushpull.v1.ProducerService"}),
 }
+LISTED["retention"] = LISTED["producer"]
 # grpcurl exits 64 + the gRPC status code when a call fails.
 EXIT_DEADLINE_EXCEEDED = 64 + 4
 EXIT_OUT_OF_RANGE = 64 + 11
+ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 
 
 class CheckFailed(Exception):
@@ -71,6 +85,7 @@ class Command:
     flags: list[tuple[str, str | None]] = field(default_factory=list)
     positional: list[str] = field(default_factory=list)
     request: dict | None = None  # the -d JSON, parsed
+    shown: list[str] = field(default_factory=list)  # the output the README shows, if any
 
     @property
     def target(self) -> str:
@@ -79,6 +94,8 @@ class Command:
             return "producer"
         if host in DEFAULT_HOSTS and port == CONSUMER_DEFAULT_PORT:
             return "consumer"
+        if host in DEFAULT_HOSTS and port == RETENTION_PRODUCER_PORT:
+            return "retention"
         return "unknown"
 
     @property
@@ -102,8 +119,8 @@ class Command:
     def has_flag(self, name: str) -> bool:
         return any(flag == name for flag, _ in self.flags)
 
-    def rewritten(self, producer: str, consumer: str, max_time: float) -> list[str]:
-        address = {"producer": producer, "consumer": consumer}[self.target]
+    def rewritten(self, addresses: dict[str, str], max_time: float) -> list[str]:
+        address = addresses[self.target]
         argv = ["grpcurl"]
         for flag, value in self.flags:
             if flag == "-max-time":
@@ -121,6 +138,10 @@ class Command:
         req = self.request or {}
         cursor = req.get("after_sequence", req.get("afterSequence"))
         if self.method == "pushpull.v1.ProducerService/Poll":
+            shown = "\n".join(self.shown)
+            for reason in ("CURSOR_EXPIRED", "CURSOR_AHEAD"):
+                if f'"reason":"{reason}"' in shown:
+                    return f"poll shows the details of {reason}"
             if req.get("max_wait", req.get("maxWait")) not in (None, "0s"):
                 return "long poll"
             if cursor == 0:
@@ -139,19 +160,26 @@ REQUIRED = [
     "pushpull.v1.ProducerService/Publish", "poll from the oldest",
     "poll from a cursor with max_events", "long poll", "subscribe from the start",
     "subscribe from now", "pushpull.v1.ConsumerService/GetStats", "grpc.health.v1.Health/Check",
+    "poll shows the details of CURSOR_EXPIRED", "poll shows the details of CURSOR_AHEAD",
 ]
 
 
 def extract(readme: str) -> list[Command]:
     lines = readme.splitlines()
-    texts: list[tuple[int, str]] = []
+    texts: list[tuple[int, str, list[str]]] = []
     fence: str | None = None
+    comments: list[str] = []  # the comment lines just above, in a fence
     i = 0
     while i < len(lines):
         line = lines[i]
         stripped = line.strip()
         if stripped.startswith("```"):
             fence = None if fence is not None else (stripped[3:].strip() or "text")
+            comments = []
+            i += 1
+            continue
+        if fence is not None and stripped.startswith("#"):
+            comments.append(stripped)
             i += 1
             continue
         if fence in ("bash", "sh", "shell") and stripped.startswith("grpcurl "):
@@ -166,12 +194,41 @@ def extract(readme: str) -> list[Command]:
                     text = text[:-1].rstrip() + " " + lines[i].strip()
                 else:
                     text += "\n" + lines[i].strip()
-            texts.append((start + 1, text))
+            texts.append((start + 1, text, shown_output(comments)))
         elif fence is None:
             for match in re.finditer(r"`(grpcurl [^`]+)`", line):
-                texts.append((i + 1, match.group(1)))
+                texts.append((i + 1, match.group(1), []))
+        comments = []
         i += 1
-    return [parse(line, text) for line, text in texts]
+    commands = []
+    for line, text, shown in texts:
+        commands.append(parse(line, text))
+        commands[-1].shown = shown
+    return commands
+
+
+def shown_output(comments: list[str]) -> list[str]:
+    """The output shown above a command: the last comment lines indented by 3 or more spaces."""
+    shown: list[str] = []
+    for comment in reversed(comments):
+        body = comment[1:]
+        if not body.startswith("   "):
+            break
+        shown.insert(0, body[3:])
+    return shown
+
+
+def same_output(shown: list[str], printed: str) -> str | None:
+    """None if `printed` is the `shown` output (whitespace runs aside, `...` any text), else why."""
+    got = [" ".join(line.split()) for line in printed.strip().splitlines()]
+    want = [" ".join(line.split()) for line in shown]
+    if len(got) != len(want):
+        return f"{len(got)} lines printed, the README shows {len(want)}:\n{printed.strip()}"
+    for number, (printed_line, shown_line) in enumerate(zip(got, want), 1):
+        pattern = ".*".join(re.escape(part) for part in shown_line.split("..."))
+        if not re.fullmatch(pattern, printed_line):
+            return f"line {number} printed:\n  {printed_line}\nthe README shows:\n  {shown_line}"
+    return None
 
 
 def _complete(text: str) -> bool:
@@ -237,40 +294,88 @@ class Event:
         return Event(u64(obj, "sequence"), obj.get("topic", ""), obj.get("payload", ""))
 
 
-class Runner:
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
-        self.published: list[Event] = []
-        self.log_id: str | None = None
+@dataclass
+class Log:
+    """What the test knows of one producer's log: what was published and what it retains."""
+    retention: int | None = None  # --retention-events; None: more than the test publishes
+    published: list[Event] = field(default_factory=list)
+    log_id: str | None = None
 
     @property
     def head(self) -> int:
         return len(self.published)
 
+    @property
+    def oldest(self) -> int:
+        """The oldest retained sequence (1 while nothing has been dropped)."""
+        return 1 if self.retention is None else max(1, self.head - self.retention + 1)
+
+    def matching(self, req: dict, cursor: int) -> list[Event]:
+        topics = req.get("topics") or []
+        return [e for e in self.published
+                if e.sequence > cursor and e.sequence >= self.oldest
+                and (not topics or e.topic in topics)]
+
+    def check_log_id(self, log_id: str) -> None:
+        expect(log_id != "", "no logId")
+        if self.log_id is None:
+            self.log_id = log_id
+        expect(log_id == self.log_id, f"logId changed: {log_id} after {self.log_id}")
+
+
+def error_details(stderr: str) -> list[dict]:
+    """The details grpcurl prints under `Details:`, one `N) {json}` line each."""
+    return [json.loads(match[1])
+            for match in re.finditer(r"^\s*\d+\)\s*(\{.*\})\s*$", stderr, re.M)]
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.addresses = {"producer": args.producer, "consumer": args.consumer,
+                          "retention": args.retention_producer}
+        self.logs = {"producer": Log(), "retention": Log(retention=args.retention_events)}
+        self.printed = ""  # what the last command run printed, stdout then stderr
+
+    def log(self, cmd: Command) -> Log:
+        """The log a command reads; the consumer reads the first producer's."""
+        return self.logs["retention" if cmd.target == "retention" else "producer"]
+
     # --- the test's own calls (not README commands) ---
 
-    def publish_own(self, topic: str, delay: float = 0.0) -> Event:
-        """Publishes one event as the test's fixture and records it."""
+    def publish_own(self, cmd: Command, topic: str, delay: float = 0.0) -> Event:
+        """Publishes one event to the producer `cmd` talks to, as the test's fixture."""
         time.sleep(delay)
+        log = self.log(cmd)
         payload = "Z3JwY3VybC1zdWl0ZQ=="  # "grpcurl-suite"
         request = json.dumps({"events": [{"topic": topic, "payload": payload}]})
         out = subprocess.run(
-            ["grpcurl", "-plaintext", "-max-time", "5", "-d", request, self.args.producer,
-             "pushpull.v1.ProducerService/Publish"],
+            ["grpcurl", "-plaintext", "-max-time", "5", "-d", request,
+             self.addresses[cmd.target], "pushpull.v1.ProducerService/Publish"],
             capture_output=True, text=True, timeout=10, check=True).stdout
         sequence = u64(json.loads(out), "firstSequence")
-        expect(sequence == self.head + 1, f"fixture publish got sequence {sequence}")
+        expect(sequence == log.head + 1, f"fixture publish got sequence {sequence}")
         event = Event(sequence, topic, payload)
-        self.published.append(event)
+        log.published.append(event)
         return event
 
     # --- checks per kind of command ---
 
     def check(self, cmd: Command) -> str:
-        if cmd.target == "unknown":
-            raise CheckFailed(f"address {cmd.positional[0]} is neither localhost:"
-                              f"{PRODUCER_DEFAULT_PORT} nor localhost:{CONSUMER_DEFAULT_PORT}")
+        if cmd.target == "unknown" or not self.addresses.get(cmd.target):
+            raise CheckFailed(f"address {cmd.positional[0]} is none of localhost:"
+                              f"{PRODUCER_DEFAULT_PORT}, localhost:{CONSUMER_DEFAULT_PORT} and "
+                              f"localhost:{RETENTION_PRODUCER_PORT} (--retention-producer)")
         expect(cmd.has_flag("-plaintext"), "the services speak plaintext: -plaintext is missing")
+        self.printed = ""
+        what = self.check_call(cmd)
+        if cmd.shown:
+            why = same_output(cmd.shown, self.printed)
+            expect(why is None, f"the output differs from the one the README shows: {why}")
+            what += f"; printed the {len(cmd.shown)} lines the README shows"
+        return what
+
+    def check_call(self, cmd: Command) -> str:
         if cmd.verb == "list":
             return self.check_list(cmd)
         if cmd.verb == "describe":
@@ -286,11 +391,11 @@ class Runner:
         return handler(cmd)
 
     def run(self, cmd: Command, max_time: float | None = None) -> tuple[int, str, str, float]:
-        argv = cmd.rewritten(self.args.producer, self.args.consumer,
-                             max_time or self.args.unary_max_time)
+        argv = cmd.rewritten(self.addresses, max_time or self.args.unary_max_time)
         started = time.monotonic()
         done = subprocess.run(argv, capture_output=True, text=True,
                               timeout=(max_time or self.args.unary_max_time) + 10)
+        self.printed = done.stdout + done.stderr
         return done.returncode, done.stdout, done.stderr, time.monotonic() - started
 
     def run_ok(self, cmd: Command) -> tuple[str, float]:
@@ -315,82 +420,98 @@ class Runner:
             rpcs = set(re.findall(r"rpc (\w+) \(", out))
             expect(rpcs == SERVICE_RPCS[symbol], f"rpcs {sorted(rpcs)}")
             return f"{symbol}: rpcs {', '.join(sorted(rpcs))}"
-        fields = re.findall(r"^\s+[\w. ]+ (\w+) = \d+;", out, re.M)
+        fields = re.findall(r"^\s+[\w.<>, ]+ (\w+) = \d+;", out, re.M)
         expect(bool(fields), "a message with no fields")
         return f"{symbol}: fields {', '.join(fields)}"
 
     def check_publish(self, cmd: Command) -> str:
+        log = self.log(cmd)
         events = (cmd.request or {}).get("events", [])
         expect(events, "a Publish with no events")
         out, _ = self.run_ok(cmd)
         resp = json.loads(out)
         first, last = u64(resp, "firstSequence"), u64(resp, "lastSequence")
-        expect((first, last) == (self.head + 1, self.head + len(events)),
-               f"got sequences {first}..{last}, expected {self.head + 1}..{self.head + len(events)}")
-        self.check_log_id(resp)
+        expect((first, last) == (log.head + 1, log.head + len(events)),
+               f"got sequences {first}..{last}, expected {log.head + 1}..{log.head + len(events)}")
+        log.check_log_id(resp.get("logId", ""))
         for event in events:
-            self.published.append(Event(self.head + 1, event["topic"], event.get("payload", "")))
+            log.published.append(Event(log.head + 1, event["topic"], event.get("payload", "")))
         return f"sequences {first}..{last}"
 
-    def check_log_id(self, resp: dict) -> None:
-        log_id = resp.get("logId", "")
-        expect(log_id != "", "no logId")
-        if self.log_id is None:
-            self.log_id = log_id
-        expect(log_id == self.log_id, f"logId changed: {log_id} after {self.log_id}")
-
-    def matching(self, req: dict, cursor: int) -> list[Event]:
-        topics = req.get("topics") or []
-        return [e for e in self.published if e.sequence > cursor and (not topics or e.topic in topics)]
+    def check_refused_cursor(self, cmd: Command, cursor: int) -> str:
+        """A Poll whose cursor is beyond the head or expired: OUT_OF_RANGE with its details."""
+        log = self.log(cmd)
+        reason = "CURSOR_AHEAD" if cursor > log.head else "CURSOR_EXPIRED"
+        rc, _, err, _ = self.run(cmd)
+        expect(rc == EXIT_OUT_OF_RANGE and "Code: OutOfRange" in err,
+               f"{reason}: expected OutOfRange (exit 75), got exit {rc}: {err}")
+        details = error_details(err)
+        info = next((d for d in details if d.get("@type") == ERROR_INFO), None)
+        expect(info is not None, f"no google.rpc.ErrorInfo among the details: {err}")
+        expect((info.get("domain"), info.get("reason")) == ("pushpull", reason),
+               f"ErrorInfo domain {info.get('domain')}, reason {info.get('reason')}: "
+               f"expected pushpull, {reason}")
+        metadata = dict(info.get("metadata", {}))
+        log.check_log_id(metadata.pop("log_id", ""))
+        want = {"after_sequence": cursor, "field": "after_sequence", "head_sequence": log.head,
+                "oldest_sequence": log.oldest}
+        if reason == "CURSOR_EXPIRED":
+            want["missed"] = log.oldest - 1 - cursor
+        want = {key: str(value) for key, value in want.items()}
+        expect(metadata == want, f"ErrorInfo metadata {metadata}, expected {want} and a log_id")
+        bad = next((d for d in details if d.get("@type") == BAD_REQUEST), {})
+        fields = [v.get("field") for v in bad.get("fieldViolations", [])]
+        expect(fields == ["after_sequence"], f"BadRequest fields {fields}: expected after_sequence")
+        return (f"OutOfRange, ErrorInfo {reason} {', '.join(f'{k}={v}' for k, v in want.items())}"
+                f", BadRequest field after_sequence")
 
     def check_poll(self, cmd: Command) -> str:
+        log = self.log(cmd)
         req = cmd.request or {}
         cursor = req.get("after_sequence", req.get("afterSequence"))
-        if cursor is not None and int(cursor) > self.head:
-            rc, out, err, _ = self.run(cmd)
-            expect(rc == EXIT_OUT_OF_RANGE and "OutOfRange" in err,
-                   f"a cursor beyond the head: expected OutOfRange (exit 75), got exit {rc}: {err}")
-            expect(f"head_sequence {self.head}" in err, f"message does not name the head: {err}")
-            return "OutOfRange, naming head_sequence"
-        cursor = self.head if cursor is None else int(cursor)
+        if cursor is not None and (int(cursor) > log.head or 0 < int(cursor) < log.oldest - 1):
+            return self.check_refused_cursor(cmd, int(cursor))
+        cursor = log.head if cursor is None else int(cursor)
         limit = int(req.get("max_events", req.get("maxEvents", 0))) or 1000
         max_wait = req.get("max_wait", req.get("maxWait"))
         wait_s = float(max_wait.rstrip("s")) if max_wait else 0.0
-        expected = self.matching(req, cursor)
+        expected = log.matching(req, cursor)
         fixture = None
         if wait_s > 0 and not expected:
             # A long poll at the head: publish while it waits; it must return that event at once.
             topic = (req.get("topics") or ["suite.grpcurl"])[0]
-            fixture = threading.Thread(target=self.publish_own, args=(topic, 1.0))
+            fixture = threading.Thread(target=self.publish_own, args=(cmd, topic, 1.0))
             fixture.start()
         out, elapsed = self.run_ok(cmd)
         if fixture:
             fixture.join()
-            expected = self.matching(req, cursor)
+            expected = log.matching(req, cursor)
             expect(0.9 <= elapsed < wait_s - 0.5,
                    f"the long poll took {elapsed:.2f}s: it must return as soon as the event "
                    f"published after 1 s exists, well before max_wait {wait_s}s")
         else:
             expect(elapsed < 3, f"took {elapsed:.2f}s: events were waiting, it must return at once")
         resp = json.loads(out)
-        self.check_log_id(resp)
+        log.check_log_id(resp.get("logId", ""))
         got = [Event.from_json(e) for e in resp.get("events", [])]
         want = expected[:limit]
         expect(got == want, f"events {[e.sequence for e in got]}, expected "
                             f"{[e.sequence for e in want]} (or topics/payloads differ)")
-        next_cursor = want[-1].sequence if len(expected) > limit else self.head
+        next_cursor = want[-1].sequence if len(expected) > limit else log.head
         expect(u64(resp, "nextAfterSequence") == next_cursor,
                f"nextAfterSequence {u64(resp, 'nextAfterSequence')}, expected {next_cursor}")
-        expect(u64(resp, "headSequence") == self.head, f"headSequence {u64(resp, 'headSequence')}")
-        expect(u64(resp, "oldestSequence") == 1, f"oldestSequence {u64(resp, 'oldestSequence')}")
+        expect(u64(resp, "headSequence") == log.head, f"headSequence {u64(resp, 'headSequence')}")
+        expect(u64(resp, "oldestSequence") == log.oldest,
+               f"oldestSequence {u64(resp, 'oldestSequence')}, expected {log.oldest}")
         kind = f"long poll returned after {elapsed:.1f}s with" if fixture else "returned"
         return f"{kind} events {[e.sequence for e in got]}, nextAfterSequence {next_cursor}"
 
     def check_subscribe(self, cmd: Command) -> str:
+        log = self.log(cmd)
         req = cmd.request or {}
         cursor = req.get("after_sequence", req.get("afterSequence"))
-        cursor = self.head if cursor is None else int(cursor)
-        argv = cmd.rewritten(self.args.producer, self.args.consumer, self.args.stream_max_time)
+        cursor = log.head if cursor is None else int(cursor)
+        argv = cmd.rewritten(self.addresses, self.args.stream_max_time)
         started = time.monotonic()
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # Wait for the first response (sent at once), then publish: a live event must follow.
@@ -402,22 +523,23 @@ class Runner:
             first += line
         expect(_complete_json(first), "no first response on the stream")
         topic = (req.get("topics") or ["suite.grpcurl"])[0]
-        live = self.publish_own(topic)
+        live = self.publish_own(cmd, topic)
         try:
             rest, err = proc.communicate(timeout=self.args.stream_max_time + 10)
         except subprocess.TimeoutExpired:
             proc.kill()
             raise CheckFailed("the stream outlived -max-time")
         elapsed = time.monotonic() - started
+        self.printed = first + rest + err
         expect(proc.returncode == EXIT_DEADLINE_EXCEEDED and "DeadlineExceeded" in err,
                f"expected the stream to run until -max-time (DeadlineExceeded, exit 68), got "
                f"exit {proc.returncode} after {elapsed:.1f}s: {err.strip()}")
         responses = json_objects(first + rest)
         got = []
         for resp in responses:
-            self.check_log_id(resp)
+            log.check_log_id(resp.get("logId", ""))
             got += [Event.from_json(e) for e in resp.get("events", [])]
-        want = self.matching(req, cursor)
+        want = log.matching(req, cursor)
         expect(want and want[-1] == live, "internal: the live event is not expected")
         expect(got == want, f"events {[e.sequence for e in got]}, expected "
                             f"{[e.sequence for e in want]} (or topics/payloads differ)")
@@ -425,25 +547,26 @@ class Runner:
                 f"(the last one published while subscribed), then DeadlineExceeded")
 
     def check_stats(self, cmd: Command) -> str:
+        log = self.log(cmd)
         # The consumer reads by long poll: give it a moment to catch up with the last publish.
         for _ in range(20):
             out, _ = self.run_ok(cmd)
             stats = json.loads(out)
-            if u64(stats, "eventsReceived") >= self.head:
+            if u64(stats, "eventsReceived") >= log.head:
                 break
             time.sleep(0.25)
         expect(stats.get("mode") == self.args.consumer_mode, f"mode {stats.get('mode')}")
-        expect(u64(stats, "eventsReceived") == self.head and u64(stats, "lastSequence") == self.head,
+        expect(u64(stats, "eventsReceived") == log.head and u64(stats, "lastSequence") == log.head,
                f"eventsReceived {u64(stats, 'eventsReceived')}, lastSequence "
-               f"{u64(stats, 'lastSequence')}: expected every one of the {self.head} events")
+               f"{u64(stats, 'lastSequence')}: expected every one of the {log.head} events")
         expect(u64(stats, "eventsMissed") == 0 and u64(stats, "duplicatesDropped") == 0,
                f"missed {u64(stats, 'eventsMissed')}, duplicates {u64(stats, 'duplicatesDropped')}")
         expect(stats.get("connected") is True, "not connected")
-        self.check_log_id(stats)
+        log.check_log_id(stats.get("logId", ""))
         if cmd.has_flag("-emit-defaults"):
             expect("eventsMissed" in stats and "reconnects" in stats,
                    "-emit-defaults did not print the zero counters")
-        return f"{stats['mode']}: eventsReceived {self.head}, 0 missed, 0 duplicates"
+        return f"{stats['mode']}: eventsReceived {log.head}, 0 missed, 0 duplicates"
 
     def check_health(self, cmd: Command) -> str:
         out, _ = self.run_ok(cmd)
@@ -466,6 +589,10 @@ def main() -> int:
     parser.add_argument("readme")
     parser.add_argument("--producer", help="test producer host:port")
     parser.add_argument("--consumer", help="test consumer host:port")
+    parser.add_argument("--retention-producer",
+                        help="host:port of a second test producer, for localhost:50052")
+    parser.add_argument("--retention-events", type=int,
+                        help="that producer's --retention-events")
     parser.add_argument("--consumer-mode", default="READ_MODE_LONG_POLL")
     parser.add_argument("--stream-max-time", type=float, default=3.0)
     parser.add_argument("--unary-max-time", type=float, default=15.0)

@@ -10,12 +10,42 @@
 // that ends after --timeout seconds, or on Ctrl-C, and says which --after resumes.
 // Events go to stdout (`sequence=N topic=T payload=P`), everything else to stderr.
 // Run `npm run generate` first.
+//
+// Errors: every error status of the producer carries, in its details, a google.rpc.ErrorInfo
+// whose `reason` is one of the ErrorReason names of proto/pushpull/v1/errors.proto and whose
+// `metadata` has the numbers a client needs. This loop branches on the reason, never on the
+// message text (which is for people and may be reworded):
+//   CURSOR_EXPIRED  retention dropped events after the cursor: resume from oldest_sequence - 1
+//                   and report the `missed` events;
+//   CURSOR_AHEAD    the cursor is beyond the head: start over from 0 if it came from an earlier
+//                   log of a restarted producer, else stop;
+//   anything else   stop, naming the reason, the field at fault (google.rpc.BadRequest) and when
+//                   to retry (google.rpc.RetryInfo), if the status has them.
+// The google.rpc schemas are generated from the google-proto-files package (buf.gen.yaml).
 import { setTimeout as sleep } from "node:timers/promises";
 
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 
 import { cursorFlag, flags, printEvent, producerClient, topicsFlag } from "./common.js";
+import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import { ErrorReason } from "./gen/pushpull/v1/errors_pb.js";
+
+// ErrorInfo.reason travels as the enum value's name; the generated enum gives the names.
+const CURSOR_EXPIRED = ErrorReason[ErrorReason.CURSOR_EXPIRED];
+const CURSOR_AHEAD = ErrorReason[ErrorReason.CURSOR_AHEAD];
+
+/** What a person needs: code, reason, the field at fault, when to retry, the message. */
+function describe(error: ConnectError, reason: string): string {
+  // Code names as gRPC spells them: InvalidArgument -> INVALID_ARGUMENT.
+  const parts = [Code[error.code].replace(/(?<=[a-z])(?=[A-Z])/g, "_").toUpperCase()];
+  if (reason) parts.push(reason);
+  const violation = error.findDetails(BadRequestSchema)[0]?.fieldViolations[0];
+  if (violation) parts.push(`field ${violation.field}`);
+  const delay = error.findDetails(RetryInfoSchema)[0]?.retryDelay;
+  if (delay) parts.push(`retry in ${Number(delay.seconds) + delay.nanos / 1e9}s`);
+  return `${parts.join(": ")}: ${error.rawMessage}`;
+}
 
 const args = flags(
   `usage: poll.ts [--producer host:port] [--after SEQ] [--topics a,b] [--max-events N]
@@ -39,6 +69,7 @@ let cursor = cursorFlag(args.after);
 let logId: string | undefined;
 let received = 0;
 let polls = 0;
+let missed = 0n;
 let stopping = false;
 process.once("SIGINT", () => (stopping = true));
 
@@ -60,7 +91,40 @@ while (!stopping) {
       { signal: abandon.signal },
     );
   } catch (err) {
-    console.error(`poll failed: ${ConnectError.from(err).message}`);
+    const error = ConnectError.from(err);
+    // connect-es keeps the details of grpc-status-details-bin; findDetails decodes those of one
+    // type. An ErrorInfo of another domain is another service's, and means nothing here.
+    const info = error.findDetails(ErrorInfoSchema).find((detail) => detail.domain === "pushpull");
+    const reason = info?.reason ?? "";
+    const meta = info?.metadata ?? {};
+    if ((reason === CURSOR_EXPIRED || reason === CURSOR_AHEAD) && logId !== undefined && meta.log_id !== logId) {
+      // The producer restarted: our cursor belongs to its previous log.
+      console.error(`new log ${meta.log_id}: starting over from its oldest event`);
+      cursor = 0n;
+      logId = undefined;
+      continue;
+    }
+    if (reason === CURSOR_EXPIRED) {
+      // Retention dropped the events after the cursor: say how many are lost, then go on from
+      // the oldest retained event. Metadata values are decimal strings.
+      const oldest = BigInt(meta.oldest_sequence);
+      const gone = BigInt(meta.missed);
+      console.error(
+        `cursor ${meta.after_sequence} has expired: ${gone} events missed ` +
+          `(oldest_sequence ${oldest}); resuming from --after ${oldest - 1n}`,
+      );
+      cursor = oldest - 1n;
+      missed += gone;
+      continue;
+    }
+    if (reason === CURSOR_AHEAD) {
+      console.error(
+        `poll refused: ${CURSOR_AHEAD}: --after ${meta.after_sequence} is beyond ` +
+          `head_sequence=${meta.head_sequence} (oldest_sequence=${meta.oldest_sequence}, log_id=${meta.log_id})`,
+      );
+      process.exit(1);
+    }
+    console.error(`poll failed: ${describe(error, reason)}`);
     process.exit(1);
   } finally {
     clearTimeout(timer);
@@ -89,4 +153,5 @@ while (!stopping) {
     await sleep(deadline === undefined ? intervalMs : Math.max(0, Math.min(intervalMs, deadline - Date.now())));
   }
 }
-console.error(`stopped after ${polls} polls and ${received} events; resume with --after ${cursor}`);
+const lost = missed ? ` (${missed} missed)` : "";
+console.error(`stopped after ${polls} polls and ${received} events${lost}; resume with --after ${cursor}`);

@@ -103,3 +103,37 @@ async fn reflection_v1alpha_lists_and_describes_the_services() {
     // The generated types are the same ones reflection describes.
     let _ = pb::ReadMode::Push;
 }
+
+#[tokio::test]
+async fn reflection_describes_the_error_details_so_grpcurl_can_print_them() {
+    let producer = spawn_producer(&[]).await;
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(
+        channel(producer.addr).await.unwrap(),
+    );
+    use v1alpha::server_reflection_request::MessageRequest;
+    let requests: Vec<_> = [
+        "google.rpc.ErrorInfo",
+        "google.rpc.BadRequest",
+        "google.rpc.RetryInfo",
+    ]
+    .into_iter()
+    .map(|symbol| v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
+    })
+    .collect();
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    use v1alpha::server_reflection_response::MessageResponse;
+    for _ in 0..3 {
+        match responses.next().await.unwrap().unwrap().message_response {
+            Some(MessageResponse::FileDescriptorResponse(files)) => {
+                assert!(!files.file_descriptor_proto.is_empty());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
