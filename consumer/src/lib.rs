@@ -90,11 +90,7 @@ pub async fn run_with(
     config.validate().map_err(RunError::Config)?;
     let listener = listeners.grpc;
     let cursor = start_cursor(&config)?;
-    let stats = Stats::new(
-        config.mode.into(),
-        config.producer.clone(),
-        config.topics.clone(),
-    );
+    let stats = Stats::new(config.mode, config.producer.clone(), config.topics.clone());
 
     // A lazy channel connects on first use and reconnects by itself after a failure; the reader
     // decides when to call again.

@@ -468,7 +468,7 @@ mod tests {
             backoff_initial: Duration::from_millis(10),
             backoff_max: Duration::from_millis(100),
         };
-        let stats = Stats::new(pb::ReadMode::Push, "test".into(), topics);
+        let stats = Stats::new(Mode::Push, "test".into(), topics);
         let reader = Reader::new(
             ProducerServiceClient::new(channel),
             settings,
