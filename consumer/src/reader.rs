@@ -3,10 +3,12 @@
 //!
 //! The loop is a small state machine. A *session* is one connection's worth of calls; it ends
 //! with `Ok` when the consumer stops, or with the `Status` that broke it. Between sessions the
-//! reader backs off (capped, jittered) and, when the producer said OUT_OF_RANGE, asks it where
-//! the log now starts to count exactly what was missed. Every response goes through
-//! [`Reader::accept`], which checks the log identity, drops duplicates, spots gaps and moves the
-//! cursor; it has no I/O, so tests drive it directly.
+//! reader backs off (capped, jittered), except after an OUT_OF_RANGE that the status itself
+//! explains: its `google.rpc.ErrorInfo` says whether the cursor expired (and how many events
+//! are gone) or belongs to another log, and [`after_out_of_range`] turns that into the next
+//! cursor with no extra call. Every response goes through [`Reader::accept`], which checks the
+//! log identity, drops duplicates, spots gaps and moves the cursor. Neither has I/O, so tests
+//! drive them directly.
 
 use std::{
     path::PathBuf,
@@ -14,13 +16,14 @@ use std::{
 };
 
 use pushpull::{
+    errors::{ErrorInfo, ErrorReason, key},
     pb::{self, producer_service_client::ProducerServiceClient},
     time::proto_duration,
 };
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Status, transport::Channel};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     backoff::Backoff,
@@ -53,6 +56,90 @@ pub enum Accepted {
     /// The response came from a different log than the cursor's: it was discarded and the
     /// cursor now points at the new log's oldest event. Ask again.
     LogChanged,
+}
+
+/// What to do after the producer refused the cursor with OUT_OF_RANGE: decided by
+/// [`after_out_of_range`] from the status's `ErrorInfo` and the cursor alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutOfRange {
+    /// The refusal comes from another log than the cursor's: the producer restarted with a new
+    /// log, where the old cursor means nothing. Start over from its oldest event, at once.
+    NewLog { log_id: String },
+    /// The cursor expired on its own log: `missed` events are gone. Count them, continue after
+    /// `resume_after` (just before the oldest retained event), at once. `log_id` is the log the
+    /// numbers belong to, adopted if the cursor had none yet (`--from N`).
+    Expired {
+        log_id: String,
+        missed: u64,
+        resume_after: u64,
+    },
+    /// The cursor is beyond the head of its own log (or of a log it was never checked against,
+    /// as `--from N` is): retry after backoff, since the log may grow to it.
+    Ahead { head: Option<u64> },
+    /// The status does not say what happened: retry the same cursor after backoff.
+    Unexplained { why: &'static str },
+}
+
+/// Decides what an OUT_OF_RANGE means for `cursor`, from the `ErrorInfo` it carried (`None`
+/// when it carried none: an older producer, or a proxy answering for it).
+///
+/// The producer's own numbers are used as they are: this is not a second copy of the log's
+/// expiry rule. The one check of our own is that the cursor only moves forward, so a confused
+/// answer can cost events counted as missed, never events read twice.
+pub fn after_out_of_range(cursor: &Cursor, info: Option<&ErrorInfo>) -> OutOfRange {
+    let unexplained = |why| OutOfRange::Unexplained { why };
+    let Some(info) = info else {
+        return unexplained("the status carries no google.rpc.ErrorInfo from pushpull");
+    };
+    let expired = match info.reason {
+        ErrorReason::CursorExpired => true,
+        ErrorReason::CursorAhead => false,
+        _ => return unexplained("the ErrorInfo reason is not about the cursor"),
+    };
+    let Some(log_id) = info.get(key::LOG_ID) else {
+        return unexplained("the ErrorInfo names no log_id");
+    };
+    if cursor
+        .log_id
+        .as_deref()
+        .is_some_and(|known| known != log_id)
+    {
+        return OutOfRange::NewLog {
+            log_id: log_id.to_owned(),
+        };
+    }
+    if !expired {
+        return OutOfRange::Ahead {
+            head: info.get_u64(key::HEAD_SEQUENCE),
+        };
+    }
+    let (Some(after), Some(oldest), Some(missed)) = (
+        info.get_u64(key::AFTER_SEQUENCE),
+        info.get_u64(key::OLDEST_SEQUENCE),
+        info.get_u64(key::MISSED),
+    ) else {
+        return unexplained("the ErrorInfo lacks after_sequence, oldest_sequence or missed");
+    };
+    if cursor.after != Some(after) {
+        return unexplained("the ErrorInfo is about another cursor than the reader's");
+    }
+    match oldest.checked_sub(1) {
+        Some(resume_after) if resume_after > after => OutOfRange::Expired {
+            log_id: log_id.to_owned(),
+            missed,
+            resume_after,
+        },
+        _ => unexplained("the ErrorInfo's oldest_sequence is not past the cursor"),
+    }
+}
+
+/// When the reader calls the producer again after a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// At once: the cursor was fixed, nothing is wrong with the producer.
+    Now,
+    /// After the backoff delay.
+    Backoff,
 }
 
 /// The settings the loop needs, from [`Config`].
@@ -141,23 +228,11 @@ impl Reader {
             if stop.is_cancelled() {
                 break;
             }
-            if status.code() == Code::OutOfRange {
-                warn!(
-                    after_sequence = ?self.cursor.after,
-                    detail = status.message(),
-                    "producer refused the cursor; checking where its log stands"
-                );
-                match self.resync().await {
-                    Ok(()) => {
-                        self.stats.reconnected();
-                        continue;
-                    }
-                    Err(status) => self.note_failure(&status),
-                }
-            } else {
-                self.note_failure(&status);
-            }
             self.stats.reconnected();
+            if status.code() == Code::OutOfRange && self.out_of_range(&status) == Next::Now {
+                continue;
+            }
+            self.note_failure(&status);
             let delay = self.backoff.next_delay();
             debug!(?delay, "reconnecting after backoff");
             tokio::select! {
@@ -285,53 +360,50 @@ impl Reader {
         }
     }
 
-    /// After OUT_OF_RANGE: asks the producer where its log stands (a Poll from the head, which
-    /// returns at once) and fixes the cursor. An expired cursor moves to the oldest retained
-    /// event and the events in between are counted as missed, exactly; a cursor from another
-    /// log starts over on the new one.
-    async fn resync(&mut self) -> Result<(), Status> {
-        let mut request = Request::new(pb::PollRequest {
-            after_sequence: None,
-            topics: vec![],
-            max_events: 1,
-            max_wait: None,
-        });
-        request.set_timeout(POLL_TIMEOUT);
-        self.stats.rpc_sent();
-        let info = self.client.poll(request).await?.into_inner();
-        if self.adopt_log(&info.log_id) == Accepted::LogChanged {
-            return Ok(());
-        }
-        let Some(after) = self.cursor.after else {
-            return Ok(());
-        };
-        let (oldest, head) = (info.oldest_sequence, info.head_sequence);
-        if after != 0 && after + 1 < oldest {
-            let missed = oldest - 1 - after;
-            warn!(
+    /// Acts on an OUT_OF_RANGE as [`after_out_of_range`] decides: moves the cursor and says
+    /// whether to call again at once or after backoff.
+    fn out_of_range(&mut self, status: &Status) -> Next {
+        let info = ErrorInfo::from_status(status);
+        match after_out_of_range(&self.cursor, info.as_ref()) {
+            OutOfRange::NewLog { log_id } => {
+                self.start_over(&log_id);
+                Next::Now
+            }
+            OutOfRange::Expired {
+                log_id,
                 missed,
-                after_sequence = after,
-                oldest_sequence = oldest,
-                "cursor expired: the producer no longer retains events {}..={}; counting them as missed and continuing from the oldest",
-                after + 1,
-                oldest - 1
-            );
-            self.stats.missed(missed);
-            self.cursor.after = Some(oldest - 1);
-            self.stats.set_cursor(self.cursor.after);
-            return Ok(());
+                resume_after,
+            } => {
+                self.adopt_log(&log_id);
+                warn!(
+                    missed,
+                    after_sequence = self.cursor.after,
+                    resume_after,
+                    "cursor expired: the producer no longer retains the {missed} events after it; counting them as missed and continuing from the oldest retained event"
+                );
+                self.stats.missed(missed);
+                self.cursor.after = Some(resume_after);
+                self.stats.set_cursor(self.cursor.after);
+                Next::Now
+            }
+            OutOfRange::Ahead { head } => {
+                warn!(
+                    after_sequence = self.cursor.after,
+                    head_sequence = head,
+                    "the cursor is beyond the head of the producer's log; waiting for the log to reach it"
+                );
+                Next::Backoff
+            }
+            OutOfRange::Unexplained { why } => {
+                warn!(
+                    after_sequence = self.cursor.after,
+                    detail = status.message(),
+                    why,
+                    "the producer refused the cursor (OUT_OF_RANGE) without saying why in a form this consumer reads; retrying the same cursor after backoff"
+                );
+                Next::Backoff
+            }
         }
-        if after > head {
-            error!(
-                after_sequence = after,
-                head_sequence = head,
-                "the cursor is beyond the producer's head on the same log; waiting for the log to reach it"
-            );
-            return Err(Status::out_of_range(format!(
-                "after_sequence {after} is beyond head_sequence {head}"
-            )));
-        }
-        Ok(())
     }
 
     /// Checks a response's log against the cursor's. The first log seen is adopted; a different
@@ -339,19 +411,8 @@ impl Reader {
     fn adopt_log(&mut self, log_id: &str) -> Accepted {
         match &self.cursor.log_id {
             Some(known) if known == log_id => Accepted::Processed,
-            Some(known) => {
-                warn!(
-                    old_log_id = %known,
-                    new_log_id = log_id,
-                    after_sequence = ?self.cursor.after,
-                    "the producer's log changed (it restarted); starting over from the new log's oldest event"
-                );
-                self.cursor = Cursor {
-                    log_id: Some(log_id.to_owned()),
-                    after: Some(0),
-                };
-                self.stats.set_log(log_id, true);
-                self.stats.set_cursor(self.cursor.after);
+            Some(_) => {
+                self.start_over(log_id);
                 Accepted::LogChanged
             }
             None => {
@@ -361,6 +422,23 @@ impl Reader {
                 Accepted::Processed
             }
         }
+    }
+
+    /// The producer restarted with the new log `log_id`: the cursor starts over from its oldest
+    /// event, and the change is counted.
+    fn start_over(&mut self, log_id: &str) {
+        warn!(
+            old_log_id = self.cursor.log_id.as_deref().map(tracing::field::display),
+            new_log_id = %log_id,
+            after_sequence = self.cursor.after,
+            "the producer's log changed (it restarted); starting over from the new log's oldest event"
+        );
+        self.cursor = Cursor {
+            log_id: Some(log_id.to_owned()),
+            after: Some(0),
+        };
+        self.stats.set_log(log_id, true);
+        self.stats.set_cursor(self.cursor.after);
     }
 
     /// Processes one response: drops events at or below the cursor (duplicates), counts gaps
@@ -546,5 +624,160 @@ mod tests {
         let (mut r, stats) = reader(vec![], cursor);
         r.accept("L", events(&[40, 41]), 41);
         assert_eq!(stats.snapshot().events_missed, 0);
+    }
+
+    fn cursor(log_id: Option<&str>, after: Option<u64>) -> Cursor {
+        Cursor {
+            log_id: log_id.map(str::to_owned),
+            after,
+        }
+    }
+
+    /// What the producer's `Error::CursorExpired` carries (see errors.proto).
+    fn expired(log_id: &str, after: u64, oldest: u64, head: u64) -> ErrorInfo {
+        ErrorInfo::new(ErrorReason::CursorExpired)
+            .with(key::FIELD, "after_sequence")
+            .with(key::AFTER_SEQUENCE, after)
+            .with(key::OLDEST_SEQUENCE, oldest)
+            .with(key::HEAD_SEQUENCE, head)
+            .with(key::LOG_ID, log_id)
+            .with(key::MISSED, oldest - 1 - after)
+    }
+
+    /// What the producer's `Error::CursorAhead` carries.
+    fn ahead(log_id: &str, after: u64, oldest: u64, head: u64) -> ErrorInfo {
+        ErrorInfo::new(ErrorReason::CursorAhead)
+            .with(key::FIELD, "after_sequence")
+            .with(key::AFTER_SEQUENCE, after)
+            .with(key::OLDEST_SEQUENCE, oldest)
+            .with(key::HEAD_SEQUENCE, head)
+            .with(key::LOG_ID, log_id)
+    }
+
+    #[test]
+    fn an_expired_cursor_moves_just_before_the_oldest_and_counts_the_producers_missed() {
+        let info = expired("L", 3, 21, 30);
+        let want = OutOfRange::Expired {
+            log_id: "L".into(),
+            missed: 17,
+            resume_after: 20,
+        };
+        assert_eq!(
+            after_out_of_range(&cursor(Some("L"), Some(3)), Some(&info)),
+            want
+        );
+        // `--from 3` with no log yet: the same, and the log is the one the numbers belong to.
+        assert_eq!(
+            after_out_of_range(&cursor(None, Some(3)), Some(&info)),
+            want
+        );
+    }
+
+    #[test]
+    fn missed_is_taken_from_the_producer_not_recomputed() {
+        let info = expired("L", 3, 21, 30).with(key::MISSED, 5);
+        assert!(matches!(
+            after_out_of_range(&cursor(Some("L"), Some(3)), Some(&info)),
+            OutOfRange::Expired { missed: 5, .. }
+        ));
+    }
+
+    #[test]
+    fn a_refusal_from_another_log_is_a_new_log_whatever_the_reason() {
+        for info in [expired("new", 3, 21, 30), ahead("new", 500, 1, 10)] {
+            assert_eq!(
+                after_out_of_range(&cursor(Some("old"), Some(500)), Some(&info)),
+                OutOfRange::NewLog {
+                    log_id: "new".into()
+                },
+                "{info:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cursor_ahead_on_its_own_log_waits_for_the_log_to_grow() {
+        let info = ahead("L", 500, 1, 10);
+        for c in [cursor(Some("L"), Some(500)), cursor(None, Some(500))] {
+            assert_eq!(
+                after_out_of_range(&c, Some(&info)),
+                OutOfRange::Ahead { head: Some(10) },
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_that_do_not_explain_themselves_are_retried_with_the_same_cursor() {
+        let c = cursor(Some("L"), Some(3));
+        let mut no_missed = expired("L", 3, 21, 30);
+        no_missed.metadata.remove(key::MISSED);
+        let mut no_log = expired("L", 3, 21, 30);
+        no_log.metadata.remove(key::LOG_ID);
+        for info in [
+            None,
+            Some(ErrorInfo::new(ErrorReason::InvalidTopic)),
+            Some(no_missed),
+            Some(no_log),
+            // About another cursor (a stale answer): its numbers do not apply to ours.
+            Some(expired("L", 2, 21, 30)),
+            // An "expiry" that would move the cursor backwards.
+            Some(expired("L", 3, 21, 30).with(key::OLDEST_SEQUENCE, 3)),
+        ] {
+            assert!(
+                matches!(
+                    after_out_of_range(&c, info.as_ref()),
+                    OutOfRange::Unexplained { .. }
+                ),
+                "{info:?}"
+            );
+        }
+    }
+
+    fn out_of_range(info: Option<ErrorInfo>) -> Status {
+        match info {
+            Some(info) => info.into_status(Code::OutOfRange, "refused", None),
+            None => Status::out_of_range("refused by a proxy"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_reader_applies_an_expiry_from_the_status_alone() {
+        let (mut r, stats) = reader(vec![], cursor(None, Some(3)));
+        let next = r.out_of_range(&out_of_range(Some(expired("L", 3, 21, 30))));
+        assert_eq!(next, Next::Now);
+        assert_eq!(r.cursor(), &cursor(Some("L"), Some(20)));
+        let s = stats.snapshot();
+        assert_eq!((s.events_missed, s.log_changes), (17, 0));
+        assert_eq!((s.log_id.as_str(), s.after_sequence), ("L", Some(20)));
+        // The next response continues without a gap.
+        r.accept("L", events(&[21, 22]), 22);
+        assert_eq!(stats.snapshot().events_missed, 17);
+    }
+
+    #[tokio::test]
+    async fn the_reader_starts_over_on_a_new_log_and_counts_the_change_once() {
+        let (mut r, stats) = reader(vec![], cursor(Some("old"), Some(500)));
+        let next = r.out_of_range(&out_of_range(Some(ahead("new", 500, 1, 10))));
+        assert_eq!(next, Next::Now);
+        assert_eq!(r.cursor(), &cursor(Some("new"), Some(0)));
+        assert_eq!(r.accept("new", events(&[1, 2]), 2), Accepted::Processed);
+        let s = stats.snapshot();
+        assert_eq!(
+            (s.log_changes, s.events_missed, s.events_received),
+            (1, 0, 2)
+        );
+        assert_eq!(s.log_id, "new");
+    }
+
+    #[tokio::test]
+    async fn the_reader_backs_off_and_keeps_its_cursor_when_not_told_why() {
+        for info in [None, Some(ahead("L", 500, 1, 10))] {
+            let (mut r, stats) = reader(vec![], cursor(Some("L"), Some(500)));
+            assert_eq!(r.out_of_range(&out_of_range(info)), Next::Backoff);
+            assert_eq!(r.cursor(), &cursor(Some("L"), Some(500)));
+            let s = stats.snapshot();
+            assert_eq!((s.events_missed, s.log_changes), (0, 0));
+        }
     }
 }
