@@ -4,7 +4,8 @@
 //! - [`cli`]: the command line: those flags, or the `healthcheck` and `stats` subcommands.
 //! - [`reader`]: the push / poll / long-poll loop and its cursor, with reconnection.
 //! - [`backoff`]: reconnection delays.
-//! - [`checkpoint`]: the cursor on disk, written atomically.
+//! - [`checkpoint`]: the cursor on disk, written atomically and durably by a writer task, off the
+//!   runtime's workers.
 //! - [`stats`]: counters and the latency histogram.
 //! - [`service`]: `pushpull.v1.ConsumerService` (GetStats) over the stats.
 //! - [`metrics`]: the same stats as Prometheus metrics, on an optional HTTP listener.
@@ -89,7 +90,12 @@ pub async fn run_with(
 ) -> Result<(), RunError> {
     config.validate().map_err(RunError::Config)?;
     let listener = listeners.grpc;
-    let cursor = start_cursor(&config)?;
+    let addr = listener.local_addr()?;
+    let metrics = listeners
+        .metrics
+        .map(|l| l.local_addr().map(|addr| (l, addr)))
+        .transpose()?;
+    let cursor = start_cursor(&config).await?;
     let stats = Stats::new(config.mode, config.producer.clone(), config.topics.clone());
 
     // A lazy channel connects on first use and reconnects by itself after a failure; the reader
@@ -105,9 +111,35 @@ pub async fn run_with(
     let client = ProducerServiceClient::new(channel)
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
+    let server = GrpcServer::new(
+        ConsumerServiceServer::new(ConsumerApi::new(stats.clone())),
+        ServerOptions {
+            max_message_bytes: config.max_message_bytes,
+            shutdown_grace: SHUTDOWN_GRACE,
+        },
+    )?;
 
+    // Nothing below returns early: once the reader runs, it is stopped and awaited, and its
+    // checkpoint writer after it, on every way out.
     let stop = CancellationToken::new();
-    let reader = Reader::new(client, ReaderSettings::from(&config), cursor, stats.clone());
+    let (checkpoints, checkpoint_writer) = match &config.checkpoint {
+        Some(path) => {
+            let (latest, writer) = checkpoint::writer(
+                path.clone(),
+                cursor.checkpoint(),
+                config.checkpoint_interval,
+            );
+            (Some(latest), Some(tokio::spawn(writer)))
+        }
+        None => (None, None),
+    };
+    let reader = Reader::new(
+        client,
+        ReaderSettings::from(&config),
+        cursor,
+        stats.clone(),
+        checkpoints,
+    );
     // Every line the reader and the summary log names the mode, so several consumers writing
     // to one terminal (scripts/run-local.sh) can be told apart.
     let span = info_span!("consumer", mode = config.mode.name());
@@ -117,39 +149,30 @@ pub async fn run_with(
             log_summaries(stats.clone(), config.summary_interval, stop.clone()).instrument(span),
         );
     }
-
-    let metrics_server = match listeners.metrics {
-        Some(listener) => {
-            info!(addr = %listener.local_addr()?, "serving /metrics");
-            let metrics = metrics::Metrics::new(stats.clone());
-            Some(tokio::spawn(metrics::serve(
-                listener,
-                metrics,
-                stop.clone(),
-            )))
-        }
-        None => None,
-    };
+    let metrics_server = metrics.map(|(listener, addr)| {
+        info!(addr = %addr, "serving /metrics");
+        let metrics = metrics::Metrics::new(stats.clone());
+        tokio::spawn(metrics::serve(listener, metrics, stop.clone()))
+    });
 
     info!(
-        addr = %listener.local_addr()?,
+        addr = %addr,
         producer = %config.producer,
         mode = ?config.mode,
         "consumer serving"
     );
-
-    let server = GrpcServer::new(
-        ConsumerServiceServer::new(ConsumerApi::new(stats)),
-        ServerOptions {
-            max_message_bytes: config.max_message_bytes,
-            shutdown_grace: SHUTDOWN_GRACE,
-        },
-    )?;
     // Whatever ends the server (shutdown, or the listener failing) cancels `stop`: the reader
-    // then saves its checkpoint and returns, and is awaited before any error is reported.
+    // then returns, its checkpoint writer saves the final cursor, and both are awaited before
+    // any error is reported.
     let served = server.serve(listener, shutdown, stop.clone()).await;
     if let Err(err) = reader_task.await {
         warn!(%err, "reader task failed");
+    }
+    // The reader has dropped its handle (even if it panicked), so this is the final save.
+    if let Some(writer) = checkpoint_writer
+        && let Err(err) = writer.await
+    {
+        warn!(%err, "checkpoint writer task failed");
     }
     if let Some(server) = metrics_server {
         match server.await {
@@ -163,21 +186,33 @@ pub async fn run_with(
     Ok(())
 }
 
-/// The starting cursor: the checkpoint when there is one, else `--from`.
-fn start_cursor(config: &Config) -> Result<Cursor, RunError> {
-    if let Some(path) = &config.checkpoint
-        && let Some(cp) = checkpoint::load(path)?
-    {
-        info!(
-            path = %path.display(),
-            log_id = %cp.log_id,
-            after_sequence = cp.after_sequence,
-            "resuming from checkpoint"
-        );
-        return Ok(Cursor {
-            log_id: Some(cp.log_id),
-            after: Some(cp.after_sequence),
-        });
+/// The starting cursor: the checkpoint when there is one, else `--from`. The file is read on a
+/// blocking thread, like every checkpoint write.
+async fn start_cursor(config: &Config) -> Result<Cursor, RunError> {
+    if let Some(path) = config.checkpoint.clone() {
+        let loaded = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || checkpoint::load(&path)
+        })
+        .await
+        .map_err(|join| {
+            RunError::Checkpoint(checkpoint::CheckpointError::Io {
+                path: path.clone(),
+                source: std::io::Error::other(join),
+            })
+        })??;
+        if let Some(cp) = loaded {
+            info!(
+                path = %path.display(),
+                log_id = %cp.log_id,
+                after_sequence = cp.after_sequence,
+                "resuming from checkpoint"
+            );
+            return Ok(Cursor {
+                log_id: Some(cp.log_id),
+                after: Some(cp.after_sequence),
+            });
+        }
     }
     Ok(Cursor {
         log_id: None,

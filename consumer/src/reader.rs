@@ -10,10 +10,7 @@
 //! log identity, drops duplicates, spots gaps and moves the cursor. Neither has I/O, so tests
 //! drive them directly.
 
-use std::{
-    path::PathBuf,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
 use pushpull::{
     errors::{ErrorInfo, ErrorReason, key},
@@ -46,6 +43,16 @@ pub struct Cursor {
     /// Events with sequence > `after` come next. `None`: start at the head; `Some(0)`: from the
     /// oldest retained event.
     pub after: Option<u64>,
+}
+
+impl Cursor {
+    /// The cursor as saved: only once it names both a log and a sequence.
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        Some(Checkpoint {
+            log_id: self.log_id.clone()?,
+            after_sequence: self.after?,
+        })
+    }
 }
 
 /// What [`Reader::accept`] made of a response.
@@ -151,8 +158,6 @@ pub struct ReaderSettings {
     pub max_wait: Duration,
     pub max_events: u32,
     pub stream_idle_timeout: Duration,
-    pub checkpoint: Option<PathBuf>,
-    pub checkpoint_interval: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
 }
@@ -166,8 +171,6 @@ impl From<&Config> for ReaderSettings {
             max_wait: c.max_wait,
             max_events: c.max_events,
             stream_idle_timeout: c.stream_idle_timeout,
-            checkpoint: c.checkpoint.clone(),
-            checkpoint_interval: c.checkpoint_interval,
             backoff_initial: c.backoff_initial,
             backoff_max: c.backoff_max,
         }
@@ -182,17 +185,20 @@ pub struct Reader {
     stats: Stats,
     backoff: Backoff,
     connected: bool,
-    /// The last cursor written to the checkpoint file, and when.
-    saved: Option<(Cursor, Instant)>,
+    /// Where processed cursors go to be saved (`--checkpoint`); the writer task behind it does
+    /// the file I/O, off this task.
+    checkpoints: Option<checkpoint::Latest>,
 }
 
 impl Reader {
-    /// A reader starting at `cursor` (from a checkpoint or `--from`).
+    /// A reader starting at `cursor` (from a checkpoint or `--from`), offering the cursors it
+    /// processes to `checkpoints` when given.
     pub fn new(
         client: ProducerServiceClient<Channel>,
         settings: ReaderSettings,
         cursor: Cursor,
         stats: Stats,
+        checkpoints: Option<checkpoint::Latest>,
     ) -> Self {
         if let Some(log_id) = &cursor.log_id {
             stats.set_log(log_id, false);
@@ -206,7 +212,7 @@ impl Reader {
             stats,
             backoff,
             connected: false,
-            saved: None,
+            checkpoints,
         }
     }
 
@@ -215,7 +221,8 @@ impl Reader {
         &self.cursor
     }
 
-    /// Runs sessions until `stop` is cancelled, then saves the checkpoint.
+    /// Runs sessions until `stop` is cancelled. Returning drops the checkpoint handle, which
+    /// tells the writer to save the final cursor.
     pub async fn run(mut self, stop: CancellationToken) {
         info!(mode = ?self.settings.mode, cursor = ?self.cursor, "reader starting");
         loop {
@@ -240,7 +247,6 @@ impl Reader {
                 _ = sleep(delay) => {}
             }
         }
-        self.save_checkpoint(true);
         info!(cursor = ?self.cursor, "reader stopped");
     }
 
@@ -301,7 +307,6 @@ impl Reader {
                     response.events,
                     response.next_after_sequence,
                 );
-                self.save_checkpoint(false);
                 if accepted == Accepted::LogChanged {
                     break;
                 }
@@ -349,7 +354,6 @@ impl Reader {
                 response.events,
                 response.next_after_sequence,
             );
-            self.save_checkpoint(false);
             if accepted == Accepted::LogChanged || more_waiting || long {
                 continue;
             }
@@ -384,6 +388,7 @@ impl Reader {
                 self.stats.missed(missed);
                 self.cursor.after = Some(resume_after);
                 self.stats.set_cursor(self.cursor.after);
+                self.offer_checkpoint();
                 Next::Now
             }
             OutOfRange::Ahead { head } => {
@@ -439,6 +444,7 @@ impl Reader {
         };
         self.stats.set_log(log_id, true);
         self.stats.set_cursor(self.cursor.after);
+        self.offer_checkpoint();
     }
 
     /// Processes one response: drops events at or below the cursor (duplicates), counts gaps
@@ -494,34 +500,17 @@ impl Reader {
         after = after.max(next_after);
         self.cursor.after = Some(after);
         self.stats.record(received, last, latencies, Some(after));
+        self.offer_checkpoint();
         Accepted::Processed
     }
 
-    /// Writes the cursor to the checkpoint file when it moved and the interval has passed (or
-    /// always, with `force`). A failed write is logged, not fatal: reading goes on.
-    fn save_checkpoint(&mut self, force: bool) {
-        let Some(path) = &self.settings.checkpoint else {
-            return;
-        };
-        let (Some(log_id), Some(after)) = (&self.cursor.log_id, self.cursor.after) else {
-            return;
-        };
-        if let Some((saved, at)) = &self.saved
-            && (*saved == self.cursor
-                || (!force && at.elapsed() < self.settings.checkpoint_interval))
+    /// Offers the cursor to the checkpoint writer: called wherever the cursor moves, and only
+    /// once what it points past has been processed, so a checkpoint is never ahead.
+    fn offer_checkpoint(&self) {
+        if let (Some(checkpoints), Some(log_id), Some(after)) =
+            (&self.checkpoints, &self.cursor.log_id, self.cursor.after)
         {
-            return;
-        }
-        let cp = Checkpoint {
-            log_id: log_id.clone(),
-            after_sequence: after,
-        };
-        match checkpoint::save(path, &cp) {
-            Ok(()) => {
-                debug!(after_sequence = after, "checkpoint saved");
-                self.saved = Some((self.cursor.clone(), Instant::now()));
-            }
-            Err(err) => warn!(%err, "cannot save checkpoint"),
+            checkpoints.offer(log_id, after);
         }
     }
 }
@@ -541,8 +530,6 @@ mod tests {
             max_wait: Duration::from_secs(1),
             max_events: 100,
             stream_idle_timeout: Duration::from_secs(30),
-            checkpoint: None,
-            checkpoint_interval: Duration::from_secs(1),
             backoff_initial: Duration::from_millis(10),
             backoff_max: Duration::from_millis(100),
         };
@@ -552,6 +539,7 @@ mod tests {
             settings,
             cursor,
             stats.clone(),
+            None,
         );
         (reader, stats)
     }
@@ -779,5 +767,27 @@ mod tests {
             let s = stats.snapshot();
             assert_eq!((s.events_missed, s.log_changes), (0, 0));
         }
+    }
+
+    #[tokio::test]
+    async fn every_cursor_move_is_offered_to_the_checkpoint_writer_and_the_last_is_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cursor");
+        let (latest, writer) = checkpoint::writer(path.clone(), None, Duration::from_secs(3600));
+        let writer = tokio::spawn(writer);
+        let (mut r, _stats) = reader(vec![], cursor(None, Some(3)));
+        r.checkpoints = Some(latest);
+        r.out_of_range(&out_of_range(Some(expired("L", 3, 21, 30))));
+        r.accept("L", events(&[21, 22]), 22);
+        r.accept("L", events(&[23]), 23);
+        drop(r);
+        writer.await.unwrap();
+        assert_eq!(
+            checkpoint::load(&path).unwrap(),
+            Some(Checkpoint {
+                log_id: "L".into(),
+                after_sequence: 23
+            })
+        );
     }
 }
