@@ -10,8 +10,8 @@
 //! - [`service`]: `pushpull.v1.ConsumerService` (GetStats) over the stats.
 //! - [`metrics`]: the same stats as Prometheus metrics, on an optional HTTP listener.
 //!
-//! [`run`] wires them together ([`run_with`] adds the metrics listener); `main.rs` only parses
-//! flags, binds and calls it.
+//! [`run`] wires them together ([`run_with`] adds the metrics listener, [`run_incoming`] takes
+//! the gRPC connections from any stream); `main.rs` only parses flags, binds and calls it.
 
 pub mod backoff;
 pub mod checkpoint;
@@ -22,7 +22,7 @@ pub mod reader;
 pub mod service;
 pub mod stats;
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use pushpull::{
     grpc::{self, GrpcServer, ServerOptions},
@@ -31,9 +31,13 @@ use pushpull::{
         producer_service_client::ProducerServiceClient,
     },
 };
-use tokio::net::TcpListener;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+};
+use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
+use tonic::transport::{Endpoint, server::Connected};
 use tracing::{Instrument as _, info, info_span, warn};
 
 pub use config::{Config, Mode, StartFrom};
@@ -88,11 +92,47 @@ pub async fn run_with(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let addr = listeners.grpc.local_addr()?;
+    let incoming = grpc::incoming(listeners.grpc);
+    serve(config, incoming, Some(addr), listeners.metrics, shutdown).await
+}
+
+/// [`run_with`], serving GetStats on the connections `incoming` yields rather than on a
+/// listener. When the stream ends although `shutdown` has not resolved (a listener that died),
+/// the consumer stops reading, saves its checkpoint and returns
+/// `Err(RunError::Serve(ServeError::ListenerClosed))`; tests end it on purpose.
+pub async fn run_incoming<I, IO, IE>(
+    config: Config,
+    incoming: I,
+    metrics: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError>
+where
+    I: Stream<Item = Result<IO, IE>> + Send,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve(config, incoming, None, metrics, shutdown).await
+}
+
+/// The one body of [`run_with`] and [`run_incoming`]; `addr` is the listener's, for the
+/// `consumer serving` line (which scripts and test helpers read the bound port from).
+async fn serve<I, IO, IE>(
+    config: Config,
+    incoming: I,
+    addr: Option<SocketAddr>,
+    metrics: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError>
+where
+    I: Stream<Item = Result<IO, IE>> + Send,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     config.validate().map_err(RunError::Config)?;
-    let listener = listeners.grpc;
-    let addr = listener.local_addr()?;
-    let metrics = listeners
-        .metrics
+    let metrics = metrics
         .map(|l| l.local_addr().map(|addr| (l, addr)))
         .transpose()?;
     let cursor = start_cursor(&config).await?;
@@ -156,7 +196,7 @@ pub async fn run_with(
     });
 
     info!(
-        addr = %addr,
+        addr = addr.map(tracing::field::display),
         producer = %config.producer,
         mode = ?config.mode,
         "consumer serving"
@@ -164,7 +204,9 @@ pub async fn run_with(
     // Whatever ends the server (shutdown, or the listener failing) cancels `stop`: the reader
     // then returns, its checkpoint writer saves the final cursor, and both are awaited before
     // any error is reported.
-    let served = server.serve(listener, shutdown, stop.clone()).await;
+    let served = server
+        .serve_incoming(incoming, shutdown, stop.clone())
+        .await;
     if let Err(err) = reader_task.await {
         warn!(%err, "reader task failed");
     }
