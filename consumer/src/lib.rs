@@ -182,7 +182,7 @@ where
     );
     // Every line the reader and the summary log names the mode, so several consumers writing
     // to one terminal (scripts/run-local.sh) can be told apart.
-    let span = info_span!("consumer", mode = config.mode.name());
+    let span = info_span!("consumer", mode = %config.mode);
     let reader_task = tokio::spawn(reader.run(stop.clone()).instrument(span.clone()));
     if !config.summary_interval.is_zero() {
         tokio::spawn(
@@ -198,7 +198,7 @@ where
     info!(
         addr = addr.map(tracing::field::display),
         producer = %config.producer,
-        mode = ?config.mode,
+        mode = %config.mode,
         "consumer serving"
     );
     // Whatever ends the server (shutdown, or the listener failing) cancels `stop`: the reader
@@ -262,7 +262,8 @@ async fn start_cursor(config: &Config) -> Result<Cursor, RunError> {
     })
 }
 
-/// Logs one line every `every`: rate, last sequence, latency and RPC counts.
+/// Logs one line every `every`: the GetStats counters under their proto names, latencies in
+/// milliseconds, and the event and RPC rates over the last `every`.
 async fn log_summaries(stats: Stats, every: Duration, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(every);
     ticker.tick().await;
@@ -273,20 +274,27 @@ async fn log_summaries(stats: Stats, every: Duration, stop: CancellationToken) {
             _ = ticker.tick() => {}
         }
         let now = stats.summary();
-        let rate = (now.events_received - previous.events_received) as f64 / every.as_secs_f64();
+        let per_s = |n: u64| round_to(n as f64 / every.as_secs_f64(), 10.0);
+        let ms = |d: Duration| round_to(d.as_secs_f64() * 1000.0, 1000.0);
         info!(
-            rate = format_args!("{rate:.1}/s"),
-            received = now.events_received,
+            events_per_s = per_s(now.events_received - previous.events_received),
+            events_received = now.events_received,
             last_sequence = now.last_sequence,
-            missed = now.events_missed,
-            duplicates = now.duplicates_dropped,
-            p50 = ?now.p50,
-            p99 = ?now.p99,
-            rpcs = now.rpcs_sent,
-            rpcs_per_s = format_args!("{:.1}", (now.rpcs_sent - previous.rpcs_sent) as f64 / every.as_secs_f64()),
+            events_missed = now.events_missed,
+            duplicates_dropped = now.duplicates_dropped,
+            latency_p50_ms = ms(now.p50),
+            latency_p99_ms = ms(now.p99),
+            rpcs_sent = now.rpcs_sent,
+            rpcs_per_s = per_s(now.rpcs_sent - previous.rpcs_sent),
             reconnects = now.reconnects,
             "summary"
         );
         previous = now;
     }
+}
+
+/// `x` rounded to `1 / per` (`per` 10.0: one decimal), so a log line shows `19.9`, not
+/// `19.900000000000002`.
+fn round_to(x: f64, per: f64) -> f64 {
+    (x * per).round() / per
 }

@@ -9,6 +9,12 @@
 //! cursor with no extra call. Every response goes through [`Reader::accept`], which checks the
 //! log identity, drops duplicates, spots gaps and moves the cursor. Neither has I/O, so tests
 //! drive them directly.
+//!
+//! Logs name things as the proto does (`after_sequence`, `log_id`, `code` as `UNAVAILABLE`),
+//! leave out a field that has no value yet rather than print `None`, write names and numbers
+//! bare and free text (`detail`) quoted, and say each thing once:
+//! the first failure of an outage is a WARN (a producer shutting down, an INFO), its repeats
+//! are DEBUG until the reader is connected again.
 
 use std::time::{Duration, SystemTime};
 
@@ -34,6 +40,28 @@ const POLL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A long poll's deadline is its `max_wait` plus this, so the producer's own empty answer
 /// arrives before the client gives up.
 const LONG_POLL_TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
+
+/// A `tracing` event at one of two levels chosen at run time (a callsite's level is static, so
+/// this expands to both): `at_level!(if first { warn } else { debug }, fields.., "message")`.
+macro_rules! at_level {
+    (if $cond:ident { $first:ident } else { $other:ident }, $($event:tt)+) => {
+        if $cond {
+            tracing::$first!($($event)+)
+        } else {
+            tracing::$other!($($event)+)
+        }
+    };
+}
+
+/// The innermost error under a status: for a transport failure the OS error ("Connection
+/// refused"), which its message ("tcp connect error") does not say.
+fn root_cause(status: &Status) -> Option<String> {
+    let mut cause = std::error::Error::source(status)?;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    Some(cause.to_string())
+}
 
 /// Where the consumer is: which log, and the last sequence it has processed there.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -185,6 +213,9 @@ pub struct Reader {
     stats: Stats,
     backoff: Backoff,
     connected: bool,
+    /// The code and reason of each failure logged since the reader was last connected: a
+    /// repeat is logged at DEBUG, so an outage reads as one line, not one per attempt.
+    failures: Vec<(Code, Option<ErrorReason>)>,
     /// Where processed cursors go to be saved (`--checkpoint`); the writer task behind it does
     /// the file I/O, off this task.
     checkpoints: Option<checkpoint::Latest>,
@@ -212,6 +243,7 @@ impl Reader {
             stats,
             backoff,
             connected: false,
+            failures: Vec::new(),
             checkpoints,
         }
     }
@@ -224,7 +256,11 @@ impl Reader {
     /// Runs sessions until `stop` is cancelled. Returning drops the checkpoint handle, which
     /// tells the writer to save the final cursor.
     pub async fn run(mut self, stop: CancellationToken) {
-        info!(mode = ?self.settings.mode, cursor = ?self.cursor, "reader starting");
+        info!(
+            after_sequence = self.cursor.after,
+            log_id = self.cursor.log_id.as_deref().map(tracing::field::display),
+            "reader starting"
+        );
         loop {
             let result = match self.settings.mode {
                 Mode::Push => self.push_session(&stop).await,
@@ -241,28 +277,64 @@ impl Reader {
             }
             self.note_failure(&status);
             let delay = self.backoff.next_delay();
-            debug!(?delay, "reconnecting after backoff");
+            debug!(
+                delay_ms = delay.as_millis() as u64,
+                "reconnecting after backoff"
+            );
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = sleep(delay) => {}
             }
         }
-        info!(cursor = ?self.cursor, "reader stopped");
+        info!(
+            after_sequence = self.cursor.after,
+            log_id = self.cursor.log_id.as_deref().map(tracing::field::display),
+            "reader stopped"
+        );
     }
 
-    fn note_failure(&self, status: &Status) {
-        warn!(
-            code = ?status.code(),
+    /// True the first time since the reader was last connected that a failure with this code
+    /// and reason is seen.
+    fn first_failure_of_its_kind(&mut self, code: Code, reason: Option<ErrorReason>) -> bool {
+        let new = !self.failures.contains(&(code, reason));
+        if new {
+            self.failures.push((code, reason));
+        }
+        new
+    }
+
+    /// Logs a failed session that the reader will retry after backoff.
+    fn note_failure(&mut self, status: &Status) {
+        let reason = pushpull::errors::reason(status);
+        let first = self.first_failure_of_its_kind(status.code(), reason);
+        if reason == Some(ErrorReason::ShuttingDown) {
+            at_level!(
+                if first { info } else { debug },
+                after_sequence = self.cursor.after,
+                "the producer is shutting down; reconnecting and resuming from the cursor"
+            );
+            return;
+        }
+        at_level!(
+            if first { warn } else { debug },
+            code = %pushpull::errors::code_name(status.code()),
+            reason = reason.map(|r| tracing::field::display(r.as_str_name())),
             detail = status.message(),
-            after_sequence = ?self.cursor.after,
-            "producer connection failed; will reconnect and resume"
+            cause = root_cause(status).as_deref(),
+            after_sequence = self.cursor.after,
+            "producer connection failed; reconnecting with backoff (until connected again, further failures are logged at DEBUG)"
         );
     }
 
     fn set_connected(&mut self, connected: bool) {
         if connected && !self.connected {
-            info!(after_sequence = ?self.cursor.after, "connected to producer");
+            info!(
+                after_sequence = self.cursor.after,
+                log_id = self.cursor.log_id.as_deref().map(tracing::field::display),
+                "connected to producer"
+            );
             self.backoff.reset();
+            self.failures.clear();
         }
         self.connected = connected;
         self.stats.set_connected(connected);
@@ -392,7 +464,10 @@ impl Reader {
                 Next::Now
             }
             OutOfRange::Ahead { head } => {
-                warn!(
+                let first =
+                    self.first_failure_of_its_kind(Code::OutOfRange, info.map(|i| i.reason));
+                at_level!(
+                    if first { warn } else { debug },
                     after_sequence = self.cursor.after,
                     head_sequence = head,
                     "the cursor is beyond the head of the producer's log; waiting for the log to reach it"
@@ -400,7 +475,10 @@ impl Reader {
                 Next::Backoff
             }
             OutOfRange::Unexplained { why } => {
-                warn!(
+                let first =
+                    self.first_failure_of_its_kind(Code::OutOfRange, info.map(|i| i.reason));
+                at_level!(
+                    if first { warn } else { debug },
                     after_sequence = self.cursor.after,
                     detail = status.message(),
                     why,
@@ -421,7 +499,7 @@ impl Reader {
                 Accepted::LogChanged
             }
             None => {
-                info!(log_id, "reading log");
+                info!(log_id = %log_id, "reading log");
                 self.cursor.log_id = Some(log_id.to_owned());
                 self.stats.set_log(log_id, false);
                 Accepted::Processed
@@ -789,5 +867,176 @@ mod tests {
                 after_sequence: 23
             })
         );
+    }
+
+    /// Log output of one test, written by a subscriber installed for this thread only.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8(self.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    /// Captures DEBUG and up, as `--log-format text` (without time or colour) or `json` writes.
+    fn capture(json: bool) -> (Captured, tracing::subscriber::DefaultGuard) {
+        let out = Captured::default();
+        let writer = {
+            let out = out.clone();
+            move || out.clone()
+        };
+        let builder = tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_ansi(false)
+            .without_time()
+            .with_max_level(tracing::Level::DEBUG);
+        let guard = if json {
+            tracing::subscriber::set_default(builder.json().flatten_event(true).finish())
+        } else {
+            tracing::subscriber::set_default(builder.finish())
+        };
+        (out, guard)
+    }
+
+    fn shutting_down() -> Status {
+        ErrorInfo::new(ErrorReason::ShuttingDown).into_status(
+            Code::Unavailable,
+            "the producer is shutting down; reconnect and resume from your cursor",
+            Some(Duration::from_secs(1)),
+        )
+    }
+
+    /// What the reader sees of a producer restart, step by step, as `run` drives it: connected,
+    /// the stream ends with SHUTTING_DOWN, connections are refused a few times, the new
+    /// producer refuses the old cursor (another log), the reader connects again.
+    fn producer_restart(r: &mut Reader) {
+        r.set_connected(true);
+        r.set_connected(false);
+        r.note_failure(&shutting_down());
+        for _ in 0..3 {
+            r.note_failure(&Status::unavailable("tcp connect error"));
+        }
+        assert_eq!(
+            r.out_of_range(&out_of_range(Some(ahead("new", 500, 1, 10)))),
+            Next::Now
+        );
+        r.set_connected(true);
+    }
+
+    #[tokio::test]
+    async fn a_producer_restart_logs_one_line_per_event_at_its_level() {
+        let (out, _guard) = capture(false);
+        let (mut r, _stats) = reader(vec![], cursor(Some("old"), Some(500)));
+        producer_restart(&mut r);
+        // A new outage is news again.
+        r.set_connected(false);
+        r.note_failure(&Status::unavailable("tcp connect error"));
+
+        let lines = out.lines();
+        let at = |level: &str| -> Vec<&String> {
+            lines
+                .iter()
+                .filter(|l| l.trim_start().starts_with(level))
+                .collect()
+        };
+        let (info, warn, debug) = (at("INFO"), at("WARN"), at("DEBUG"));
+        assert_eq!(info.len(), 3, "{lines:#?}");
+        assert!(info[0].contains("connected to producer after_sequence=500 log_id=old"));
+        assert!(
+            info[1].contains("the producer is shutting down"),
+            "{}",
+            info[1]
+        );
+        assert!(info[2].contains("connected to producer after_sequence=0 log_id=new"));
+        assert_eq!(warn.len(), 3, "{lines:#?}");
+        assert!(
+            warn[0].contains("producer connection failed"),
+            "{}",
+            warn[0]
+        );
+        assert!(
+            warn[0].contains(r#"code=UNAVAILABLE detail="tcp connect error" after_sequence=500"#),
+            "{}",
+            warn[0]
+        );
+        assert!(
+            warn[1].contains("old_log_id=old new_log_id=new after_sequence=500"),
+            "{}",
+            warn[1]
+        );
+        assert!(
+            warn[2].contains("producer connection failed"),
+            "{}",
+            warn[2]
+        );
+        assert_eq!(
+            debug
+                .iter()
+                .filter(|l| l.contains("producer connection failed"))
+                .count(),
+            2,
+            "the repeats: {lines:#?}"
+        );
+        for line in &lines {
+            for debug_form in [
+                "Some(",
+                "None",
+                "Cursor {",
+                "Unavailable",
+                "LongPoll",
+                "Push",
+            ] {
+                assert!(!line.contains(debug_form), "{debug_form} in {line}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn json_logs_carry_the_same_fields_and_omit_the_unknown() {
+        let (out, _guard) = capture(true);
+        let (mut r, _stats) = reader(vec![], cursor(None, None));
+        r.set_connected(true);
+        r.set_connected(false);
+        r.note_failure(&Status::unavailable("tcp connect error"));
+        r.accept("L", events(&[7]), 7);
+        r.start_over("M");
+
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let find = |message: &str| {
+            lines
+                .iter()
+                .find(|l| l["message"].as_str().unwrap().starts_with(message))
+                .unwrap_or_else(|| panic!("no {message:?} in {lines:#?}"))
+        };
+        let connected = find("connected to producer");
+        assert!(connected.get("after_sequence").is_none(), "{connected}");
+        assert!(connected.get("log_id").is_none(), "{connected}");
+        let failed = find("producer connection failed");
+        assert_eq!(failed["code"], "UNAVAILABLE");
+        assert!(failed.get("after_sequence").is_none(), "{failed}");
+        assert_eq!(find("reading log")["log_id"], "L");
+        let changed = find("the producer's log changed");
+        assert_eq!(changed["old_log_id"], "L");
+        assert_eq!(changed["new_log_id"], "M");
+        assert_eq!(changed["after_sequence"], 7);
     }
 }
