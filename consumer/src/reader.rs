@@ -3,10 +3,11 @@
 //!
 //! The loop is a small state machine. A *session* is one connection's worth of calls; it ends
 //! with `Ok` when the consumer stops, or with the `Status` that broke it. Between sessions the
-//! reader backs off (capped, jittered), except after an OUT_OF_RANGE that the status itself
-//! explains: its `google.rpc.ErrorInfo` says whether the cursor expired (and how many events
-//! are gone) or belongs to another log, and [`after_out_of_range`] turns that into the next
-//! cursor with no extra call. Every response goes through [`Reader::accept`], which checks the
+//! reader backs off (capped, jittered, and at least the status's RetryInfo delay, within the
+//! cap), except after an OUT_OF_RANGE that the status itself explains: its
+//! `google.rpc.ErrorInfo` says whether the cursor expired (and how many events are gone) or
+//! belongs to another log, and [`after_out_of_range`] turns that into the next cursor with no
+//! extra call. Every response goes through [`Reader::accept`], which checks the
 //! log identity, drops duplicates, spots gaps and moves the cursor. Neither has I/O, so tests
 //! drive them directly.
 //!
@@ -26,6 +27,7 @@ use pushpull::{
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Status, transport::Channel};
+use tonic_types::StatusExt as _;
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -276,7 +278,8 @@ impl Reader {
                 continue;
             }
             self.note_failure(&status);
-            let delay = self.backoff.next_delay();
+            let retry_after = status.get_details_retry_info().and_then(|r| r.retry_delay);
+            let delay = self.backoff.next_delay_honouring(retry_after);
             debug!(
                 delay_ms = delay.as_millis() as u64,
                 "reconnecting after backoff"
