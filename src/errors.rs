@@ -127,6 +127,31 @@ impl ErrorInfo {
     }
 }
 
+/// The canonical name of a gRPC status code, as the gRPC specification and other languages'
+/// libraries spell it (`UNAVAILABLE`, `OUT_OF_RANGE`): for logs and labels. tonic's `Display`
+/// gives a sentence instead, and its `Debug` the Rust variant name.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 /// The reason of a status, if it carries one: for metrics labels and client decisions.
 pub fn reason(status: &Status) -> Option<ErrorReason> {
     ErrorInfo::from_status(status).map(|info| info.reason)
@@ -166,6 +191,19 @@ mod tests {
             Some(Duration::from_secs(1))
         );
         assert!(status.get_details_bad_request().is_none());
+    }
+
+    #[test]
+    fn code_names_are_the_grpc_specification_s() {
+        assert_eq!(code_name(Code::Unavailable), "UNAVAILABLE");
+        assert_eq!(code_name(Code::OutOfRange), "OUT_OF_RANGE");
+        // The numeric codes 0..=16, in order, as https://grpc.github.io/grpc/core/md_doc_statuscodes.html lists them.
+        let names: Vec<&str> = (0..=16).map(|i| code_name(Code::from_i32(i))).collect();
+        assert_eq!(names[0], "OK");
+        assert_eq!(names[3], "INVALID_ARGUMENT");
+        assert_eq!(names[11], "OUT_OF_RANGE");
+        assert_eq!(names[14], "UNAVAILABLE");
+        assert_eq!(names[16], "UNAUTHENTICATED");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpListener,
 };
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 use tonic::{
     codec::CompressionEncoding,
@@ -178,7 +178,8 @@ impl GrpcServer {
     /// Serves connections from `incoming` until `shutdown` resolves or `stop` is cancelled,
     /// then reports NOT_SERVING, cancels `stop` (open streams and long polls end with it),
     /// refuses new calls and waits up to the grace period for connections to close. `stop` is
-    /// cancelled whatever ends the server.
+    /// cancelled whatever ends the server: when `incoming` ends, at once, not when the last
+    /// open connection closes (a health Watch never does).
     pub async fn serve_incoming<I, IO, IE>(
         self,
         incoming: I,
@@ -198,6 +199,19 @@ impl GrpcServer {
             options,
         } = self;
         health.set_serving().await;
+        // tonic stops accepting when `incoming` ends, then waits for every open connection to
+        // close, and would never hear of it again: so the end itself cancels `stop`, which
+        // stops the workers and starts the grace period.
+        let listener_closed = CancellationToken::new();
+        let incoming = incoming.chain(tokio_stream::iter(std::iter::from_fn({
+            let (listener_closed, stop) = (listener_closed.clone(), stop.clone());
+            move || {
+                warn!(service = name, "the listener closed; stopping");
+                listener_closed.cancel();
+                stop.cancel();
+                None
+            }
+        })));
         let stopping = {
             let stop = stop.clone();
             let health = health.clone();
@@ -222,7 +236,13 @@ impl GrpcServer {
         let grace = options.shutdown_grace;
         let served = tokio::select! {
             served = server => served.map_err(ServeError::from),
-            () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+            // However `stop` was cancelled (the listener closing included), health watchers
+            // hear NOT_SERVING at once, not when the grace period is over.
+            () = async {
+                stop.cancelled().await;
+                health.set_not_serving().await;
+                tokio::time::sleep(grace).await;
+            } => {
                 warn!(
                     service = name,
                     grace = %humantime::format_duration(grace),
@@ -231,12 +251,10 @@ impl GrpcServer {
                 Ok(())
             }
         };
-        // The server may also end because the listener closed: the workers stop with it.
-        let asked = stop.is_cancelled();
         health.set_not_serving().await;
         stop.cancel();
         match served {
-            Ok(()) if !asked => Err(ServeError::ListenerClosed),
+            Ok(()) if listener_closed.is_cancelled() => Err(ServeError::ListenerClosed),
             other => other,
         }
     }
@@ -377,6 +395,61 @@ mod tests {
             "{served:?}"
         );
         assert!(stop.is_cancelled(), "the workers were told to stop");
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_closes_under_an_open_stream_stops_the_workers_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel::<std::io::Result<TcpStream>>(1);
+        let acceptor = tokio::spawn(async move {
+            loop {
+                let accepted = listener.accept().await.map(|(stream, _)| stream);
+                if tx.send(accepted).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let stop = CancellationToken::new();
+        let options = ServerOptions {
+            shutdown_grace: Duration::from_millis(500),
+            ..OPTIONS
+        };
+        let serving = tokio::spawn(server(options).serve_incoming(
+            ReceiverStream::new(rx),
+            std::future::pending(),
+            stop.clone(),
+        ));
+        // A health Watch never ends by itself, so tonic, which waits for every connection to
+        // close once it stops accepting, would wait for it forever.
+        let mut watch = health_client(addr)
+            .await
+            .watch(HealthCheckRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let first = watch.message().await.unwrap().unwrap().status;
+        assert_eq!(first, ServingStatus::Serving as i32);
+
+        acceptor.abort();
+        tokio::time::timeout(PROMPTLY, stop.cancelled())
+            .await
+            .expect("the workers are told to stop while the stream is still open");
+        let next = tokio::time::timeout(PROMPTLY, watch.message())
+            .await
+            .expect("a status change")
+            .unwrap()
+            .unwrap()
+            .status;
+        assert_eq!(next, ServingStatus::NotServing as i32);
+        let served = tokio::time::timeout(PROMPTLY, serving)
+            .await
+            .expect("serve returns after the grace period")
+            .unwrap();
+        assert!(
+            matches!(served, Err(ServeError::ListenerClosed)),
+            "{served:?}"
+        );
     }
 
     #[tokio::test]

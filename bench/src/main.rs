@@ -221,7 +221,7 @@ async fn run(
             progress.done(&format!("fastest {:.2} M events/s", best.rate() / 1e6));
             results.throughput.push(best);
         }
-        if mode.name == "push"
+        if mode.name == consumer::Mode::Push.name()
             && let Some(best) = scenarios::fastest(publishes)
         {
             results.throughput.push(best);

@@ -96,13 +96,13 @@ impl Results {
         } else {
             self.settings.rates[0]
         };
-        let push = self.latency_of("push", rate);
+        let push = self.latency_of(consumer::Mode::Push.name(), rate);
         t.push(Target {
             name: format!("push p99 at {rate} events/s ≤ 1 ms"),
             measured: push.map_or("not measured".into(), |r| format!("{:.3} ms", ms(r.p99))),
             pass: push.map(|r| r.p99 <= Duration::from_millis(1)),
         });
-        let long = self.latency_of("long-poll", rate);
+        let long = self.latency_of(consumer::Mode::LongPoll.name(), rate);
         t.push(Target {
             name: format!("long-poll p99 ≤ 2 × push p99 (at {rate} events/s)"),
             measured: match (long, push) {

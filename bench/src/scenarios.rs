@@ -73,7 +73,8 @@ impl Settings {
     }
 }
 
-/// A consumer read mode as the consumer's flags express it.
+/// A consumer read mode as the consumer's flags express it. Push and long poll are named by
+/// the consumer's own [`consumer::Mode::name`]; interval polls add their interval.
 #[derive(Debug, Clone)]
 pub struct Mode {
     pub name: &'static str,
@@ -87,7 +88,7 @@ pub fn modes() -> Vec<Mode> {
         name,
         args: strings(&[
             "--mode",
-            "poll",
+            consumer::Mode::Poll.name(),
             "--poll-interval",
             &format!("{ms}ms"),
             "--max-events",
@@ -97,18 +98,18 @@ pub fn modes() -> Vec<Mode> {
     };
     vec![
         Mode {
-            name: "push",
-            args: strings(&["--mode", "push"]),
+            name: consumer::Mode::Push.name(),
+            args: strings(&["--mode", consumer::Mode::Push.name()]),
             interval: None,
         },
         poll("poll 10ms", 10),
         poll("poll 100ms", 100),
         poll("poll 1s", 1000),
         Mode {
-            name: "long-poll",
+            name: consumer::Mode::LongPoll.name(),
             args: strings(&[
                 "--mode",
-                "long-poll",
+                consumer::Mode::LongPoll.name(),
                 "--max-wait",
                 "30s",
                 "--max-events",

@@ -35,6 +35,14 @@ impl Backoff {
         half + rand::rng().random_range(Duration::ZERO..=step - half)
     }
 
+    /// [`Backoff::next_delay`], or longer when the server asked for more (a
+    /// `google.rpc.RetryInfo`, as a producer shutting down sends), but never past `max`:
+    /// `--backoff-max` stays the longest the consumer waits.
+    pub fn next_delay_honouring(&mut self, retry_after: Option<Duration>) -> Duration {
+        let delay = self.next_delay();
+        retry_after.map_or(delay, |asked| delay.max(asked.min(self.max)))
+    }
+
     /// Back to `initial`: called once a connection has delivered a response.
     pub fn reset(&mut self) {
         self.current = self.initial;
@@ -68,6 +76,18 @@ mod tests {
         }
         backoff.reset();
         assert!(backoff.next_delay() <= ms(10));
+    }
+
+    #[test]
+    fn a_server_s_retry_delay_lengthens_the_wait_up_to_the_cap() {
+        let ms = Duration::from_millis;
+        let mut backoff = Backoff::new(ms(10), ms(100));
+        assert_eq!(backoff.next_delay_honouring(Some(ms(60))), ms(60));
+        assert_eq!(backoff.next_delay_honouring(Some(ms(1000))), ms(100));
+        // Asking for less than the backoff changes nothing; the steps go on doubling.
+        let delay = backoff.next_delay_honouring(Some(ms(1)));
+        assert!(delay >= ms(20) && delay <= ms(40), "{delay:?}");
+        assert!(backoff.next_delay_honouring(None) <= ms(80));
     }
 
     #[test]

@@ -2,6 +2,14 @@
 //!
 //! Saved by writing a temporary file beside the target and renaming it over the target: rename
 //! is atomic, so a crash leaves either the old checkpoint or the new one, never half of one.
+//! The file is synced before the rename and the directory after it, so a power loss cannot
+//! undo a save that returned.
+//!
+//! Saving is blocking I/O (and an fsync can take milliseconds), so the reader never does it:
+//! it offers each cursor it has processed to a [`Latest`] handle, and the task from [`writer`]
+//! writes the newest one on a blocking thread, at most once per interval, and always the
+//! final one when the reader lets go of the handle.
+//!
 //! The format is two `key=value` lines, readable and editable by hand:
 //!
 //! ```text
@@ -10,10 +18,19 @@
 //! ```
 
 use std::{
-    fs, io,
+    fs,
+    future::Future,
+    io,
     io::Write as _,
     path::{Path, PathBuf},
+    time::Duration,
 };
+
+use tokio::{
+    sync::watch,
+    time::{Instant, sleep_until},
+};
+use tracing::{debug, error, warn};
 
 /// A cursor in a named log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +85,8 @@ pub fn load(path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
     }
 }
 
-/// Writes `checkpoint` to `path` atomically.
+/// Writes `checkpoint` to `path` atomically and durably. Blocking: call it from a blocking
+/// thread, as the [`writer`] does.
 pub fn save(path: &Path, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
     let io_err = |source| CheckpointError::Io {
         path: path.into(),
@@ -87,7 +105,122 @@ pub fn save(path: &Path, checkpoint: &Checkpoint) -> Result<(), CheckpointError>
     // Without the sync, a power loss right after the rename could leave an empty file.
     file.sync_all().map_err(io_err)?;
     fs::rename(&tmp, path).map_err(io_err)?;
+    // The rename is an entry in the directory: until the directory is synced, a power loss
+    // can bring back the old checkpoint.
+    fs::File::open(directory_of(path))
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_err)?;
     Ok(())
+}
+
+/// The directory holding `path`: `.` for a bare file name.
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// The reader's end of the checkpoint [`writer`]: where it offers each cursor it has processed.
+/// Dropping it tells the writer to save the last one and finish.
+#[derive(Debug)]
+pub struct Latest(watch::Sender<Option<Checkpoint>>);
+
+impl Latest {
+    /// Offers the cursor the reader has just processed. Never blocks: a `watch` keeps only the
+    /// newest value, so the writer skips what it had no time to save instead of queueing it.
+    pub fn offer(&self, log_id: &str, after_sequence: u64) {
+        self.0.send_if_modified(|current| {
+            if current
+                .as_ref()
+                .is_some_and(|c| c.log_id == log_id && c.after_sequence == after_sequence)
+            {
+                return false;
+            }
+            *current = Some(Checkpoint {
+                log_id: log_id.to_owned(),
+                after_sequence,
+            });
+            true
+        });
+    }
+}
+
+/// A checkpoint writer for `path`: the handle the reader offers cursors to, and the task to
+/// spawn. `saved` is what the file already holds (the checkpoint the reader started from), so
+/// it is not written again. The task writes the first cursor offered at once, then at most one
+/// per `interval`; when the handle is dropped it writes the last cursor (if not yet saved) and
+/// ends, so awaiting it is awaiting the final save.
+pub fn writer(
+    path: PathBuf,
+    saved: Option<Checkpoint>,
+    interval: Duration,
+) -> (Latest, impl Future<Output = ()> + Send + 'static) {
+    // The receiver counts `saved` as seen from here on: a cursor offered before the task first
+    // runs is a change it will notice.
+    let (tx, rx) = watch::channel(saved.clone());
+    (Latest(tx), write_latest(path, rx, saved, interval))
+}
+
+async fn write_latest(
+    path: PathBuf,
+    mut latest: watch::Receiver<Option<Checkpoint>>,
+    mut saved: Option<Checkpoint>,
+    interval: Duration,
+) {
+    let mut last_write: Option<Instant> = None;
+    let mut open = true;
+    while open {
+        // A cursor to save, or the reader's end.
+        open = latest.changed().await.is_ok();
+        // At most one write per interval; the reader's end cuts the wait short.
+        if let Some(at) = last_write {
+            while open {
+                tokio::select! {
+                    () = sleep_until(at + interval) => break,
+                    changed = latest.changed() => open = changed.is_ok(),
+                }
+            }
+        }
+        let current = latest.borrow_and_update().clone();
+        let Some(checkpoint) = current.filter(|c| saved.as_ref() != Some(c)) else {
+            continue;
+        };
+        // Counted even when it fails: a full disk is retried once per interval, not once per
+        // response.
+        last_write = Some(Instant::now());
+        match save_blocking(path.clone(), checkpoint.clone()).await {
+            Ok(()) => {
+                debug!(
+                    log_id = %checkpoint.log_id,
+                    after_sequence = checkpoint.after_sequence,
+                    "checkpoint saved"
+                );
+                saved = Some(checkpoint);
+            }
+            // A failed save is not fatal while reading goes on: the next one may succeed.
+            Err(err) if open => warn!(%err, "cannot save checkpoint; will retry"),
+            Err(err) => error!(
+                %err,
+                log_id = %checkpoint.log_id,
+                after_sequence = checkpoint.after_sequence,
+                "cannot save the final checkpoint; a restart will read again from the last one saved"
+            ),
+        }
+    }
+}
+
+/// [`save`] on a blocking thread, off the runtime's workers.
+async fn save_blocking(path: PathBuf, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
+    let for_error = path.clone();
+    tokio::task::spawn_blocking(move || save(&path, &checkpoint))
+        .await
+        .unwrap_or_else(|join| {
+            Err(CheckpointError::Io {
+                path: for_error,
+                source: io::Error::other(join),
+            })
+        })
 }
 
 #[cfg(test)]
@@ -112,6 +245,84 @@ mod tests {
         save(&path, &newer).unwrap();
         assert_eq!(load(&path).unwrap(), Some(newer));
         assert!(!dir.path().join("cursor.tmp").exists());
+    }
+
+    #[test]
+    fn a_bare_file_name_lives_in_the_current_directory() {
+        assert_eq!(directory_of(Path::new("cursor")), Path::new("."));
+        assert_eq!(directory_of(Path::new("a/cursor")), Path::new("a"));
+        assert_eq!(directory_of(Path::new("/cursor")), Path::new("/"));
+    }
+
+    fn checkpoint(after_sequence: u64) -> Checkpoint {
+        Checkpoint {
+            log_id: "L".into(),
+            after_sequence,
+        }
+    }
+
+    async fn eventually_holds(path: &Path, want: &Checkpoint) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while load(path).unwrap().as_ref() != Some(want) {
+            assert!(Instant::now() < deadline, "{path:?} never held {want:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_writer_saves_the_first_cursor_then_once_per_interval_and_the_last_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cursor");
+        let (latest, task) = writer(path.clone(), None, Duration::from_secs(3600));
+        let task = tokio::spawn(task);
+
+        latest.offer("L", 10);
+        eventually_holds(&path, &checkpoint(10)).await;
+        latest.offer("L", 11);
+        latest.offer("L", 12);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            load(&path).unwrap(),
+            Some(checkpoint(10)),
+            "within the interval, nothing more is written"
+        );
+
+        drop(latest);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the writer ends once the reader lets go")
+            .unwrap();
+        assert_eq!(load(&path).unwrap(), Some(checkpoint(12)));
+        assert!(!dir.path().join("cursor.tmp").exists());
+    }
+
+    #[tokio::test]
+    async fn the_writer_does_not_rewrite_the_checkpoint_it_started_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cursor");
+        let (latest, task) = writer(path.clone(), Some(checkpoint(7)), Duration::ZERO);
+        let task = tokio::spawn(task);
+        latest.offer("L", 7);
+        drop(latest);
+        task.await.unwrap();
+        assert!(!path.exists(), "an unchanged cursor was written");
+    }
+
+    #[tokio::test]
+    async fn a_failed_save_does_not_stop_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("cursor");
+        let (latest, task) = writer(path.clone(), None, Duration::ZERO);
+        let task = tokio::spawn(task);
+        latest.offer("L", 1);
+        // The directory appears only after the first save must have failed.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!path.exists());
+        fs::create_dir(dir.path().join("missing")).unwrap();
+        latest.offer("L", 2);
+        eventually_holds(&path, &checkpoint(2)).await;
+        drop(latest);
+        task.await.unwrap();
     }
 
     #[test]

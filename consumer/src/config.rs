@@ -1,8 +1,8 @@
 //! The consumer's settings: every flag has an environment-variable twin (`CONSUMER_*`).
 
-use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, ValueEnum, builder::PossibleValue};
 use pushpull::{pb::ReadMode, telemetry::LogFormat};
 
 /// Reads a pushpull producer's log by push, poll or long poll, and reports what it saw.
@@ -89,7 +89,10 @@ pub struct Config {
 }
 
 /// How the consumer reads the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+///
+/// [`Mode::name`] is the one spelling of each mode: the command line (`--mode`), the logs, and
+/// the `mode` label of the metrics all use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// One Subscribe stream.
     Push,
@@ -100,13 +103,42 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The name used on the command line and in logs: `push`, `poll`, `long-poll`.
+    /// Every mode, in the order `--help` lists them.
+    pub const ALL: [Mode; 3] = [Mode::Push, Mode::Poll, Mode::LongPoll];
+
+    /// The mode's name: `push`, `poll`, `long-poll`.
     pub fn name(self) -> &'static str {
         match self {
             Mode::Push => "push",
             Mode::Poll => "poll",
             Mode::LongPoll => "long-poll",
         }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Mode::Push => "One Subscribe stream",
+            Mode::Poll => "A Poll every --poll-interval",
+            Mode::LongPoll => "Back-to-back long polls",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Written by hand rather than derived, so the command line takes its values from
+/// [`Mode::name`] instead of spelling them a second time from the variant names.
+impl ValueEnum for Mode {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Self::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()).help(self.help()))
     }
 }
 
@@ -116,6 +148,20 @@ impl From<Mode> for ReadMode {
             Mode::Push => ReadMode::Push,
             Mode::Poll => ReadMode::Poll,
             Mode::LongPoll => ReadMode::LongPoll,
+        }
+    }
+}
+
+/// The consumer's mode behind a GetStats `mode`; `READ_MODE_UNSPECIFIED` is none.
+impl TryFrom<ReadMode> for Mode {
+    type Error = ReadMode;
+
+    fn try_from(mode: ReadMode) -> Result<Self, Self::Error> {
+        match mode {
+            ReadMode::Push => Ok(Mode::Push),
+            ReadMode::Poll => Ok(Mode::Poll),
+            ReadMode::LongPoll => Ok(Mode::LongPoll),
+            ReadMode::Unspecified => Err(mode),
         }
     }
 }
@@ -183,10 +229,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mode_names_are_the_command_line_values() {
-        for mode in [Mode::Push, Mode::Poll, Mode::LongPoll] {
+    fn mode_names_are_the_command_line_values_and_round_trip_through_read_mode() {
+        let names: Vec<&str> = Mode::ALL.iter().map(|m| m.name()).collect();
+        assert_eq!(names, ["push", "poll", "long-poll"]);
+        for mode in Mode::ALL {
             assert_eq!(Mode::from_str(mode.name(), false), Ok(mode));
+            assert_eq!(mode.to_string(), mode.name());
+            assert_eq!(Mode::try_from(ReadMode::from(mode)), Ok(mode));
         }
+        assert!(Mode::from_str("long_poll", false).is_err());
+        assert_eq!(
+            Mode::try_from(ReadMode::Unspecified),
+            Err(ReadMode::Unspecified)
+        );
     }
 
     #[test]

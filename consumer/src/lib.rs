@@ -4,13 +4,14 @@
 //! - [`cli`]: the command line: those flags, or the `healthcheck` and `stats` subcommands.
 //! - [`reader`]: the push / poll / long-poll loop and its cursor, with reconnection.
 //! - [`backoff`]: reconnection delays.
-//! - [`checkpoint`]: the cursor on disk, written atomically.
+//! - [`checkpoint`]: the cursor on disk, written atomically and durably by a writer task, off the
+//!   runtime's workers.
 //! - [`stats`]: counters and the latency histogram.
 //! - [`service`]: `pushpull.v1.ConsumerService` (GetStats) over the stats.
 //! - [`metrics`]: the same stats as Prometheus metrics, on an optional HTTP listener.
 //!
-//! [`run`] wires them together ([`run_with`] adds the metrics listener); `main.rs` only parses
-//! flags, binds and calls it.
+//! [`run`] wires them together ([`run_with`] adds the metrics listener, [`run_incoming`] takes
+//! the gRPC connections from any stream); `main.rs` only parses flags, binds and calls it.
 
 pub mod backoff;
 pub mod checkpoint;
@@ -21,7 +22,7 @@ pub mod reader;
 pub mod service;
 pub mod stats;
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use pushpull::{
     grpc::{self, GrpcServer, ServerOptions},
@@ -30,9 +31,13 @@ use pushpull::{
         producer_service_client::ProducerServiceClient,
     },
 };
-use tokio::net::TcpListener;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+};
+use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
+use tonic::transport::{Endpoint, server::Connected};
 use tracing::{Instrument as _, info, info_span, warn};
 
 pub use config::{Config, Mode, StartFrom};
@@ -87,14 +92,51 @@ pub async fn run_with(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let addr = listeners.grpc.local_addr()?;
+    let incoming = grpc::incoming(listeners.grpc);
+    serve(config, incoming, Some(addr), listeners.metrics, shutdown).await
+}
+
+/// [`run_with`], serving GetStats on the connections `incoming` yields rather than on a
+/// listener. When the stream ends although `shutdown` has not resolved (a listener that died),
+/// the consumer stops reading, saves its checkpoint and returns
+/// `Err(RunError::Serve(ServeError::ListenerClosed))`; tests end it on purpose.
+pub async fn run_incoming<I, IO, IE>(
+    config: Config,
+    incoming: I,
+    metrics: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError>
+where
+    I: Stream<Item = Result<IO, IE>> + Send,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve(config, incoming, None, metrics, shutdown).await
+}
+
+/// The one body of [`run_with`] and [`run_incoming`]; `addr` is the listener's, for the
+/// `consumer serving` line (which scripts and test helpers read the bound port from).
+async fn serve<I, IO, IE>(
+    config: Config,
+    incoming: I,
+    addr: Option<SocketAddr>,
+    metrics: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError>
+where
+    I: Stream<Item = Result<IO, IE>> + Send,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     config.validate().map_err(RunError::Config)?;
-    let listener = listeners.grpc;
-    let cursor = start_cursor(&config)?;
-    let stats = Stats::new(
-        config.mode.into(),
-        config.producer.clone(),
-        config.topics.clone(),
-    );
+    let metrics = metrics
+        .map(|l| l.local_addr().map(|addr| (l, addr)))
+        .transpose()?;
+    let cursor = start_cursor(&config).await?;
+    let stats = Stats::new(config.mode, config.producer.clone(), config.topics.clone());
 
     // A lazy channel connects on first use and reconnects by itself after a failure; the reader
     // decides when to call again.
@@ -109,51 +151,70 @@ pub async fn run_with(
     let client = ProducerServiceClient::new(channel)
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
+    let server = GrpcServer::new(
+        ConsumerServiceServer::new(ConsumerApi::new(stats.clone())),
+        ServerOptions {
+            max_message_bytes: config.max_message_bytes,
+            shutdown_grace: SHUTDOWN_GRACE,
+        },
+    )?;
 
+    // Nothing below returns early: once the reader runs, it is stopped and awaited, and its
+    // checkpoint writer after it, on every way out.
     let stop = CancellationToken::new();
-    let reader = Reader::new(client, ReaderSettings::from(&config), cursor, stats.clone());
+    let (checkpoints, checkpoint_writer) = match &config.checkpoint {
+        Some(path) => {
+            let (latest, writer) = checkpoint::writer(
+                path.clone(),
+                cursor.checkpoint(),
+                config.checkpoint_interval,
+            );
+            (Some(latest), Some(tokio::spawn(writer)))
+        }
+        None => (None, None),
+    };
+    let reader = Reader::new(
+        client,
+        ReaderSettings::from(&config),
+        cursor,
+        stats.clone(),
+        checkpoints,
+    );
     // Every line the reader and the summary log names the mode, so several consumers writing
     // to one terminal (scripts/run-local.sh) can be told apart.
-    let span = info_span!("consumer", mode = config.mode.name());
+    let span = info_span!("consumer", mode = %config.mode);
     let reader_task = tokio::spawn(reader.run(stop.clone()).instrument(span.clone()));
     if !config.summary_interval.is_zero() {
         tokio::spawn(
             log_summaries(stats.clone(), config.summary_interval, stop.clone()).instrument(span),
         );
     }
-
-    let metrics_server = match listeners.metrics {
-        Some(listener) => {
-            info!(addr = %listener.local_addr()?, "serving /metrics");
-            let metrics = metrics::Metrics::new(stats.clone());
-            Some(tokio::spawn(metrics::serve(
-                listener,
-                metrics,
-                stop.clone(),
-            )))
-        }
-        None => None,
-    };
+    let metrics_server = metrics.map(|(listener, addr)| {
+        info!(addr = %addr, "serving /metrics");
+        let metrics = metrics::Metrics::new(stats.clone());
+        tokio::spawn(metrics::serve(listener, metrics, stop.clone()))
+    });
 
     info!(
-        addr = %listener.local_addr()?,
+        addr = addr.map(tracing::field::display),
         producer = %config.producer,
-        mode = ?config.mode,
+        mode = %config.mode,
         "consumer serving"
     );
-
-    let server = GrpcServer::new(
-        ConsumerServiceServer::new(ConsumerApi::new(stats)),
-        ServerOptions {
-            max_message_bytes: config.max_message_bytes,
-            shutdown_grace: SHUTDOWN_GRACE,
-        },
-    )?;
     // Whatever ends the server (shutdown, or the listener failing) cancels `stop`: the reader
-    // then saves its checkpoint and returns, and is awaited before any error is reported.
-    let served = server.serve(listener, shutdown, stop.clone()).await;
+    // then returns, its checkpoint writer saves the final cursor, and both are awaited before
+    // any error is reported.
+    let served = server
+        .serve_incoming(incoming, shutdown, stop.clone())
+        .await;
     if let Err(err) = reader_task.await {
         warn!(%err, "reader task failed");
+    }
+    // The reader has dropped its handle (even if it panicked), so this is the final save.
+    if let Some(writer) = checkpoint_writer
+        && let Err(err) = writer.await
+    {
+        warn!(%err, "checkpoint writer task failed");
     }
     if let Some(server) = metrics_server {
         match server.await {
@@ -167,21 +228,33 @@ pub async fn run_with(
     Ok(())
 }
 
-/// The starting cursor: the checkpoint when there is one, else `--from`.
-fn start_cursor(config: &Config) -> Result<Cursor, RunError> {
-    if let Some(path) = &config.checkpoint
-        && let Some(cp) = checkpoint::load(path)?
-    {
-        info!(
-            path = %path.display(),
-            log_id = %cp.log_id,
-            after_sequence = cp.after_sequence,
-            "resuming from checkpoint"
-        );
-        return Ok(Cursor {
-            log_id: Some(cp.log_id),
-            after: Some(cp.after_sequence),
-        });
+/// The starting cursor: the checkpoint when there is one, else `--from`. The file is read on a
+/// blocking thread, like every checkpoint write.
+async fn start_cursor(config: &Config) -> Result<Cursor, RunError> {
+    if let Some(path) = config.checkpoint.clone() {
+        let loaded = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || checkpoint::load(&path)
+        })
+        .await
+        .map_err(|join| {
+            RunError::Checkpoint(checkpoint::CheckpointError::Io {
+                path: path.clone(),
+                source: std::io::Error::other(join),
+            })
+        })??;
+        if let Some(cp) = loaded {
+            info!(
+                path = %path.display(),
+                log_id = %cp.log_id,
+                after_sequence = cp.after_sequence,
+                "resuming from checkpoint"
+            );
+            return Ok(Cursor {
+                log_id: Some(cp.log_id),
+                after: Some(cp.after_sequence),
+            });
+        }
     }
     Ok(Cursor {
         log_id: None,
@@ -189,7 +262,8 @@ fn start_cursor(config: &Config) -> Result<Cursor, RunError> {
     })
 }
 
-/// Logs one line every `every`: rate, last sequence, latency and RPC counts.
+/// Logs one line every `every`: the GetStats counters under their proto names, latencies in
+/// milliseconds, and the event and RPC rates over the last `every`.
 async fn log_summaries(stats: Stats, every: Duration, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(every);
     ticker.tick().await;
@@ -200,20 +274,27 @@ async fn log_summaries(stats: Stats, every: Duration, stop: CancellationToken) {
             _ = ticker.tick() => {}
         }
         let now = stats.summary();
-        let rate = (now.events_received - previous.events_received) as f64 / every.as_secs_f64();
+        let per_s = |n: u64| round_to(n as f64 / every.as_secs_f64(), 10.0);
+        let ms = |d: Duration| round_to(d.as_secs_f64() * 1000.0, 1000.0);
         info!(
-            rate = format_args!("{rate:.1}/s"),
-            received = now.events_received,
+            events_per_s = per_s(now.events_received - previous.events_received),
+            events_received = now.events_received,
             last_sequence = now.last_sequence,
-            missed = now.events_missed,
-            duplicates = now.duplicates_dropped,
-            p50 = ?now.p50,
-            p99 = ?now.p99,
-            rpcs = now.rpcs_sent,
-            rpcs_per_s = format_args!("{:.1}", (now.rpcs_sent - previous.rpcs_sent) as f64 / every.as_secs_f64()),
+            events_missed = now.events_missed,
+            duplicates_dropped = now.duplicates_dropped,
+            latency_p50_ms = ms(now.p50),
+            latency_p99_ms = ms(now.p99),
+            rpcs_sent = now.rpcs_sent,
+            rpcs_per_s = per_s(now.rpcs_sent - previous.rpcs_sent),
             reconnects = now.reconnects,
             "summary"
         );
         previous = now;
     }
+}
+
+/// `x` rounded to `1 / per` (`per` 10.0: one decimal), so a log line shows `19.9`, not
+/// `19.900000000000002`.
+fn round_to(x: f64, per: f64) -> f64 {
+    (x * per).round() / per
 }

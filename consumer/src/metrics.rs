@@ -1,7 +1,10 @@
 //! The consumer's Prometheus metrics, on its own small HTTP listener (`--metrics-listen`, off by
 //! default): the same counters as GetStats, read from [`Stats`] at scrape time, and the
-//! end-to-end latency as a histogram. Every series carries `mode="push|poll|long-poll"`, so one
-//! Prometheus query compares the three.
+//! end-to-end latency as a histogram. Every series carries `mode="push|poll|long-poll"` (the
+//! mode's [`Mode::name`](crate::config::Mode::name)), so one Prometheus query compares the three.
+//!
+//! Each metric is named after its GetStats field (`rpcs_sent` → `pushpull_consumer_rpcs_sent_total`;
+//! counters get the `_total` suffix), so the two views of one counter are found by one name.
 
 use std::sync::Arc;
 
@@ -12,7 +15,6 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
-use pushpull::pb::ReadMode;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -33,12 +35,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(stats: Stats) -> Self {
-        let mode = match stats.snapshot().mode() {
-            ReadMode::Push => "push",
-            ReadMode::Poll => "poll",
-            ReadMode::LongPoll => "long-poll",
-            ReadMode::Unspecified => "unspecified",
-        };
+        let mode = stats.mode().name();
         let mut registry = Registry::with_prefix_and_labels(
             "pushpull_consumer",
             [("mode".into(), mode.into())].into_iter(),
@@ -89,7 +86,7 @@ impl Collector for StatsCollector {
                 s.reconnects,
             ),
             (
-                "rpcs",
+                "rpcs_sent",
                 "RPCs sent to the producer (Subscribe and Poll calls)",
                 s.rpcs_sent,
             ),
@@ -167,4 +164,58 @@ async fn render(State(metrics): State<Metrics>) -> impl IntoResponse {
         )],
         metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use prost::Message as _;
+
+    use super::*;
+    use crate::config::Mode;
+
+    /// The field names of `pushpull.v1.GetStatsResponse`, read from the compiled descriptors
+    /// rather than typed again here.
+    fn get_stats_fields() -> HashSet<String> {
+        let set = prost_types::FileDescriptorSet::decode(pushpull::FILE_DESCRIPTOR_SET)
+            .expect("the crate's own descriptor set decodes");
+        set.file
+            .iter()
+            .filter(|f| f.package() == "pushpull.v1")
+            .flat_map(|f| &f.message_type)
+            .filter(|m| m.name() == "GetStatsResponse")
+            .flat_map(|m| &m.field)
+            .map(|f| f.name().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn every_metric_is_named_after_a_get_stats_field_and_labelled_with_the_mode_name() {
+        let fields = get_stats_fields();
+        assert!(fields.contains("rpcs_sent"), "{fields:?}");
+        let text = Metrics::new(Stats::new(Mode::LongPoll, "p".into(), vec![])).render();
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+            .collect();
+        assert!(families.len() >= 9, "{text}");
+        for family in families {
+            let name = family
+                .strip_prefix("pushpull_consumer_")
+                .unwrap_or_else(|| panic!("{family} lacks the prefix"));
+            // The histogram behind the latency_p50 / p99 / p999 / max fields.
+            if name == "latency_seconds" {
+                continue;
+            }
+            assert!(
+                fields.contains(name),
+                "{family}: no GetStatsResponse field {name:?}"
+            );
+        }
+        assert!(
+            text.contains("pushpull_consumer_rpcs_sent_total{mode=\"long-poll\"} 0"),
+            "{text}"
+        );
+    }
 }

@@ -3,24 +3,32 @@
 //!
 //! The loop is a small state machine. A *session* is one connection's worth of calls; it ends
 //! with `Ok` when the consumer stops, or with the `Status` that broke it. Between sessions the
-//! reader backs off (capped, jittered) and, when the producer said OUT_OF_RANGE, asks it where
-//! the log now starts to count exactly what was missed. Every response goes through
-//! [`Reader::accept`], which checks the log identity, drops duplicates, spots gaps and moves the
-//! cursor; it has no I/O, so tests drive it directly.
+//! reader backs off (capped, jittered, and at least the status's RetryInfo delay, within the
+//! cap), except after an OUT_OF_RANGE that the status itself explains: its
+//! `google.rpc.ErrorInfo` says whether the cursor expired (and how many events are gone) or
+//! belongs to another log, and [`after_out_of_range`] turns that into the next cursor with no
+//! extra call. Every response goes through [`Reader::accept`], which checks the
+//! log identity, drops duplicates, spots gaps and moves the cursor. Neither has I/O, so tests
+//! drive them directly.
+//!
+//! Logs name things as the proto does (`after_sequence`, `log_id`, `code` as `UNAVAILABLE`),
+//! leave out a field that has no value yet rather than print `None`, write names and numbers
+//! bare and free text (`detail`) quoted, and say each thing once:
+//! the first failure of an outage is a WARN (a producer shutting down, an INFO), its repeats
+//! are DEBUG until the reader is connected again.
 
-use std::{
-    path::PathBuf,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
 use pushpull::{
+    errors::{ErrorInfo, ErrorReason, key},
     pb::{self, producer_service_client::ProducerServiceClient},
     time::proto_duration,
 };
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Status, transport::Channel};
-use tracing::{debug, error, info, warn};
+use tonic_types::StatusExt as _;
+use tracing::{debug, info, warn};
 
 use crate::{
     backoff::Backoff,
@@ -35,6 +43,28 @@ const POLL_TIMEOUT: Duration = Duration::from_secs(10);
 /// arrives before the client gives up.
 const LONG_POLL_TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
 
+/// A `tracing` event at one of two levels chosen at run time (a callsite's level is static, so
+/// this expands to both): `at_level!(if first { warn } else { debug }, fields.., "message")`.
+macro_rules! at_level {
+    (if $cond:ident { $first:ident } else { $other:ident }, $($event:tt)+) => {
+        if $cond {
+            tracing::$first!($($event)+)
+        } else {
+            tracing::$other!($($event)+)
+        }
+    };
+}
+
+/// The innermost error under a status: for a transport failure the OS error ("Connection
+/// refused"), which its message ("tcp connect error") does not say.
+fn root_cause(status: &Status) -> Option<String> {
+    let mut cause = std::error::Error::source(status)?;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    Some(cause.to_string())
+}
+
 /// Where the consumer is: which log, and the last sequence it has processed there.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cursor {
@@ -43,6 +73,16 @@ pub struct Cursor {
     /// Events with sequence > `after` come next. `None`: start at the head; `Some(0)`: from the
     /// oldest retained event.
     pub after: Option<u64>,
+}
+
+impl Cursor {
+    /// The cursor as saved: only once it names both a log and a sequence.
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        Some(Checkpoint {
+            log_id: self.log_id.clone()?,
+            after_sequence: self.after?,
+        })
+    }
 }
 
 /// What [`Reader::accept`] made of a response.
@@ -55,6 +95,90 @@ pub enum Accepted {
     LogChanged,
 }
 
+/// What to do after the producer refused the cursor with OUT_OF_RANGE: decided by
+/// [`after_out_of_range`] from the status's `ErrorInfo` and the cursor alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutOfRange {
+    /// The refusal comes from another log than the cursor's: the producer restarted with a new
+    /// log, where the old cursor means nothing. Start over from its oldest event, at once.
+    NewLog { log_id: String },
+    /// The cursor expired on its own log: `missed` events are gone. Count them, continue after
+    /// `resume_after` (just before the oldest retained event), at once. `log_id` is the log the
+    /// numbers belong to, adopted if the cursor had none yet (`--from N`).
+    Expired {
+        log_id: String,
+        missed: u64,
+        resume_after: u64,
+    },
+    /// The cursor is beyond the head of its own log (or of a log it was never checked against,
+    /// as `--from N` is): retry after backoff, since the log may grow to it.
+    Ahead { head: Option<u64> },
+    /// The status does not say what happened: retry the same cursor after backoff.
+    Unexplained { why: &'static str },
+}
+
+/// Decides what an OUT_OF_RANGE means for `cursor`, from the `ErrorInfo` it carried (`None`
+/// when it carried none: an older producer, or a proxy answering for it).
+///
+/// The producer's own numbers are used as they are: this is not a second copy of the log's
+/// expiry rule. The one check of our own is that the cursor only moves forward, so a confused
+/// answer can cost events counted as missed, never events read twice.
+pub fn after_out_of_range(cursor: &Cursor, info: Option<&ErrorInfo>) -> OutOfRange {
+    let unexplained = |why| OutOfRange::Unexplained { why };
+    let Some(info) = info else {
+        return unexplained("the status carries no google.rpc.ErrorInfo from pushpull");
+    };
+    let expired = match info.reason {
+        ErrorReason::CursorExpired => true,
+        ErrorReason::CursorAhead => false,
+        _ => return unexplained("the ErrorInfo reason is not about the cursor"),
+    };
+    let Some(log_id) = info.get(key::LOG_ID) else {
+        return unexplained("the ErrorInfo names no log_id");
+    };
+    if cursor
+        .log_id
+        .as_deref()
+        .is_some_and(|known| known != log_id)
+    {
+        return OutOfRange::NewLog {
+            log_id: log_id.to_owned(),
+        };
+    }
+    if !expired {
+        return OutOfRange::Ahead {
+            head: info.get_u64(key::HEAD_SEQUENCE),
+        };
+    }
+    let (Some(after), Some(oldest), Some(missed)) = (
+        info.get_u64(key::AFTER_SEQUENCE),
+        info.get_u64(key::OLDEST_SEQUENCE),
+        info.get_u64(key::MISSED),
+    ) else {
+        return unexplained("the ErrorInfo lacks after_sequence, oldest_sequence or missed");
+    };
+    if cursor.after != Some(after) {
+        return unexplained("the ErrorInfo is about another cursor than the reader's");
+    }
+    match oldest.checked_sub(1) {
+        Some(resume_after) if resume_after > after => OutOfRange::Expired {
+            log_id: log_id.to_owned(),
+            missed,
+            resume_after,
+        },
+        _ => unexplained("the ErrorInfo's oldest_sequence is not past the cursor"),
+    }
+}
+
+/// When the reader calls the producer again after a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// At once: the cursor was fixed, nothing is wrong with the producer.
+    Now,
+    /// After the backoff delay.
+    Backoff,
+}
+
 /// The settings the loop needs, from [`Config`].
 #[derive(Debug, Clone)]
 pub struct ReaderSettings {
@@ -64,8 +188,6 @@ pub struct ReaderSettings {
     pub max_wait: Duration,
     pub max_events: u32,
     pub stream_idle_timeout: Duration,
-    pub checkpoint: Option<PathBuf>,
-    pub checkpoint_interval: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
 }
@@ -79,8 +201,6 @@ impl From<&Config> for ReaderSettings {
             max_wait: c.max_wait,
             max_events: c.max_events,
             stream_idle_timeout: c.stream_idle_timeout,
-            checkpoint: c.checkpoint.clone(),
-            checkpoint_interval: c.checkpoint_interval,
             backoff_initial: c.backoff_initial,
             backoff_max: c.backoff_max,
         }
@@ -95,17 +215,23 @@ pub struct Reader {
     stats: Stats,
     backoff: Backoff,
     connected: bool,
-    /// The last cursor written to the checkpoint file, and when.
-    saved: Option<(Cursor, Instant)>,
+    /// The code and reason of each failure logged since the reader was last connected: a
+    /// repeat is logged at DEBUG, so an outage reads as one line, not one per attempt.
+    failures: Vec<(Code, Option<ErrorReason>)>,
+    /// Where processed cursors go to be saved (`--checkpoint`); the writer task behind it does
+    /// the file I/O, off this task.
+    checkpoints: Option<checkpoint::Latest>,
 }
 
 impl Reader {
-    /// A reader starting at `cursor` (from a checkpoint or `--from`).
+    /// A reader starting at `cursor` (from a checkpoint or `--from`), offering the cursors it
+    /// processes to `checkpoints` when given.
     pub fn new(
         client: ProducerServiceClient<Channel>,
         settings: ReaderSettings,
         cursor: Cursor,
         stats: Stats,
+        checkpoints: Option<checkpoint::Latest>,
     ) -> Self {
         if let Some(log_id) = &cursor.log_id {
             stats.set_log(log_id, false);
@@ -119,7 +245,8 @@ impl Reader {
             stats,
             backoff,
             connected: false,
-            saved: None,
+            failures: Vec::new(),
+            checkpoints,
         }
     }
 
@@ -128,9 +255,14 @@ impl Reader {
         &self.cursor
     }
 
-    /// Runs sessions until `stop` is cancelled, then saves the checkpoint.
+    /// Runs sessions until `stop` is cancelled. Returning drops the checkpoint handle, which
+    /// tells the writer to save the final cursor.
     pub async fn run(mut self, stop: CancellationToken) {
-        info!(mode = ?self.settings.mode, cursor = ?self.cursor, "reader starting");
+        info!(
+            after_sequence = self.cursor.after,
+            log_id = self.cursor.log_id.as_deref().map(tracing::field::display),
+            "reader starting"
+        );
         loop {
             let result = match self.settings.mode {
                 Mode::Push => self.push_session(&stop).await,
@@ -141,47 +273,71 @@ impl Reader {
             if stop.is_cancelled() {
                 break;
             }
-            if status.code() == Code::OutOfRange {
-                warn!(
-                    after_sequence = ?self.cursor.after,
-                    detail = status.message(),
-                    "producer refused the cursor; checking where its log stands"
-                );
-                match self.resync().await {
-                    Ok(()) => {
-                        self.stats.reconnected();
-                        continue;
-                    }
-                    Err(status) => self.note_failure(&status),
-                }
-            } else {
-                self.note_failure(&status);
-            }
             self.stats.reconnected();
-            let delay = self.backoff.next_delay();
-            debug!(?delay, "reconnecting after backoff");
+            if status.code() == Code::OutOfRange && self.out_of_range(&status) == Next::Now {
+                continue;
+            }
+            self.note_failure(&status);
+            let retry_after = status.get_details_retry_info().and_then(|r| r.retry_delay);
+            let delay = self.backoff.next_delay_honouring(retry_after);
+            debug!(
+                delay_ms = delay.as_millis() as u64,
+                "reconnecting after backoff"
+            );
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = sleep(delay) => {}
             }
         }
-        self.save_checkpoint(true);
-        info!(cursor = ?self.cursor, "reader stopped");
+        info!(
+            after_sequence = self.cursor.after,
+            log_id = self.cursor.log_id.as_deref().map(tracing::field::display),
+            "reader stopped"
+        );
     }
 
-    fn note_failure(&self, status: &Status) {
-        warn!(
-            code = ?status.code(),
+    /// True the first time since the reader was last connected that a failure with this code
+    /// and reason is seen.
+    fn first_failure_of_its_kind(&mut self, code: Code, reason: Option<ErrorReason>) -> bool {
+        let new = !self.failures.contains(&(code, reason));
+        if new {
+            self.failures.push((code, reason));
+        }
+        new
+    }
+
+    /// Logs a failed session that the reader will retry after backoff.
+    fn note_failure(&mut self, status: &Status) {
+        let reason = pushpull::errors::reason(status);
+        let first = self.first_failure_of_its_kind(status.code(), reason);
+        if reason == Some(ErrorReason::ShuttingDown) {
+            at_level!(
+                if first { info } else { debug },
+                after_sequence = self.cursor.after,
+                "the producer is shutting down; reconnecting and resuming from the cursor"
+            );
+            return;
+        }
+        at_level!(
+            if first { warn } else { debug },
+            code = %pushpull::errors::code_name(status.code()),
+            reason = reason.map(|r| tracing::field::display(r.as_str_name())),
             detail = status.message(),
-            after_sequence = ?self.cursor.after,
-            "producer connection failed; will reconnect and resume"
+            cause = root_cause(status).as_deref(),
+            after_sequence = self.cursor.after,
+            "producer connection failed; reconnecting with backoff (until connected again, further failures are logged at DEBUG)"
         );
     }
 
     fn set_connected(&mut self, connected: bool) {
         if connected && !self.connected {
-            info!(after_sequence = ?self.cursor.after, "connected to producer");
+            info!(
+                after_sequence = self.cursor.after,
+                log_id = self.cursor.log_id.as_deref().map(tracing::field::display),
+                "connected to producer"
+            );
             self.backoff.reset();
+            self.failures.clear();
         }
         self.connected = connected;
         self.stats.set_connected(connected);
@@ -226,7 +382,6 @@ impl Reader {
                     response.events,
                     response.next_after_sequence,
                 );
-                self.save_checkpoint(false);
                 if accepted == Accepted::LogChanged {
                     break;
                 }
@@ -274,7 +429,6 @@ impl Reader {
                 response.events,
                 response.next_after_sequence,
             );
-            self.save_checkpoint(false);
             if accepted == Accepted::LogChanged || more_waiting || long {
                 continue;
             }
@@ -285,53 +439,57 @@ impl Reader {
         }
     }
 
-    /// After OUT_OF_RANGE: asks the producer where its log stands (a Poll from the head, which
-    /// returns at once) and fixes the cursor. An expired cursor moves to the oldest retained
-    /// event and the events in between are counted as missed, exactly; a cursor from another
-    /// log starts over on the new one.
-    async fn resync(&mut self) -> Result<(), Status> {
-        let mut request = Request::new(pb::PollRequest {
-            after_sequence: None,
-            topics: vec![],
-            max_events: 1,
-            max_wait: None,
-        });
-        request.set_timeout(POLL_TIMEOUT);
-        self.stats.rpc_sent();
-        let info = self.client.poll(request).await?.into_inner();
-        if self.adopt_log(&info.log_id) == Accepted::LogChanged {
-            return Ok(());
-        }
-        let Some(after) = self.cursor.after else {
-            return Ok(());
-        };
-        let (oldest, head) = (info.oldest_sequence, info.head_sequence);
-        if after != 0 && after + 1 < oldest {
-            let missed = oldest - 1 - after;
-            warn!(
+    /// Acts on an OUT_OF_RANGE as [`after_out_of_range`] decides: moves the cursor and says
+    /// whether to call again at once or after backoff.
+    fn out_of_range(&mut self, status: &Status) -> Next {
+        let info = ErrorInfo::from_status(status);
+        match after_out_of_range(&self.cursor, info.as_ref()) {
+            OutOfRange::NewLog { log_id } => {
+                self.start_over(&log_id);
+                Next::Now
+            }
+            OutOfRange::Expired {
+                log_id,
                 missed,
-                after_sequence = after,
-                oldest_sequence = oldest,
-                "cursor expired: the producer no longer retains events {}..={}; counting them as missed and continuing from the oldest",
-                after + 1,
-                oldest - 1
-            );
-            self.stats.missed(missed);
-            self.cursor.after = Some(oldest - 1);
-            self.stats.set_cursor(self.cursor.after);
-            return Ok(());
+                resume_after,
+            } => {
+                self.adopt_log(&log_id);
+                warn!(
+                    missed,
+                    after_sequence = self.cursor.after,
+                    resume_after,
+                    "cursor expired: the producer no longer retains the {missed} events after it; counting them as missed and continuing from the oldest retained event"
+                );
+                self.stats.missed(missed);
+                self.cursor.after = Some(resume_after);
+                self.stats.set_cursor(self.cursor.after);
+                self.offer_checkpoint();
+                Next::Now
+            }
+            OutOfRange::Ahead { head } => {
+                let first =
+                    self.first_failure_of_its_kind(Code::OutOfRange, info.map(|i| i.reason));
+                at_level!(
+                    if first { warn } else { debug },
+                    after_sequence = self.cursor.after,
+                    head_sequence = head,
+                    "the cursor is beyond the head of the producer's log; waiting for the log to reach it"
+                );
+                Next::Backoff
+            }
+            OutOfRange::Unexplained { why } => {
+                let first =
+                    self.first_failure_of_its_kind(Code::OutOfRange, info.map(|i| i.reason));
+                at_level!(
+                    if first { warn } else { debug },
+                    after_sequence = self.cursor.after,
+                    detail = status.message(),
+                    why,
+                    "the producer refused the cursor (OUT_OF_RANGE) without saying why in a form this consumer reads; retrying the same cursor after backoff"
+                );
+                Next::Backoff
+            }
         }
-        if after > head {
-            error!(
-                after_sequence = after,
-                head_sequence = head,
-                "the cursor is beyond the producer's head on the same log; waiting for the log to reach it"
-            );
-            return Err(Status::out_of_range(format!(
-                "after_sequence {after} is beyond head_sequence {head}"
-            )));
-        }
-        Ok(())
     }
 
     /// Checks a response's log against the cursor's. The first log seen is adopted; a different
@@ -339,28 +497,35 @@ impl Reader {
     fn adopt_log(&mut self, log_id: &str) -> Accepted {
         match &self.cursor.log_id {
             Some(known) if known == log_id => Accepted::Processed,
-            Some(known) => {
-                warn!(
-                    old_log_id = %known,
-                    new_log_id = log_id,
-                    after_sequence = ?self.cursor.after,
-                    "the producer's log changed (it restarted); starting over from the new log's oldest event"
-                );
-                self.cursor = Cursor {
-                    log_id: Some(log_id.to_owned()),
-                    after: Some(0),
-                };
-                self.stats.set_log(log_id, true);
-                self.stats.set_cursor(self.cursor.after);
+            Some(_) => {
+                self.start_over(log_id);
                 Accepted::LogChanged
             }
             None => {
-                info!(log_id, "reading log");
+                info!(log_id = %log_id, "reading log");
                 self.cursor.log_id = Some(log_id.to_owned());
                 self.stats.set_log(log_id, false);
                 Accepted::Processed
             }
         }
+    }
+
+    /// The producer restarted with the new log `log_id`: the cursor starts over from its oldest
+    /// event, and the change is counted.
+    fn start_over(&mut self, log_id: &str) {
+        warn!(
+            old_log_id = self.cursor.log_id.as_deref().map(tracing::field::display),
+            new_log_id = %log_id,
+            after_sequence = self.cursor.after,
+            "the producer's log changed (it restarted); starting over from the new log's oldest event"
+        );
+        self.cursor = Cursor {
+            log_id: Some(log_id.to_owned()),
+            after: Some(0),
+        };
+        self.stats.set_log(log_id, true);
+        self.stats.set_cursor(self.cursor.after);
+        self.offer_checkpoint();
     }
 
     /// Processes one response: drops events at or below the cursor (duplicates), counts gaps
@@ -416,34 +581,17 @@ impl Reader {
         after = after.max(next_after);
         self.cursor.after = Some(after);
         self.stats.record(received, last, latencies, Some(after));
+        self.offer_checkpoint();
         Accepted::Processed
     }
 
-    /// Writes the cursor to the checkpoint file when it moved and the interval has passed (or
-    /// always, with `force`). A failed write is logged, not fatal: reading goes on.
-    fn save_checkpoint(&mut self, force: bool) {
-        let Some(path) = &self.settings.checkpoint else {
-            return;
-        };
-        let (Some(log_id), Some(after)) = (&self.cursor.log_id, self.cursor.after) else {
-            return;
-        };
-        if let Some((saved, at)) = &self.saved
-            && (*saved == self.cursor
-                || (!force && at.elapsed() < self.settings.checkpoint_interval))
+    /// Offers the cursor to the checkpoint writer: called wherever the cursor moves, and only
+    /// once what it points past has been processed, so a checkpoint is never ahead.
+    fn offer_checkpoint(&self) {
+        if let (Some(checkpoints), Some(log_id), Some(after)) =
+            (&self.checkpoints, &self.cursor.log_id, self.cursor.after)
         {
-            return;
-        }
-        let cp = Checkpoint {
-            log_id: log_id.clone(),
-            after_sequence: after,
-        };
-        match checkpoint::save(path, &cp) {
-            Ok(()) => {
-                debug!(after_sequence = after, "checkpoint saved");
-                self.saved = Some((self.cursor.clone(), Instant::now()));
-            }
-            Err(err) => warn!(%err, "cannot save checkpoint"),
+            checkpoints.offer(log_id, after);
         }
     }
 }
@@ -463,17 +611,16 @@ mod tests {
             max_wait: Duration::from_secs(1),
             max_events: 100,
             stream_idle_timeout: Duration::from_secs(30),
-            checkpoint: None,
-            checkpoint_interval: Duration::from_secs(1),
             backoff_initial: Duration::from_millis(10),
             backoff_max: Duration::from_millis(100),
         };
-        let stats = Stats::new(pb::ReadMode::Push, "test".into(), topics);
+        let stats = Stats::new(Mode::Push, "test".into(), topics);
         let reader = Reader::new(
             ProducerServiceClient::new(channel),
             settings,
             cursor,
             stats.clone(),
+            None,
         );
         (reader, stats)
     }
@@ -546,5 +693,353 @@ mod tests {
         let (mut r, stats) = reader(vec![], cursor);
         r.accept("L", events(&[40, 41]), 41);
         assert_eq!(stats.snapshot().events_missed, 0);
+    }
+
+    fn cursor(log_id: Option<&str>, after: Option<u64>) -> Cursor {
+        Cursor {
+            log_id: log_id.map(str::to_owned),
+            after,
+        }
+    }
+
+    /// What the producer's `Error::CursorExpired` carries (see errors.proto).
+    fn expired(log_id: &str, after: u64, oldest: u64, head: u64) -> ErrorInfo {
+        ErrorInfo::new(ErrorReason::CursorExpired)
+            .with(key::FIELD, "after_sequence")
+            .with(key::AFTER_SEQUENCE, after)
+            .with(key::OLDEST_SEQUENCE, oldest)
+            .with(key::HEAD_SEQUENCE, head)
+            .with(key::LOG_ID, log_id)
+            .with(key::MISSED, oldest - 1 - after)
+    }
+
+    /// What the producer's `Error::CursorAhead` carries.
+    fn ahead(log_id: &str, after: u64, oldest: u64, head: u64) -> ErrorInfo {
+        ErrorInfo::new(ErrorReason::CursorAhead)
+            .with(key::FIELD, "after_sequence")
+            .with(key::AFTER_SEQUENCE, after)
+            .with(key::OLDEST_SEQUENCE, oldest)
+            .with(key::HEAD_SEQUENCE, head)
+            .with(key::LOG_ID, log_id)
+    }
+
+    #[test]
+    fn an_expired_cursor_moves_just_before_the_oldest_and_counts_the_producers_missed() {
+        let info = expired("L", 3, 21, 30);
+        let want = OutOfRange::Expired {
+            log_id: "L".into(),
+            missed: 17,
+            resume_after: 20,
+        };
+        assert_eq!(
+            after_out_of_range(&cursor(Some("L"), Some(3)), Some(&info)),
+            want
+        );
+        // `--from 3` with no log yet: the same, and the log is the one the numbers belong to.
+        assert_eq!(
+            after_out_of_range(&cursor(None, Some(3)), Some(&info)),
+            want
+        );
+    }
+
+    #[test]
+    fn missed_is_taken_from_the_producer_not_recomputed() {
+        let info = expired("L", 3, 21, 30).with(key::MISSED, 5);
+        assert!(matches!(
+            after_out_of_range(&cursor(Some("L"), Some(3)), Some(&info)),
+            OutOfRange::Expired { missed: 5, .. }
+        ));
+    }
+
+    #[test]
+    fn a_refusal_from_another_log_is_a_new_log_whatever_the_reason() {
+        for info in [expired("new", 3, 21, 30), ahead("new", 500, 1, 10)] {
+            assert_eq!(
+                after_out_of_range(&cursor(Some("old"), Some(500)), Some(&info)),
+                OutOfRange::NewLog {
+                    log_id: "new".into()
+                },
+                "{info:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cursor_ahead_on_its_own_log_waits_for_the_log_to_grow() {
+        let info = ahead("L", 500, 1, 10);
+        for c in [cursor(Some("L"), Some(500)), cursor(None, Some(500))] {
+            assert_eq!(
+                after_out_of_range(&c, Some(&info)),
+                OutOfRange::Ahead { head: Some(10) },
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_that_do_not_explain_themselves_are_retried_with_the_same_cursor() {
+        let c = cursor(Some("L"), Some(3));
+        let mut no_missed = expired("L", 3, 21, 30);
+        no_missed.metadata.remove(key::MISSED);
+        let mut no_log = expired("L", 3, 21, 30);
+        no_log.metadata.remove(key::LOG_ID);
+        for info in [
+            None,
+            Some(ErrorInfo::new(ErrorReason::InvalidTopic)),
+            Some(no_missed),
+            Some(no_log),
+            // About another cursor (a stale answer): its numbers do not apply to ours.
+            Some(expired("L", 2, 21, 30)),
+            // An "expiry" that would move the cursor backwards.
+            Some(expired("L", 3, 21, 30).with(key::OLDEST_SEQUENCE, 3)),
+        ] {
+            assert!(
+                matches!(
+                    after_out_of_range(&c, info.as_ref()),
+                    OutOfRange::Unexplained { .. }
+                ),
+                "{info:?}"
+            );
+        }
+    }
+
+    fn out_of_range(info: Option<ErrorInfo>) -> Status {
+        match info {
+            Some(info) => info.into_status(Code::OutOfRange, "refused", None),
+            None => Status::out_of_range("refused by a proxy"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_reader_applies_an_expiry_from_the_status_alone() {
+        let (mut r, stats) = reader(vec![], cursor(None, Some(3)));
+        let next = r.out_of_range(&out_of_range(Some(expired("L", 3, 21, 30))));
+        assert_eq!(next, Next::Now);
+        assert_eq!(r.cursor(), &cursor(Some("L"), Some(20)));
+        let s = stats.snapshot();
+        assert_eq!((s.events_missed, s.log_changes), (17, 0));
+        assert_eq!((s.log_id.as_str(), s.after_sequence), ("L", Some(20)));
+        // The next response continues without a gap.
+        r.accept("L", events(&[21, 22]), 22);
+        assert_eq!(stats.snapshot().events_missed, 17);
+    }
+
+    #[tokio::test]
+    async fn the_reader_starts_over_on_a_new_log_and_counts_the_change_once() {
+        let (mut r, stats) = reader(vec![], cursor(Some("old"), Some(500)));
+        let next = r.out_of_range(&out_of_range(Some(ahead("new", 500, 1, 10))));
+        assert_eq!(next, Next::Now);
+        assert_eq!(r.cursor(), &cursor(Some("new"), Some(0)));
+        assert_eq!(r.accept("new", events(&[1, 2]), 2), Accepted::Processed);
+        let s = stats.snapshot();
+        assert_eq!(
+            (s.log_changes, s.events_missed, s.events_received),
+            (1, 0, 2)
+        );
+        assert_eq!(s.log_id, "new");
+    }
+
+    #[tokio::test]
+    async fn the_reader_backs_off_and_keeps_its_cursor_when_not_told_why() {
+        for info in [None, Some(ahead("L", 500, 1, 10))] {
+            let (mut r, stats) = reader(vec![], cursor(Some("L"), Some(500)));
+            assert_eq!(r.out_of_range(&out_of_range(info)), Next::Backoff);
+            assert_eq!(r.cursor(), &cursor(Some("L"), Some(500)));
+            let s = stats.snapshot();
+            assert_eq!((s.events_missed, s.log_changes), (0, 0));
+        }
+    }
+
+    #[tokio::test]
+    async fn every_cursor_move_is_offered_to_the_checkpoint_writer_and_the_last_is_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cursor");
+        let (latest, writer) = checkpoint::writer(path.clone(), None, Duration::from_secs(3600));
+        let writer = tokio::spawn(writer);
+        let (mut r, _stats) = reader(vec![], cursor(None, Some(3)));
+        r.checkpoints = Some(latest);
+        r.out_of_range(&out_of_range(Some(expired("L", 3, 21, 30))));
+        r.accept("L", events(&[21, 22]), 22);
+        r.accept("L", events(&[23]), 23);
+        drop(r);
+        writer.await.unwrap();
+        assert_eq!(
+            checkpoint::load(&path).unwrap(),
+            Some(Checkpoint {
+                log_id: "L".into(),
+                after_sequence: 23
+            })
+        );
+    }
+
+    /// Log output of one test, written by a subscriber installed for this thread only.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8(self.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    /// Captures DEBUG and up, as `--log-format text` (without time or colour) or `json` writes.
+    fn capture(json: bool) -> (Captured, tracing::subscriber::DefaultGuard) {
+        let out = Captured::default();
+        let writer = {
+            let out = out.clone();
+            move || out.clone()
+        };
+        let builder = tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_ansi(false)
+            .without_time()
+            .with_max_level(tracing::Level::DEBUG);
+        let guard = if json {
+            tracing::subscriber::set_default(builder.json().flatten_event(true).finish())
+        } else {
+            tracing::subscriber::set_default(builder.finish())
+        };
+        (out, guard)
+    }
+
+    fn shutting_down() -> Status {
+        ErrorInfo::new(ErrorReason::ShuttingDown).into_status(
+            Code::Unavailable,
+            "the producer is shutting down; reconnect and resume from your cursor",
+            Some(Duration::from_secs(1)),
+        )
+    }
+
+    /// What the reader sees of a producer restart, step by step, as `run` drives it: connected,
+    /// the stream ends with SHUTTING_DOWN, connections are refused a few times, the new
+    /// producer refuses the old cursor (another log), the reader connects again.
+    fn producer_restart(r: &mut Reader) {
+        r.set_connected(true);
+        r.set_connected(false);
+        r.note_failure(&shutting_down());
+        for _ in 0..3 {
+            r.note_failure(&Status::unavailable("tcp connect error"));
+        }
+        assert_eq!(
+            r.out_of_range(&out_of_range(Some(ahead("new", 500, 1, 10)))),
+            Next::Now
+        );
+        r.set_connected(true);
+    }
+
+    #[tokio::test]
+    async fn a_producer_restart_logs_one_line_per_event_at_its_level() {
+        let (out, _guard) = capture(false);
+        let (mut r, _stats) = reader(vec![], cursor(Some("old"), Some(500)));
+        producer_restart(&mut r);
+        // A new outage is news again.
+        r.set_connected(false);
+        r.note_failure(&Status::unavailable("tcp connect error"));
+
+        let lines = out.lines();
+        let at = |level: &str| -> Vec<&String> {
+            lines
+                .iter()
+                .filter(|l| l.trim_start().starts_with(level))
+                .collect()
+        };
+        let (info, warn, debug) = (at("INFO"), at("WARN"), at("DEBUG"));
+        assert_eq!(info.len(), 3, "{lines:#?}");
+        assert!(info[0].contains("connected to producer after_sequence=500 log_id=old"));
+        assert!(
+            info[1].contains("the producer is shutting down"),
+            "{}",
+            info[1]
+        );
+        assert!(info[2].contains("connected to producer after_sequence=0 log_id=new"));
+        assert_eq!(warn.len(), 3, "{lines:#?}");
+        assert!(
+            warn[0].contains("producer connection failed"),
+            "{}",
+            warn[0]
+        );
+        assert!(
+            warn[0].contains(r#"code=UNAVAILABLE detail="tcp connect error" after_sequence=500"#),
+            "{}",
+            warn[0]
+        );
+        assert!(
+            warn[1].contains("old_log_id=old new_log_id=new after_sequence=500"),
+            "{}",
+            warn[1]
+        );
+        assert!(
+            warn[2].contains("producer connection failed"),
+            "{}",
+            warn[2]
+        );
+        assert_eq!(
+            debug
+                .iter()
+                .filter(|l| l.contains("producer connection failed"))
+                .count(),
+            2,
+            "the repeats: {lines:#?}"
+        );
+        for line in &lines {
+            for debug_form in [
+                "Some(",
+                "None",
+                "Cursor {",
+                "Unavailable",
+                "LongPoll",
+                "Push",
+            ] {
+                assert!(!line.contains(debug_form), "{debug_form} in {line}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn json_logs_carry_the_same_fields_and_omit_the_unknown() {
+        let (out, _guard) = capture(true);
+        let (mut r, _stats) = reader(vec![], cursor(None, None));
+        r.set_connected(true);
+        r.set_connected(false);
+        r.note_failure(&Status::unavailable("tcp connect error"));
+        r.accept("L", events(&[7]), 7);
+        r.start_over("M");
+
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let find = |message: &str| {
+            lines
+                .iter()
+                .find(|l| l["message"].as_str().unwrap().starts_with(message))
+                .unwrap_or_else(|| panic!("no {message:?} in {lines:#?}"))
+        };
+        let connected = find("connected to producer");
+        assert!(connected.get("after_sequence").is_none(), "{connected}");
+        assert!(connected.get("log_id").is_none(), "{connected}");
+        let failed = find("producer connection failed");
+        assert_eq!(failed["code"], "UNAVAILABLE");
+        assert!(failed.get("after_sequence").is_none(), "{failed}");
+        assert_eq!(find("reading log")["log_id"], "L");
+        let changed = find("the producer's log changed");
+        assert_eq!(changed["old_log_id"], "L");
+        assert_eq!(changed["new_log_id"], "M");
+        assert_eq!(changed["after_sequence"], 7);
     }
 }

@@ -12,9 +12,11 @@ use std::{
 
 use hdrhistogram::Histogram;
 use pushpull::{
-    pb::{self, ReadMode},
+    pb,
     time::{proto_duration, system_time, timestamp},
 };
+
+use crate::config::Mode;
 
 /// Latencies above this (one minute, in microseconds) are clamped: the histogram's range.
 const MAX_TRACKED_LATENCY_US: u64 = 60_000_000;
@@ -27,7 +29,7 @@ pub struct Stats {
 
 #[derive(Debug)]
 struct Inner {
-    mode: ReadMode,
+    mode: Mode,
     producer: String,
     topics: Vec<String>,
     started_at: SystemTime,
@@ -70,7 +72,7 @@ pub struct Summary {
 }
 
 impl Stats {
-    pub fn new(mode: ReadMode, producer: String, topics: Vec<String>) -> Self {
+    pub fn new(mode: Mode, producer: String, topics: Vec<String>) -> Self {
         let latency_us = Histogram::new_with_bounds(1, MAX_TRACKED_LATENCY_US, 3)
             .expect("constant histogram bounds are valid");
         Self {
@@ -99,6 +101,11 @@ impl Stats {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Counters stay meaningful after a panic elsewhere; keep serving them.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How this consumer reads: fixed for its life, so callers may ask once.
+    pub fn mode(&self) -> Mode {
+        self.lock().mode
     }
 
     pub fn rpc_sent(&self) {
@@ -199,7 +206,7 @@ impl Stats {
         let inner = self.lock();
         let h = &inner.latency_us;
         pb::GetStatsResponse {
-            mode: inner.mode.into(),
+            mode: pb::ReadMode::from(inner.mode).into(),
             events_received: inner.events_received,
             last_sequence: inner.last_sequence,
             events_missed: inner.events_missed,
@@ -251,7 +258,7 @@ mod tests {
 
     #[test]
     fn record_accumulates_and_snapshot_reports_percentiles() {
-        let stats = Stats::new(ReadMode::Push, "p".into(), vec![]);
+        let stats = Stats::new(Mode::Push, "p".into(), vec![]);
         let ms = Duration::from_millis;
         stats.record(
             Received {
@@ -275,12 +282,12 @@ mod tests {
         let max = pushpull::time::std_duration(&snap.latency_max.unwrap()).unwrap();
         assert!(p50 >= ms(2) && p50 < ms(3), "{p50:?}");
         assert!(max >= ms(100) && max < ms(101), "{max:?}");
-        assert_eq!(snap.mode, ReadMode::Push as i32);
+        assert_eq!(snap.mode, pb::ReadMode::Push as i32);
     }
 
     #[test]
     fn latency_buckets_count_each_latency_once() {
-        let stats = Stats::new(ReadMode::Poll, "p".into(), vec![]);
+        let stats = Stats::new(Mode::Poll, "p".into(), vec![]);
         let ms = Duration::from_millis;
         stats.record(
             Received {

@@ -92,7 +92,7 @@ checks = [
 ]
 bad = [(got, want) for got, want in checks if got != want]
 assert not bad, bad
-for name in ["pushpull_consumer_reconnects", "pushpull_consumer_rpcs", "pushpull_producer_pollers",
+for name in ["pushpull_consumer_reconnects", "pushpull_consumer_rpcs_sent", "pushpull_producer_pollers",
              "pushpull_producer_subscribers_lagged", "pushpull_producer_retained_bytes"]:
     assert name in p or name in c, name
 assert p["pushpull_producer_request_duration_seconds"].type == "histogram"

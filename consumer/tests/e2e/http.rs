@@ -86,7 +86,7 @@ async fn consumer_metrics_report_what_get_stats_reports() {
         10.0
     );
     assert_eq!(get("pushpull_consumer_connected{mode=\"long-poll\"}"), 1.0);
-    assert!(get("pushpull_consumer_rpcs_total{mode=\"long-poll\"}") >= 1.0);
+    assert!(get("pushpull_consumer_rpcs_sent_total{mode=\"long-poll\"}") >= 1.0);
     assert_eq!(
         get("pushpull_consumer_latency_seconds_count{mode=\"long-poll\"}"),
         10.0

@@ -1,10 +1,11 @@
 //! The consumer against a real producer, both on port 0, over real gRPC: delivery in every mode,
-//! resumption after cuts, restarts and mode switches, expired cursors, and shutdown. One binary
-//! for all, so it links once.
+//! resumption after cuts, restarts and mode switches, expired cursors, shutdown, and a listener
+//! that dies. One binary for all, so it links once.
 
 mod delivery;
 mod helpers;
 mod http;
+mod listener;
 mod resume;
 mod retention;
 mod service;
