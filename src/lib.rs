@@ -33,5 +33,19 @@ pub mod pb {
     tonic::include_proto!("pushpull.v1");
 }
 
+impl pb::ReadMode {
+    /// The mode's name wherever people read or type it: the consumer's `--mode`, logs, metric
+    /// labels and the dashboard's JSON. Spelled here once; the proto's own enum names
+    /// (`READ_MODE_LONG_POLL`) are for generated code.
+    pub fn name(self) -> &'static str {
+        match self {
+            pb::ReadMode::Push => "push",
+            pb::ReadMode::Poll => "poll",
+            pb::ReadMode::LongPoll => "long-poll",
+            pb::ReadMode::Unspecified => "unspecified",
+        }
+    }
+}
+
 /// Encoded `FileDescriptorSet` of `proto/` (with imports and comments), for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("pushpull_descriptor");

@@ -106,13 +106,9 @@ impl Mode {
     /// Every mode, in the order `--help` lists them.
     pub const ALL: [Mode; 3] = [Mode::Push, Mode::Poll, Mode::LongPoll];
 
-    /// The mode's name: `push`, `poll`, `long-poll`.
+    /// The mode's name: `push`, `poll`, `long-poll` (spelled once, by [`ReadMode::name`]).
     pub fn name(self) -> &'static str {
-        match self {
-            Mode::Push => "push",
-            Mode::Poll => "poll",
-            Mode::LongPoll => "long-poll",
-        }
+        ReadMode::from(self).name()
     }
 
     fn help(self) -> &'static str {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::{Json, extract::State};
 use pushpull::{
-    pb::{self, ReadMode, consumer_service_client::ConsumerServiceClient},
+    pb::{self, consumer_service_client::ConsumerServiceClient},
     time::std_duration,
 };
 use serde::Serialize;
@@ -85,12 +85,7 @@ fn ms(d: Option<prost_types::Duration>) -> f64 {
 impl From<pb::GetStatsResponse> for StatsJson {
     fn from(s: pb::GetStatsResponse) -> Self {
         Self {
-            mode: match s.mode() {
-                ReadMode::Push => "push",
-                ReadMode::Poll => "poll",
-                ReadMode::LongPoll => "long-poll",
-                ReadMode::Unspecified => "unspecified",
-            },
+            mode: s.mode().name(),
             connected: s.connected,
             log_id: s.log_id,
             events_received: s.events_received,
