@@ -1,8 +1,5 @@
 use pushpull::pb;
 use tokio_stream::StreamExt as _;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
 use tonic_reflection::pb::{v1, v1alpha};
 
 use crate::helpers::*;
@@ -12,26 +9,14 @@ const PRODUCER_SERVICE: &str = "pushpull.v1.ProducerService";
 #[tokio::test]
 async fn health_reports_serving_overall_and_for_the_producer_service() {
     let producer = spawn_producer(&[]).await;
-    let mut health = HealthClient::new(channel(producer.addr).await.unwrap());
-    for service in ["", PRODUCER_SERVICE] {
-        let status = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
-        assert_eq!(status, ServingStatus::Serving as i32, "service {service:?}");
-    }
+    testkit::assert_serving(producer.addr, PRODUCER_SERVICE).await;
 }
 
 #[tokio::test]
 async fn reflection_v1_lists_the_services() {
     let producer = spawn_producer(&[]).await;
-    let mut client = v1::server_reflection_client::ServerReflectionClient::new(
-        channel(producer.addr).await.unwrap(),
-    );
+    let mut client =
+        v1::server_reflection_client::ServerReflectionClient::new(channel(producer.addr).await);
     let request = v1::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
@@ -67,7 +52,7 @@ async fn reflection_v1_lists_the_services() {
 async fn reflection_v1alpha_lists_and_describes_the_services() {
     let producer = spawn_producer(&[]).await;
     let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(
-        channel(producer.addr).await.unwrap(),
+        channel(producer.addr).await,
     );
     use v1alpha::server_reflection_request::MessageRequest;
     let requests = vec![
