@@ -1,6 +1,5 @@
-use std::time::Duration;
-
 use pushpull::pb;
+use testkit::ServiceProcess;
 use tokio::time::timeout;
 use tonic::{Code, Streaming};
 
@@ -137,12 +136,39 @@ async fn a_subscriber_overtaken_by_retention_ends_with_out_of_range() {
     );
 }
 
+/// A subscriber that leaves while its stream is idle (no event to send, no heartbeat due, so no
+/// failed send to notice it by) ends its task at once; then publishing and stopping do not wait
+/// for it. Run as the binary, whose log shows the task ending.
 #[tokio::test]
 async fn a_departed_subscriber_does_not_hold_the_producer() {
-    let producer = spawn_producer(&["--heartbeat-interval", "1h"]).await;
-    let stream = subscribe(&producer.client, None, &[]).await;
+    // A grace period three times PROMPTLY: anything still held open for the departed
+    // subscriber would keep the producer from exiting until the grace ran out.
+    let mut producer = ServiceProcess::producer(
+        env!("CARGO_BIN_EXE_producer"),
+        &["--heartbeat-interval", "1h", "--shutdown-grace", "30s"],
+    )
+    .await;
+    let client = client(producer.addr).await;
+    let mut stream = subscribe(&client, None, &[]).await;
+    next(&mut stream).await;
+
     drop(stream);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    producer.publish_n("a", 10).await;
-    producer.stop().await.expect("clean stop");
+
+    producer
+        .wait_for_log("the subscriber's task ending", |line| {
+            line["message"] == "subscriber left"
+        })
+        .await;
+    let events = (0..10).map(|i| new_event("a", &[i])).collect();
+    client
+        .clone()
+        .publish(pb::PublishRequest { events })
+        .await
+        .expect("publish with a departed subscriber");
+    producer.sigterm();
+    let status = producer
+        .wait_exit(PROMPTLY)
+        .await
+        .expect("exits well within the 30 s grace period");
+    assert!(status.success(), "{status:?}");
 }
