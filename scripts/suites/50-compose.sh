@@ -2,7 +2,8 @@
 # docker compose, end to end, with the repository's own docker-compose.yml and Dockerfile:
 #   1. bring the stack up; every service becomes healthy (through the binaries' `healthcheck`);
 #   2. events flow to all three consumers (push, poll, long-poll): 0 missed, 0 duplicated, each
-#      has every event of the log; the services run as a non-root user;
+#      has every event of the log; the services run as a non-root user, and the logs are plain
+#      text (no ANSI colour codes in `logs`);
 #   3. the producer restarts (stop, observe, start): the consumers notice, reconnect, count one
 #      log change and read the new log from its first event, still 0 missed / 0 duplicated;
 #   4. the consumers stop, their containers are removed, and new ones start: each resumes
@@ -146,6 +147,15 @@ eq() { [ "$1" = "$2" ] || { echo "       expected $2, got $1"; return 1; }; }
 ge() { [ "$1" -ge "$2" ] || { echo "       expected >= $2, got $1"; return 1; }; }
 gt() { [ "$1" -gt "$2" ] || { echo "       expected > $2, got $1"; return 1; }; }
 ne() { [ "$1" != "$2" ] || { echo "       expected something other than $2"; return 1; }; }
+# The services' logs as `logs` shows them are plain text: the binaries colour only a terminal,
+# and a container's stderr is not one. Non-empty, or the check would prove nothing.
+plain_logs() {
+  local logs escaped
+  logs=$($COMPOSE logs --no-color 2>&1) || return 1
+  grep -q 'producer serving' <<<"$logs" || { echo "       no 'producer serving' line in the logs"; return 1; }
+  escaped=$(grep -c $'\x1b\[' <<<"$logs" || true)
+  [ "$escaped" -eq 0 ] || { echo "       $escaped lines with ANSI escapes, e.g. $(grep -m 1 $'\x1b\[' <<<"$logs" | cat -v)"; return 1; }
+}
 show_state() {
   echo "--- compose output"; tail -n 30 "$DC_LOG"
   echo "--- ps"; dc ps -a || true
@@ -201,6 +211,7 @@ scenario() {
     check "$service: summary lines in the compose logs" \
       bash -c "$COMPOSE logs --no-color $service 2>&1 | grep -q summary"
   done
+  check "logs are plain text: no ANSI escape (ESC [) in any service's logs" plain_logs
 
   # -------- the producer restarts: stopped, observed, started (a `restart` with a look inside)
   step "producer restart"
