@@ -8,6 +8,10 @@
 # host builds, the image only receives the two binaries. They must be linked against a glibc no
 # newer than the runtime image's (Debian bookworm: 2.36).
 #
+# No EXPOSE: the one image runs either service, so any EXPOSE here would be declared by every
+# container, the producer's ports on the consumers and the other way round. docker-compose.yml
+# gives each service its own (`expose:`); with `docker run`, publish what you run (-p).
+#
 # Build args: RUST_IMAGE (builder), RUNTIME_IMAGE (runtime base). Both must be Debian bookworm
 # (or compatible): the runtime needs only glibc and libgcc_s, which every Debian image has.
 #
@@ -30,8 +34,6 @@ RUN groupadd --system --gid 10001 pushpull \
         --no-create-home --shell /usr/sbin/nologin pushpull \
     && install -d -o pushpull -g pushpull -m 0750 /var/lib/pushpull
 WORKDIR /var/lib/pushpull
-# Producer gRPC, and the consumers' own ports (GetStats, health) as docker-compose.yml uses them.
-EXPOSE 50051 50061 50062 50063
 CMD ["producer"]
 
 # Binaries built on the host: `cargo build --release --locked -p pushpull-producer -p

@@ -2,8 +2,8 @@
 # docker compose, end to end, with the repository's own docker-compose.yml and Dockerfile:
 #   1. bring the stack up; every service becomes healthy (through the binaries' `healthcheck`);
 #   2. events flow to all three consumers (push, poll, long-poll): 0 missed, 0 duplicated, each
-#      has every event of the log; the services run as a non-root user, and the logs are plain
-#      text (no ANSI colour codes in `logs`);
+#      has every event of the log; the services run as a non-root user, each container declares
+#      only its own ports, and the logs are plain text (no ANSI colour codes in `logs`);
 #   3. the producer restarts (stop, observe, start): the consumers notice, reconnect, count one
 #      log change and read the new log from its first event, still 0 missed / 0 duplicated;
 #   4. the consumers stop, their containers are removed, and new ones start: each resumes
@@ -75,6 +75,10 @@ PY
 )
 declare -A PORT=([push]=$PUSH_PORT [poll]=$POLL_PORT [long-poll]=$LONG_POLL_PORT)
 declare -A MODE=([push]=READ_MODE_PUSH [poll]=READ_MODE_POLL [long-poll]=READ_MODE_LONG_POLL)
+# The ports each container declares (docker-compose.yml's `expose:`; the image declares none):
+# its own gRPC port, the producer's HTTP side, the consumers' /metrics.
+declare -A EXPOSED=([producer]="50051/tcp 8080/tcp" [push]="50061/tcp 9464/tcp"
+  [poll]="50062/tcp 9464/tcp" [long-poll]="50063/tcp 9464/tcp")
 CONSUMERS=(push poll long-poll)
 
 # What the compose file reads from the environment; everything else is the file's default.
@@ -147,6 +151,12 @@ eq() { [ "$1" = "$2" ] || { echo "       expected $2, got $1"; return 1; }; }
 ge() { [ "$1" -ge "$2" ] || { echo "       expected >= $2, got $1"; return 1; }; }
 gt() { [ "$1" -gt "$2" ] || { echo "       expected > $2, got $1"; return 1; }; }
 ne() { [ "$1" != "$2" ] || { echo "       expected something other than $2"; return 1; }; }
+# The ports a container declares, as "PORT/PROTO ..." in order. Compose v2 records an `expose:`
+# entry both as given ("8080") and as "8080/tcp"; both mean the same port.
+exposed() {
+  docker inspect -f '{{range $port, $_ := .Config.ExposedPorts}}{{$port}}{{"\n"}}{{end}}' "$(container "$1")" |
+    sed '/^$/d; /\//!s|$|/tcp|' | sort -u | paste -sd ' '
+}
 # The services' logs as `logs` shows them are plain text: the binaries colour only a terminal,
 # and a container's stderr is not one. Non-empty, or the check would prove nothing.
 plain_logs() {
@@ -181,6 +191,7 @@ scenario() {
   for service in producer "${CONSUMERS[@]}"; do
     check "$service: restart policy unless-stopped" \
       eq "$(docker inspect -f '{{.HostConfig.RestartPolicy.Name}}' "$(container "$service")")" unless-stopped
+    check "$service: declares only its own ports (${EXPOSED[$service]})" eq "$(exposed "$service")" "${EXPOSED[$service]}"
   done
 
   # -------- events flow
