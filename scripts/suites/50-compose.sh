@@ -3,7 +3,8 @@
 #   1. bring the stack up; every service becomes healthy (through the binaries' `healthcheck`);
 #   2. events flow to all three consumers (push, poll, long-poll): 0 missed, 0 duplicated, each
 #      has every event of the log; the services run as a non-root user, each container declares
-#      only its own ports, and the logs are plain text (no ANSI colour codes in `logs`);
+#      only its own ports, the image's binaries are stripped, and the logs are plain text (no
+#      ANSI colour codes in `logs`);
 #   3. the producer restarts (stop, observe, start): the consumers notice, reconnect, count one
 #      log change and read the new log from its first event, still 0 missed / 0 duplicated;
 #   4. the consumers stop, their containers are removed, and new ones start: each resumes
@@ -14,9 +15,10 @@
 #
 # Offline: no registry can be reached here, so the runtime base image is made locally with
 # debootstrap (cached as $BASE_IMAGE), the binaries are built on the host (same glibc as
-# bookworm) and the Dockerfile's `prebuilt` target copies them in. The compose file is used as
-# it is; only environment variables are injected (image source, host ports, project name, and
-# pinned PRODUCER_DEMO_RATE=20 / CONSUMER_FROM=earliest, which the checks rely on).
+# bookworm; scripts/build-prebuilt.sh stages stripped copies) and the Dockerfile's `prebuilt`
+# target copies them in. The compose file is used as it is; only environment variables are
+# injected (image source, host ports, project name, and pinned PRODUCER_DEMO_RATE=20 /
+# CONSUMER_FROM=earliest, which the checks rely on).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 started=$SECONDS
@@ -61,8 +63,8 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
 fi
 echo "$BASE_IMAGE: $(docker image inspect -f '{{.Size}}' "$BASE_IMAGE") bytes"
 
-phase "host build (cargo build --release --locked)"
-timeout 900 cargo build --release --locked -p pushpull-producer -p pushpull-consumer
+phase "host build (scripts/build-prebuilt.sh: cargo build --release --locked, stripped copies)"
+timeout 900 scripts/build-prebuilt.sh
 
 # Host ports: free ones, so a running `docker compose up` or another test is no obstacle.
 read -r PRODUCER_PORT PUSH_PORT POLL_PORT LONG_POLL_PORT < <(python3 - <<'PY'
@@ -157,6 +159,19 @@ exposed() {
   docker inspect -f '{{range $port, $_ := .Config.ExposedPorts}}{{$port}}{{"\n"}}{{end}}' "$(container "$1")" |
     sed '/^$/d; /\//!s|$|/tcp|' | sort -u | paste -sd ' '
 }
+# The ELF file's section names (a symbol table is `.symtab`, what `strip` removes).
+sections() { readelf -S -W "$1" | sed -n 's/^ *\[ *[0-9]*\] \([^ ]*\).*/\1/p'; }
+# The image's copy of a binary is stripped, the host's target/release one is not.
+image_binary_stripped() {
+  local copy in_image on_host
+  copy=$(mktemp)
+  docker cp "$(container producer):/usr/local/bin/$1" - | tar -xO >"$copy"
+  in_image=$(sections "$copy"); rm -f "$copy"
+  on_host=$(sections "target/release/$1")
+  grep -qx '\.text' <<<"$in_image" || { echo "       cannot read /usr/local/bin/$1 from the image"; return 1; }
+  ! grep -qx '\.symtab' <<<"$in_image" || { echo "       /usr/local/bin/$1 in the image has a symbol table"; return 1; }
+  grep -qx '\.symtab' <<<"$on_host" || { echo "       target/release/$1 lost its symbols"; return 1; }
+}
 # The services' logs as `logs` shows them are plain text: the binaries colour only a terminal,
 # and a container's stderr is not one. Non-empty, or the check would prove nothing.
 plain_logs() {
@@ -192,6 +207,9 @@ scenario() {
     check "$service: restart policy unless-stopped" \
       eq "$(docker inspect -f '{{.HostConfig.RestartPolicy.Name}}' "$(container "$service")")" unless-stopped
     check "$service: declares only its own ports (${EXPOSED[$service]})" eq "$(exposed "$service")" "${EXPOSED[$service]}"
+  done
+  for bin in producer consumer; do
+    check "$bin: stripped in the image, symbols kept in target/release" image_binary_stripped "$bin"
   done
 
   # -------- events flow
