@@ -14,9 +14,9 @@
 # both must be there (.ci/install.d/50-docker.sh installs them).
 #
 # Offline: no registry can be reached here, so the runtime base image is made locally with
-# debootstrap (cached as $BASE_IMAGE), the binaries are built on the host (same glibc as
-# bookworm; scripts/build-prebuilt.sh stages stripped copies) and the Dockerfile's `prebuilt`
-# target copies them in. The compose file is used as it is; only environment variables are
+# debootstrap (scripts/make-bookworm-base.sh, cached as $BASE_IMAGE), the binaries are built on
+# the host (same glibc as bookworm; scripts/build-prebuilt.sh stages stripped copies) and the
+# Dockerfile's `prebuilt` target copies them in. The compose file is used as it is; only environment variables are
 # injected (image source, host ports, project name, and pinned PRODUCER_DEMO_RATE=20 /
 # CONSUMER_FROM=earliest, which the checks rely on).
 set -euo pipefail
@@ -51,15 +51,7 @@ step() { printf '  -- %s (%ss)\n' "$*" $((SECONDS - started)); }
 phase "base image $BASE_IMAGE"
 if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   command -v debootstrap >/dev/null 2>&1 || skip "no debootstrap to make $BASE_IMAGE"
-  rootfs=$(mktemp -d)
-  # Made like debian:bookworm-slim: minbase, without apt lists, docs, man pages and locales.
-  timeout 600 debootstrap --variant=minbase bookworm "$rootfs" >/tmp/pushpull-debootstrap.log 2>&1 ||
-    { tail -n 20 /tmp/pushpull-debootstrap.log; rm -rf "$rootfs"; echo "0 passed, 1 failed"; exit 1; }
-  tar -C "$rootfs" --exclude='./var/cache/apt/*' --exclude='./var/lib/apt/lists/*' \
-    --exclude='./usr/share/doc/*' --exclude='./usr/share/man/*' \
-    --exclude='./usr/share/locale/*' --exclude='./usr/share/info/*' -c . |
-    docker import -c 'CMD ["bash"]' - "$BASE_IMAGE" >/dev/null
-  rm -rf "$rootfs"
+  scripts/make-bookworm-base.sh "$BASE_IMAGE" >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
 fi
 echo "$BASE_IMAGE: $(docker image inspect -f '{{.Size}}' "$BASE_IMAGE") bytes"
 
@@ -90,8 +82,9 @@ export PUSHPULL_POLL_PORT=$POLL_PORT PUSHPULL_LONG_POLL_PORT=$LONG_POLL_PORT
 # The checks rely on these two defaults; pin them against the caller's environment.
 export PRODUCER_DEMO_RATE=20 CONSUMER_FROM=earliest
 
-# Compose v2 would build through `buildx bake`, which is not installed here; its own builder
-# does the same job without the warning.
+# Compose v2 (2.37 on) builds through `buildx bake`, which is not installed here, and falls back
+# to its own builder with a warning; COMPOSE_BAKE=false asks for that builder directly (2.39 on
+# answer with a deprecation warning instead). Either way the build output goes to $DC_LOG.
 export COMPOSE_BAKE=false
 
 # ---------------------------------------------------------------- helpers
