@@ -171,30 +171,16 @@ impl ServiceProcess {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::{fs::PermissionsExt as _, process::ExitStatusExt as _};
+    use std::os::unix::process::ExitStatusExt as _;
 
     use super::*;
 
-    /// A stand-in for a consumer binary: a shell script (run as `exec sleep`, so signals reach
-    /// the sleep itself) in a directory that lives as long as the returned guard.
-    fn fake_consumer(script: &str) -> (tempfile::TempDir, String) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("consumer");
-        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let path = path.to_str().unwrap().to_owned();
-        (dir, path)
-    }
-
-    /// What a consumer logs once it serves, plus the arguments it was given.
-    const SERVING: &str = r#"echo "{\"message\":\"consumer serving\",\"addr\":\"127.0.0.1:4321\",\"args\":\"$*\"}" >&2"#;
+    /// A shell script that logs what a consumer logs; see the file.
+    const FAKE_CONSUMER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/fake-consumer.sh");
 
     #[tokio::test]
     async fn the_address_comes_from_the_serving_line_and_the_flags_ask_for_port_0() {
-        let (_dir, program) = fake_consumer(&format!(
-            "echo not json >&2\necho '{{\"message\":\"other\"}}' >&2\n{SERVING}\nexec sleep 30"
-        ));
-        let mut consumer = ServiceProcess::consumer(&program, &["--mode", "push"]).await;
+        let mut consumer = ServiceProcess::consumer(FAKE_CONSUMER, &["--mode", "push"]).await;
 
         assert_eq!(consumer.addr, "127.0.0.1:4321".parse().unwrap());
         let line = consumer
@@ -214,9 +200,8 @@ mod tests {
 
     #[tokio::test]
     async fn sigterm_and_sigkill_end_the_child_and_wait_exit_reports_how() {
-        let (_dir, program) = fake_consumer(&format!("{SERVING}\nexec sleep 30"));
-        let mut terminated = ServiceProcess::consumer(&program, &[]).await;
-        let mut killed = ServiceProcess::consumer(&program, &[]).await;
+        let mut terminated = ServiceProcess::consumer(FAKE_CONSUMER, &[]).await;
+        let mut killed = ServiceProcess::consumer(FAKE_CONSUMER, &[]).await;
         assert_eq!(
             terminated.wait_exit(Duration::from_millis(100)).await,
             None,
@@ -235,7 +220,6 @@ mod tests {
     #[tokio::test]
     #[should_panic(expected = "before logging the address it serves on")]
     async fn a_child_that_exits_before_serving_fails_the_test_with_its_last_lines() {
-        let (_dir, program) = fake_consumer("echo 'error: bad flag' >&2\nexit 3");
-        ServiceProcess::consumer(&program, &[]).await;
+        ServiceProcess::consumer(FAKE_CONSUMER, &["exit-early"]).await;
     }
 }
