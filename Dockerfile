@@ -1,12 +1,17 @@
 # One image for both services: `producer` (the default command) and `consumer`.
 #
 #   docker build -t pushpull .                         # compiles in a Rust container (default)
-#   cargo build --release --locked -p pushpull-producer -p pushpull-consumer \
+#   scripts/build-prebuilt.sh \
 #     && docker build --target prebuilt -t pushpull .  # takes the binaries built on this host
 #
 # The `prebuilt` target is for machines whose containers cannot download crates (CI here): the
-# host builds, the image only receives the two binaries. They must be linked against a glibc no
+# host builds, the image only receives the two binaries (stripped copies, which
+# scripts/build-prebuilt.sh puts in target/prebuilt/). They must be linked against a glibc no
 # newer than the runtime image's (Debian bookworm: 2.36).
+#
+# No EXPOSE: the one image runs either service, so any EXPOSE here would be declared by every
+# container, the producer's ports on the consumers and the other way round. docker-compose.yml
+# gives each service its own (`expose:`); with `docker run`, publish what you run (-p).
 #
 # Build args: RUST_IMAGE (builder), RUNTIME_IMAGE (runtime base). Both must be Debian bookworm
 # (or compatible): the runtime needs only glibc and libgcc_s, which every Debian image has.
@@ -30,24 +35,22 @@ RUN groupadd --system --gid 10001 pushpull \
         --no-create-home --shell /usr/sbin/nologin pushpull \
     && install -d -o pushpull -g pushpull -m 0750 /var/lib/pushpull
 WORKDIR /var/lib/pushpull
-# Producer gRPC, and the consumers' own ports (GetStats, health) as docker-compose.yml uses them.
-EXPOSE 50051 50061 50062 50063
 CMD ["producer"]
 
-# Binaries built on the host: `cargo build --release --locked -p pushpull-producer -p
-# pushpull-consumer` first. .dockerignore lets exactly these two files of target/ through.
+# Binaries built on the host: `scripts/build-prebuilt.sh` first. .dockerignore lets exactly
+# these two files of target/ through.
 FROM runtime-base AS prebuilt
 # Wildcards, and Cargo.lock, which always exists: with no host binaries (the classic builder on
 # its way to `runtime`) this copies only Cargo.lock instead of failing. The check refuses an
 # image without binaries when the prebuilt target was asked for (docker-compose.yml passes its
 # target as BUILD_TARGET).
 ARG BUILD_TARGET=runtime
-COPY target/release/produce[r] target/release/consume[r] Cargo.lock /usr/local/bin/
+COPY target/prebuilt/produce[r] target/prebuilt/consume[r] Cargo.lock /usr/local/bin/
 RUN rm /usr/local/bin/Cargo.lock \
     && if [ "$BUILD_TARGET" = prebuilt ]; then \
         for bin in producer consumer; do \
-            [ -x /usr/local/bin/$bin ] || { echo "target/release/$bin is missing: run cargo build" \
-                "--release --locked -p pushpull-producer -p pushpull-consumer first" >&2; exit 1; }; \
+            [ -x /usr/local/bin/$bin ] || { echo "target/prebuilt/$bin is missing: run" \
+                "scripts/build-prebuilt.sh first" >&2; exit 1; }; \
         done; \
     fi
 USER pushpull:pushpull

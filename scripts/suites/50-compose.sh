@@ -2,7 +2,9 @@
 # docker compose, end to end, with the repository's own docker-compose.yml and Dockerfile:
 #   1. bring the stack up; every service becomes healthy (through the binaries' `healthcheck`);
 #   2. events flow to all three consumers (push, poll, long-poll): 0 missed, 0 duplicated, each
-#      has every event of the log; the services run as a non-root user;
+#      has every event of the log; the services run as a non-root user, each container declares
+#      only its own ports, the image's binaries are stripped, and the logs are plain text (no
+#      ANSI colour codes in `logs`);
 #   3. the producer restarts (stop, observe, start): the consumers notice, reconnect, count one
 #      log change and read the new log from its first event, still 0 missed / 0 duplicated;
 #   4. the consumers stop, their containers are removed, and new ones start: each resumes
@@ -12,10 +14,11 @@
 # both must be there (.ci/install.d/50-docker.sh installs them).
 #
 # Offline: no registry can be reached here, so the runtime base image is made locally with
-# debootstrap (cached as $BASE_IMAGE), the binaries are built on the host (same glibc as
-# bookworm) and the Dockerfile's `prebuilt` target copies them in. The compose file is used as
-# it is; only environment variables are injected (image source, host ports, project name, and
-# pinned PRODUCER_DEMO_RATE=20 / CONSUMER_FROM=earliest, which the checks rely on).
+# debootstrap (scripts/make-bookworm-base.sh, cached as $BASE_IMAGE), the binaries are built on
+# the host (same glibc as bookworm; scripts/build-prebuilt.sh stages stripped copies) and the
+# Dockerfile's `prebuilt` target copies them in. The compose file is used as it is; only environment variables are
+# injected (image source, host ports, project name, and pinned PRODUCER_DEMO_RATE=20 /
+# CONSUMER_FROM=earliest, which the checks rely on).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 started=$SECONDS
@@ -48,20 +51,12 @@ step() { printf '  -- %s (%ss)\n' "$*" $((SECONDS - started)); }
 phase "base image $BASE_IMAGE"
 if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   command -v debootstrap >/dev/null 2>&1 || skip "no debootstrap to make $BASE_IMAGE"
-  rootfs=$(mktemp -d)
-  # Made like debian:bookworm-slim: minbase, without apt lists, docs, man pages and locales.
-  timeout 600 debootstrap --variant=minbase bookworm "$rootfs" >/tmp/pushpull-debootstrap.log 2>&1 ||
-    { tail -n 20 /tmp/pushpull-debootstrap.log; rm -rf "$rootfs"; echo "0 passed, 1 failed"; exit 1; }
-  tar -C "$rootfs" --exclude='./var/cache/apt/*' --exclude='./var/lib/apt/lists/*' \
-    --exclude='./usr/share/doc/*' --exclude='./usr/share/man/*' \
-    --exclude='./usr/share/locale/*' --exclude='./usr/share/info/*' -c . |
-    docker import -c 'CMD ["bash"]' - "$BASE_IMAGE" >/dev/null
-  rm -rf "$rootfs"
+  scripts/make-bookworm-base.sh "$BASE_IMAGE" >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
 fi
 echo "$BASE_IMAGE: $(docker image inspect -f '{{.Size}}' "$BASE_IMAGE") bytes"
 
-phase "host build (cargo build --release --locked)"
-timeout 900 cargo build --release --locked -p pushpull-producer -p pushpull-consumer
+phase "host build (scripts/build-prebuilt.sh: cargo build --release --locked, stripped copies)"
+timeout 900 scripts/build-prebuilt.sh
 
 # Host ports: free ones, so a running `docker compose up` or another test is no obstacle.
 read -r PRODUCER_PORT PUSH_PORT POLL_PORT LONG_POLL_PORT < <(python3 - <<'PY'
@@ -74,6 +69,10 @@ PY
 )
 declare -A PORT=([push]=$PUSH_PORT [poll]=$POLL_PORT [long-poll]=$LONG_POLL_PORT)
 declare -A MODE=([push]=READ_MODE_PUSH [poll]=READ_MODE_POLL [long-poll]=READ_MODE_LONG_POLL)
+# The ports each container declares (docker-compose.yml's `expose:`; the image declares none):
+# its own gRPC port, the producer's HTTP side, the consumers' /metrics.
+declare -A EXPOSED=([producer]="50051/tcp 8080/tcp" [push]="50061/tcp 9464/tcp"
+  [poll]="50062/tcp 9464/tcp" [long-poll]="50063/tcp 9464/tcp")
 CONSUMERS=(push poll long-poll)
 
 # What the compose file reads from the environment; everything else is the file's default.
@@ -83,8 +82,9 @@ export PUSHPULL_POLL_PORT=$POLL_PORT PUSHPULL_LONG_POLL_PORT=$LONG_POLL_PORT
 # The checks rely on these two defaults; pin them against the caller's environment.
 export PRODUCER_DEMO_RATE=20 CONSUMER_FROM=earliest
 
-# Compose v2 would build through `buildx bake`, which is not installed here; its own builder
-# does the same job without the warning.
+# Compose v2 (2.37 on) builds through `buildx bake`, which is not installed here, and falls back
+# to its own builder with a warning; COMPOSE_BAKE=false asks for that builder directly (2.39 on
+# answer with a deprecation warning instead). Either way the build output goes to $DC_LOG.
 export COMPOSE_BAKE=false
 
 # ---------------------------------------------------------------- helpers
@@ -146,6 +146,34 @@ eq() { [ "$1" = "$2" ] || { echo "       expected $2, got $1"; return 1; }; }
 ge() { [ "$1" -ge "$2" ] || { echo "       expected >= $2, got $1"; return 1; }; }
 gt() { [ "$1" -gt "$2" ] || { echo "       expected > $2, got $1"; return 1; }; }
 ne() { [ "$1" != "$2" ] || { echo "       expected something other than $2"; return 1; }; }
+# The ports a container declares, as "PORT/PROTO ..." in order. Compose v2 records an `expose:`
+# entry both as given ("8080") and as "8080/tcp"; both mean the same port.
+exposed() {
+  docker inspect -f '{{range $port, $_ := .Config.ExposedPorts}}{{$port}}{{"\n"}}{{end}}' "$(container "$1")" |
+    sed '/^$/d; /\//!s|$|/tcp|' | sort -u | paste -sd ' '
+}
+# The ELF file's section names (a symbol table is `.symtab`, what `strip` removes).
+sections() { readelf -S -W "$1" | sed -n 's/^ *\[ *[0-9]*\] \([^ ]*\).*/\1/p'; }
+# The image's copy of a binary is stripped, the host's target/release one is not.
+image_binary_stripped() {
+  local copy in_image on_host
+  copy=$(mktemp)
+  docker cp "$(container producer):/usr/local/bin/$1" - | tar -xO >"$copy"
+  in_image=$(sections "$copy"); rm -f "$copy"
+  on_host=$(sections "target/release/$1")
+  grep -qx '\.text' <<<"$in_image" || { echo "       cannot read /usr/local/bin/$1 from the image"; return 1; }
+  ! grep -qx '\.symtab' <<<"$in_image" || { echo "       /usr/local/bin/$1 in the image has a symbol table"; return 1; }
+  grep -qx '\.symtab' <<<"$on_host" || { echo "       target/release/$1 lost its symbols"; return 1; }
+}
+# The services' logs as `logs` shows them are plain text: the binaries colour only a terminal,
+# and a container's stderr is not one. Non-empty, or the check would prove nothing.
+plain_logs() {
+  local logs escaped
+  logs=$($COMPOSE logs --no-color 2>&1) || return 1
+  grep -q 'producer serving' <<<"$logs" || { echo "       no 'producer serving' line in the logs"; return 1; }
+  escaped=$(grep -c $'\x1b\[' <<<"$logs" || true)
+  [ "$escaped" -eq 0 ] || { echo "       $escaped lines with ANSI escapes, e.g. $(grep -m 1 $'\x1b\[' <<<"$logs" | cat -v)"; return 1; }
+}
 show_state() {
   echo "--- compose output"; tail -n 30 "$DC_LOG"
   echo "--- ps"; dc ps -a || true
@@ -171,6 +199,10 @@ scenario() {
   for service in producer "${CONSUMERS[@]}"; do
     check "$service: restart policy unless-stopped" \
       eq "$(docker inspect -f '{{.HostConfig.RestartPolicy.Name}}' "$(container "$service")")" unless-stopped
+    check "$service: declares only its own ports (${EXPOSED[$service]})" eq "$(exposed "$service")" "${EXPOSED[$service]}"
+  done
+  for bin in producer consumer; do
+    check "$bin: stripped in the image, symbols kept in target/release" image_binary_stripped "$bin"
   done
 
   # -------- events flow
@@ -201,6 +233,7 @@ scenario() {
     check "$service: summary lines in the compose logs" \
       bash -c "$COMPOSE logs --no-color $service 2>&1 | grep -q summary"
   done
+  check "logs are plain text: no ANSI escape (ESC [) in any service's logs" plain_logs
 
   # -------- the producer restarts: stopped, observed, started (a `restart` with a look inside)
   step "producer restart"

@@ -1,10 +1,10 @@
 //! Test helpers: a producer, a consumer, and a TCP proxy that can cut connections or switch
-//! to another producer.
+//! to another producer. What both crates' tests share (`PROMPTLY`, the gRPC channel, servers
+//! on port 0, the binaries as child processes) is in `testkit`.
 
 use std::{
-    future::Future,
     net::SocketAddr,
-    sync::{Arc, Mutex, Once},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -14,93 +14,38 @@ use pushpull::pb::{
     self, consumer_service_client::ConsumerServiceClient,
     producer_service_client::ProducerServiceClient,
 };
+use testkit::{Served, bind, bind_if};
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::oneshot,
-    task::{AbortHandle, JoinHandle},
+    task::AbortHandle,
 };
 use tonic::transport::Channel;
 
-/// Bound for anything that should take well under a second: hitting it means a hang.
-pub const PROMPTLY: Duration = Duration::from_secs(10);
+pub use testkit::{PROMPTLY, channel};
 
-pub fn init_test_log() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            pushpull::telemetry::init(pushpull::telemetry::LogFormat::Text);
-        }
-    });
-}
-
-pub async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("valid uri")
-        .connect()
-        .await
-        .expect("connect")
-}
-
-/// A server task started with `run(config, listener, shutdown)`.
-pub struct Running<E> {
-    pub addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    handle: JoinHandle<Result<(), E>>,
-}
-
-impl<E: std::fmt::Debug> Running<E> {
-    async fn start<F, Fut>(run: F) -> Self
-    where
-        F: FnOnce(TcpListener, oneshot::Receiver<()>) -> Fut,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Send + 'static,
-    {
-        init_test_log();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = oneshot::channel();
-        let handle = tokio::spawn(run(listener, rx));
-        Self {
-            addr,
-            shutdown: Some(tx),
-            handle,
-        }
-    }
-
-    /// Triggers shutdown and waits for the task; panics if it fails or hangs.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        tokio::time::timeout(PROMPTLY, &mut self.handle)
-            .await
-            .expect("stops promptly")
-            .expect("no panic")
-            .expect("clean exit");
-    }
-}
-
+/// A producer serving gRPC on 127.0.0.1:0 (no HTTP side), in this process.
 pub struct TestProducer {
-    pub server: Running<producer::RunError>,
+    pub addr: SocketAddr,
     pub client: ProducerServiceClient<Channel>,
+    server: Served<producer::RunError>,
 }
 
 pub async fn spawn_producer(args: &[&str]) -> TestProducer {
     let config =
         producer::Config::parse_from(std::iter::once("producer").chain(args.iter().copied()));
-    let server = Running::start(|listener, rx| {
-        producer::run(config, listener, async move {
-            let _ = rx.await;
-        })
-    })
-    .await;
-    let client = ProducerServiceClient::new(channel(server.addr).await);
-    TestProducer { server, client }
+    let (listener, addr) = bind().await;
+    let server = Served::spawn(|shutdown| producer::run(config, listener, shutdown));
+    let client = ProducerServiceClient::new(channel(addr).await);
+    TestProducer {
+        addr,
+        client,
+        server,
+    }
 }
 
 impl TestProducer {
     pub fn url(&self) -> String {
-        format!("http://{}", self.server.addr)
+        format!("http://{}", self.addr)
     }
 
     /// Publishes `n` events on `topic` in one call; returns (first, last).
@@ -121,18 +66,35 @@ impl TestProducer {
         (r.first_sequence, r.last_sequence)
     }
 
+    /// Triggers shutdown; panics unless the producer stops cleanly within `PROMPTLY`.
     pub async fn stop(self) {
-        self.server.stop().await
+        self.server
+            .stop()
+            .await
+            .expect("the producer stops cleanly");
     }
 }
 
+/// A consumer serving GetStats on 127.0.0.1:0 (and `/metrics` when asked), in this process.
 pub struct TestConsumer {
-    pub server: Running<consumer::RunError>,
-    pub stats: ConsumerServiceClient<Channel>,
+    pub addr: SocketAddr,
+    /// The `/metrics` listener's address, when started with [`spawn_consumer_with_metrics`].
+    pub metrics: Option<SocketAddr>,
+    pub stats: StatsClient,
+    server: Served<consumer::RunError>,
 }
 
 /// Starts a consumer reading from `producer_url` with these extra flags.
 pub async fn spawn_consumer(producer_url: &str, args: &[&str]) -> TestConsumer {
+    start_consumer(producer_url, args, false).await
+}
+
+/// [`spawn_consumer`], with the metrics listener on port 0 too.
+pub async fn spawn_consumer_with_metrics(producer_url: &str, args: &[&str]) -> TestConsumer {
+    start_consumer(producer_url, args, true).await
+}
+
+async fn start_consumer(producer_url: &str, args: &[&str], with_metrics: bool) -> TestConsumer {
     let base = [
         "consumer",
         "--producer",
@@ -145,19 +107,29 @@ pub async fn spawn_consumer(producer_url: &str, args: &[&str]) -> TestConsumer {
         "100ms",
     ];
     let config = consumer::Config::parse_from(base.iter().chain(args.iter()).copied());
-    let server = Running::start(|listener, rx| {
-        consumer::run(config, listener, async move {
-            let _ = rx.await;
-        })
-    })
-    .await;
-    let stats = ConsumerServiceClient::new(channel(server.addr).await);
-    TestConsumer { server, stats }
+    let (grpc, addr) = bind().await;
+    let (metrics, metrics_addr) = bind_if(with_metrics).await;
+    let listeners = consumer::Listeners { grpc, metrics };
+    let server = Served::spawn(|shutdown| consumer::run_with(config, listeners, shutdown));
+    TestConsumer {
+        addr,
+        metrics: metrics_addr,
+        stats: StatsClient::connect(addr).await,
+        server,
+    }
 }
 
-impl TestConsumer {
-    pub async fn stats(&self) -> pb::GetStatsResponse {
-        self.stats
+/// GetStats on a consumer, however it was started.
+#[derive(Clone)]
+pub struct StatsClient(ConsumerServiceClient<Channel>);
+
+impl StatsClient {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        Self(ConsumerServiceClient::new(channel(addr).await))
+    }
+
+    pub async fn get(&self) -> pb::GetStatsResponse {
+        self.0
             .clone()
             .get_stats(pb::GetStatsRequest {})
             .await
@@ -173,7 +145,7 @@ impl TestConsumer {
     ) -> pb::GetStatsResponse {
         let deadline = tokio::time::Instant::now() + PROMPTLY;
         loop {
-            let stats = self.stats().await;
+            let stats = self.get().await;
             if done(&stats) {
                 return stats;
             }
@@ -183,6 +155,21 @@ impl TestConsumer {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+impl TestConsumer {
+    pub async fn stats(&self) -> pb::GetStatsResponse {
+        self.stats.get().await
+    }
+
+    /// See [`StatsClient::wait_for`].
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        done: impl Fn(&pb::GetStatsResponse) -> bool,
+    ) -> pb::GetStatsResponse {
+        self.stats.wait_for(what, done).await
+    }
 
     pub async fn wait_connected(&self) -> pb::GetStatsResponse {
         self.wait_for("connected with a cursor", |s| {
@@ -191,8 +178,12 @@ impl TestConsumer {
         .await
     }
 
+    /// Triggers shutdown; panics unless the consumer stops cleanly within `PROMPTLY`.
     pub async fn stop(self) {
-        self.server.stop().await
+        self.server
+            .stop()
+            .await
+            .expect("the consumer stops cleanly");
     }
 }
 

@@ -1,49 +1,10 @@
 //! The consumer's `/metrics`, and the producer's `/consumers` (the dashboard's view of the
 //! consumers' GetStats), with real processes' worth of servers on port 0.
 
-use std::{net::SocketAddr, time::Duration};
-
 use clap::Parser as _;
-use tokio::{net::TcpListener, sync::oneshot};
+use testkit::{Served, bind};
 
 use crate::helpers::*;
-
-/// A consumer with its metrics listener, both on port 0; returns (gRPC addr, metrics addr,
-/// stop).
-async fn spawn_consumer_with_metrics(
-    producer_url: &str,
-    args: &[&str],
-) -> (
-    SocketAddr,
-    SocketAddr,
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let base = [
-        "consumer",
-        "--producer",
-        producer_url,
-        "--summary-interval",
-        "0s",
-    ];
-    let config = consumer::Config::parse_from(base.iter().chain(args.iter()).copied());
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addrs = (grpc.local_addr().unwrap(), metrics.local_addr().unwrap());
-    let (tx, rx) = oneshot::channel::<()>();
-    let listeners = consumer::Listeners {
-        grpc,
-        metrics: Some(metrics),
-    };
-    let handle = tokio::spawn(async move {
-        consumer::run_with(config, listeners, async move {
-            let _ = rx.await;
-        })
-        .await
-        .expect("consumer runs");
-    });
-    (addrs.0, addrs.1, tx, handle)
-}
 
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -53,14 +14,16 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 #[tokio::test]
 async fn consumer_metrics_report_what_get_stats_reports() {
     let producer = spawn_producer(&[]).await;
-    let (grpc, metrics, stop, handle) = spawn_consumer_with_metrics(
+    let consumer = spawn_consumer_with_metrics(
         &producer.url(),
         &["--mode", "long-poll", "--from", "earliest"],
     )
     .await;
+    let metrics = consumer.metrics.unwrap();
     producer.publish("t", 10).await;
-    let stats = ConsumerStats::connect(grpc).await;
-    stats.wait_for(|s| s.events_received == 10).await;
+    consumer
+        .wait_for("10 events", |s| s.events_received == 10)
+        .await;
 
     let response = reqwest::get(format!("http://{metrics}/metrics"))
         .await
@@ -98,44 +61,31 @@ async fn consumer_metrics_report_what_get_stats_reports() {
     assert!(get("pushpull_consumer_latency_seconds_sum{mode=\"long-poll\"}") > 0.0);
     assert!(text.trim_end().ends_with("# EOF"));
 
-    let _ = stop.send(());
-    tokio::time::timeout(PROMPTLY, handle)
-        .await
-        .unwrap()
-        .unwrap();
+    consumer.stop().await;
     producer.stop().await;
 }
 
 #[tokio::test]
 async fn the_producer_serves_its_consumers_stats_to_the_dashboard() {
-    // The consumer's port first, so the producer can be told about it.
-    let consumer_grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let consumer_addr = consumer_grpc.local_addr().unwrap();
-    let nobody = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // The consumer's port first, so the producer can be told about it; and an address that was
+    // bound and let go, where nothing listens.
+    let (consumer_grpc, consumer_addr) = bind().await;
+    let (_, nobody) = bind().await;
 
     let config = producer::Config::parse_from([
         "producer",
         "--consumers",
         &format!("http://{consumer_addr},http://{nobody}"),
     ]);
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (producer_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
-    let (stop_producer, rx) = oneshot::channel::<()>();
-    let producer_task = tokio::spawn(producer::run_with(
-        config,
-        producer::Listeners {
+    let (grpc, producer_addr) = bind().await;
+    let (http, http_addr) = bind().await;
+    let producer = Served::spawn(|shutdown| {
+        let listeners = producer::Listeners {
             grpc,
             http: Some(http),
-        },
-        async move {
-            let _ = rx.await;
-        },
-    ));
+        };
+        producer::run_with(config, listeners, shutdown)
+    });
 
     let config = consumer::Config::parse_from([
         "consumer",
@@ -146,19 +96,16 @@ async fn the_producer_serves_its_consumers_stats_to_the_dashboard() {
         "--summary-interval",
         "0s",
     ]);
-    let (stop_consumer, rx) = oneshot::channel::<()>();
-    let consumer_task = tokio::spawn(consumer::run(config, consumer_grpc, async move {
-        let _ = rx.await;
-    }));
-    let stats = ConsumerStats::connect(consumer_addr).await;
-    stats.wait_for(|s| s.connected).await;
+    let consumer = Served::spawn(|shutdown| consumer::run(config, consumer_grpc, shutdown));
+    let stats = StatsClient::connect(consumer_addr).await;
+    stats.wait_for("connected", |s| s.connected).await;
     reqwest::Client::new()
         .post(format!("http://{http_addr}/publish"))
         .body(r#"{"events":[{"topic":"t","payload":"1"},{"topic":"t","payload":"2"}]}"#)
         .send()
         .await
         .unwrap();
-    stats.wait_for(|s| s.events_received == 2).await;
+    stats.wait_for("2 events", |s| s.events_received == 2).await;
 
     let body: serde_json::Value = reqwest::get(format!("http://{http_addr}/consumers"))
         .await
@@ -180,48 +127,6 @@ async fn the_producer_serves_its_consumers_stats_to_the_dashboard() {
     );
     assert!(consumers[1]["error"].as_str().is_some());
 
-    let _ = stop_consumer.send(());
-    let _ = stop_producer.send(());
-    tokio::time::timeout(PROMPTLY, consumer_task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    tokio::time::timeout(PROMPTLY, producer_task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-}
-
-/// GetStats on a consumer, polled until a condition holds.
-struct ConsumerStats(
-    pushpull::pb::consumer_service_client::ConsumerServiceClient<tonic::transport::Channel>,
-);
-
-impl ConsumerStats {
-    async fn connect(addr: SocketAddr) -> Self {
-        Self(pushpull::pb::consumer_service_client::ConsumerServiceClient::new(channel(addr).await))
-    }
-
-    async fn wait_for(&self, done: impl Fn(&pushpull::pb::GetStatsResponse) -> bool) {
-        let deadline = tokio::time::Instant::now() + PROMPTLY;
-        loop {
-            let stats = self
-                .0
-                .clone()
-                .get_stats(pushpull::pb::GetStatsRequest {})
-                .await
-                .unwrap()
-                .into_inner();
-            if done(&stats) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out: {stats:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    consumer.stop().await.expect("the consumer stops cleanly");
+    producer.stop().await.expect("the producer stops cleanly");
 }

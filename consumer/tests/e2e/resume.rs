@@ -7,7 +7,7 @@ use crate::helpers::*;
 
 async fn survives_cut_connections(mode_args: &[&str]) {
     let producer = spawn_producer(&[]).await;
-    let proxy = Proxy::start(producer.server.addr).await;
+    let proxy = Proxy::start(producer.addr).await;
     let mut args = vec!["--from", "earliest"];
     args.extend_from_slice(mode_args);
     let consumer = spawn_consumer(&proxy.url(), &args).await;
@@ -93,7 +93,7 @@ async fn a_restarted_consumer_continues_from_its_checkpoint_in_another_mode() {
 #[tokio::test]
 async fn a_new_producer_log_is_detected_and_read_from_its_start() {
     let first = spawn_producer(&[]).await;
-    let proxy = Proxy::start(first.server.addr).await;
+    let proxy = Proxy::start(first.addr).await;
     let consumer = spawn_consumer(&proxy.url(), &["--mode", "push", "--from", "earliest"]).await;
     first.publish("t", 30).await;
     consumer
@@ -104,7 +104,7 @@ async fn a_new_producer_log_is_detected_and_read_from_its_start() {
     // The producer "restarts": a new process with a new, shorter log at the same address.
     let second = spawn_producer(&[]).await;
     second.publish("t", 10).await;
-    proxy.retarget(second.server.addr);
+    proxy.retarget(second.addr);
     first.stop().await;
 
     let stats = consumer
@@ -118,7 +118,7 @@ async fn a_new_producer_log_is_detected_and_read_from_its_start() {
     // cursor, decides.
     let third = spawn_producer(&[]).await;
     third.publish("t", 100).await;
-    proxy.retarget(third.server.addr);
+    proxy.retarget(third.addr);
     let stats = consumer
         .wait_for("the third log's 100 events", |s| s.events_received >= 140)
         .await;

@@ -1,37 +1,27 @@
+use std::collections::BTreeMap;
+
+use prost::Message as _;
+use prost_types::FileDescriptorProto;
 use pushpull::pb;
 use tokio_stream::StreamExt as _;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
 use tonic_reflection::pb::{v1, v1alpha};
 
 use crate::helpers::*;
 
-const PRODUCER_SERVICE: &str = "pushpull.v1.ProducerService";
+/// The generated server's name, which reflection must list and describe.
+const PRODUCER_SERVICE: &str = pb::producer_service_server::SERVICE_NAME;
 
 #[tokio::test]
 async fn health_reports_serving_overall_and_for_the_producer_service() {
     let producer = spawn_producer(&[]).await;
-    let mut health = HealthClient::new(channel(producer.addr).await.unwrap());
-    for service in ["", PRODUCER_SERVICE] {
-        let status = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
-        assert_eq!(status, ServingStatus::Serving as i32, "service {service:?}");
-    }
+    testkit::assert_serving(producer.addr, PRODUCER_SERVICE).await;
 }
 
 #[tokio::test]
 async fn reflection_v1_lists_the_services() {
     let producer = spawn_producer(&[]).await;
-    let mut client = v1::server_reflection_client::ServerReflectionClient::new(
-        channel(producer.addr).await.unwrap(),
-    );
+    let mut client =
+        v1::server_reflection_client::ServerReflectionClient::new(channel(producer.addr).await);
     let request = v1::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
@@ -67,21 +57,22 @@ async fn reflection_v1_lists_the_services() {
 async fn reflection_v1alpha_lists_and_describes_the_services() {
     let producer = spawn_producer(&[]).await;
     let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(
-        channel(producer.addr).await.unwrap(),
+        channel(producer.addr).await,
     );
     use v1alpha::server_reflection_request::MessageRequest;
-    let requests = vec![
-        v1alpha::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        },
-        v1alpha::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::FileContainingSymbol(
-                "pushpull.v1.ConsumerService".into(),
-            )),
-        },
+    let request = |message| v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(message),
+    };
+    let symbols = [
+        PRODUCER_SERVICE,
+        "pushpull.v1.ReadMode",
+        "pushpull.v1.ErrorReason",
     ];
+    let requests: Vec<_> = std::iter::once(MessageRequest::ListServices(String::new()))
+        .chain(symbols.map(|s| MessageRequest::FileContainingSymbol(s.into())))
+        .map(request)
+        .collect();
     let mut responses = client
         .server_reflection_info(tokio_stream::iter(requests))
         .await
@@ -94,14 +85,64 @@ async fn reflection_v1alpha_lists_and_describes_the_services() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    match responses.next().await.unwrap().unwrap().message_response {
-        Some(MessageResponse::FileDescriptorResponse(files)) => {
-            assert!(!files.file_descriptor_proto.is_empty());
+    let mut files = Vec::new();
+    for symbol in symbols {
+        match responses.next().await.unwrap().unwrap().message_response {
+            Some(MessageResponse::FileDescriptorResponse(response)) => {
+                for encoded in response.file_descriptor_proto {
+                    files.push(FileDescriptorProto::decode(encoded.as_slice()).unwrap());
+                }
+            }
+            other => panic!("{symbol}: unexpected {other:?}"),
         }
-        other => panic!("unexpected {other:?}"),
     }
-    // The generated types are the same ones reflection describes.
-    let _ = pb::ReadMode::Push;
+
+    // What reflection describes is what the Rust types were generated from: a client generated
+    // from reflection (grpcurl, a dynamic client) sees the same names and numbers.
+    let services: Vec<String> = files
+        .iter()
+        .flat_map(|f| {
+            f.service
+                .iter()
+                .map(move |s| format!("{}.{}", f.package(), s.name()))
+        })
+        .collect();
+    assert!(
+        services.iter().any(|s| s == PRODUCER_SERVICE),
+        "{PRODUCER_SERVICE} not in {services:?}"
+    );
+    assert_same_enum(&files, "ReadMode", |n| {
+        pb::ReadMode::try_from(n).ok().map(|m| m.as_str_name())
+    });
+    assert_same_enum(&files, "ErrorReason", |n| {
+        pb::ErrorReason::try_from(n).ok().map(|r| r.as_str_name())
+    });
+}
+
+/// Asserts that enum `name` of package pushpull.v1, as `files` describe it, has exactly the
+/// values (name and number) of the generated enum, which `generated` maps from a number.
+fn assert_same_enum(
+    files: &[FileDescriptorProto],
+    name: &str,
+    generated: impl Fn(i32) -> Option<&'static str>,
+) {
+    let described = files
+        .iter()
+        .filter(|f| f.package() == "pushpull.v1")
+        .flat_map(|f| &f.enum_type)
+        .find(|e| e.name() == name)
+        .unwrap_or_else(|| panic!("reflection does not describe {name}"));
+    let described: BTreeMap<i32, &str> = described
+        .value
+        .iter()
+        .map(|v| (v.number(), v.name()))
+        .collect();
+    // Generated enums cannot be listed; every number a proto of ours could plausibly use is
+    // tried instead.
+    let generated: BTreeMap<i32, &str> = (-16..1024)
+        .filter_map(|n| Some((n, generated(n)?)))
+        .collect();
+    assert_eq!(described, generated, "{name}: described vs generated");
 }
 
 #[tokio::test]

@@ -1,17 +1,16 @@
-//! `spawn_producer()` and typed helpers shared by the API tests.
+//! `spawn_producer()` and typed helpers shared by the API tests; what both crates' tests share
+//! (`PROMPTLY`, the gRPC channel, servers on port 0) is in `testkit`.
 
-use std::{net::SocketAddr, sync::Once, time::Duration};
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use clap::Parser as _;
 use producer::{Config, RunError};
 use pushpull::pb::{self, producer_service_client::ProducerServiceClient};
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::transport::Channel;
+use testkit::{Served, bind, bind_if};
+use tonic::{Streaming, transport::Channel};
 
-/// Generous bound for anything that should take milliseconds: these machines are shared and
-/// noisy, and a bound that is hit means a hang, not a slow run.
-pub const PROMPTLY: Duration = Duration::from_secs(5);
+pub use testkit::{PROMPTLY, channel};
 
 /// A producer serving on 127.0.0.1:0, stopped by [`TestProducer::stop`] (or on drop).
 pub struct TestProducer {
@@ -19,76 +18,36 @@ pub struct TestProducer {
     /// The HTTP side's address, when started with [`spawn_http_producer`].
     pub http: Option<SocketAddr>,
     pub client: ProducerServiceClient<Channel>,
-    shutdown: Option<oneshot::Sender<()>>,
-    handle: JoinHandle<Result<(), RunError>>,
-}
-
-/// Logs go to stderr only with `TEST_LOG=1`, so a failing run can be replayed verbosely.
-pub fn init_test_log() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            pushpull::telemetry::init(pushpull::telemetry::LogFormat::Text);
-        }
-    });
+    server: Served<RunError>,
 }
 
 /// Starts a producer with these extra flags (as on the command line).
 pub async fn spawn_producer(args: &[&str]) -> TestProducer {
-    init_test_log();
-    let config = Config::parse_from(std::iter::once("producer").chain(args.iter().copied()));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-    let addr = listener.local_addr().expect("local addr");
-    let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(producer::run(config, listener, async move {
-        let _ = rx.await;
-    }));
-    TestProducer {
-        addr,
-        http: None,
-        client: client(addr).await,
-        shutdown: Some(tx),
-        handle,
-    }
+    start(args, false).await
 }
 
 /// Starts a producer with its HTTP side too, both on port 0.
 pub async fn spawn_http_producer(args: &[&str]) -> TestProducer {
-    init_test_log();
-    let config = Config::parse_from(std::iter::once("producer").chain(args.iter().copied()));
-    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-    let addr = grpc.local_addr().expect("local addr");
-    let http_addr = http.local_addr().expect("local addr");
-    let (tx, rx) = oneshot::channel::<()>();
-    let listeners = producer::Listeners {
-        grpc,
-        http: Some(http),
-    };
-    let handle = tokio::spawn(producer::run_with(config, listeners, async move {
-        let _ = rx.await;
-    }));
-    TestProducer {
-        addr,
-        http: Some(http_addr),
-        client: client(addr).await,
-        shutdown: Some(tx),
-        handle,
-    }
+    start(args, true).await
 }
 
-/// A new HTTP/2 connection to `addr`.
-pub async fn channel(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("valid uri")
-        .connect()
-        .await
+async fn start(args: &[&str], with_http: bool) -> TestProducer {
+    let config = Config::parse_from(std::iter::once("producer").chain(args.iter().copied()));
+    let (grpc, addr) = bind().await;
+    let (http, http_addr) = bind_if(with_http).await;
+    let listeners = producer::Listeners { grpc, http };
+    let server = Served::spawn(|shutdown| producer::run_with(config, listeners, shutdown));
+    TestProducer {
+        addr,
+        http: http_addr,
+        client: client(addr).await,
+        server,
+    }
 }
 
 /// A new client (a new HTTP/2 connection) to `addr`.
 pub async fn client(addr: SocketAddr) -> ProducerServiceClient<Channel> {
-    let channel = channel(addr).await.expect("connect to test producer");
-    ProducerServiceClient::new(channel)
+    ProducerServiceClient::new(channel(addr).await)
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024)
 }
@@ -117,16 +76,27 @@ impl TestProducer {
         self.publish(topic, &refs).await
     }
 
-    /// Triggers shutdown and waits for `run` to return.
-    pub async fn stop(mut self) -> Result<(), RunError> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), &mut self.handle)
-            .await
-            .expect("producer stops within 10 s")
-            .expect("producer task did not panic")
+    /// Triggers shutdown and waits for `run` to return; panics if that takes over `PROMPTLY`.
+    pub async fn stop(self) -> Result<(), RunError> {
+        self.server.stop().await
     }
+}
+
+/// Opens a Subscribe stream after `after` (unset: from the head) for `topics` (empty: all).
+pub async fn subscribe(
+    client: &ProducerServiceClient<Channel>,
+    after: Option<u64>,
+    topics: &[&str],
+) -> Streaming<pb::SubscribeResponse> {
+    client
+        .clone()
+        .subscribe(pb::SubscribeRequest {
+            after_sequence: after,
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+        })
+        .await
+        .expect("subscribe")
+        .into_inner()
 }
 
 pub fn new_event(topic: &str, payload: &[u8]) -> pb::NewEvent {

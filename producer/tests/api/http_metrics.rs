@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use pushpull::pb;
 use serde_json::json;
 
 use crate::{helpers::*, http_client::*};
@@ -47,16 +46,7 @@ async fn metrics_follow_appends_readers_deliveries_and_rejections() {
     sse.next_data().await.unwrap();
     let mut ws = ws_connect(http, "/ws?after=0").await;
     ws_next_of(&mut ws, "subscribed").await;
-    let mut stream = producer
-        .client
-        .clone()
-        .subscribe(pb::SubscribeRequest {
-            after_sequence: Some(0),
-            topics: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = subscribe(&producer.client, Some(0), &[]).await;
     stream.message().await.unwrap();
 
     http_publish(http, "t", &["a", "b", "c"]).await;

@@ -108,16 +108,7 @@ async fn websocket_url_parameters_subscribe_at_once_and_the_server_pings() {
 async fn every_transport_follows_the_same_events_with_the_same_sequences() {
     let producer = spawn_http_producer(&[]).await;
     let http = producer.http.unwrap();
-    let mut grpc = producer
-        .client
-        .clone()
-        .subscribe(pushpull::pb::SubscribeRequest {
-            after_sequence: Some(0),
-            topics: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut grpc = subscribe(&producer.client, Some(0), &[]).await;
     let mut sse = SseClient::connect(http, "/events?after=0", None).await;
     sse.next_data().await.unwrap(); // hello
     let mut ws = ws_connect(http, "/ws?after=0").await;

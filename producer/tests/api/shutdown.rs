@@ -1,27 +1,18 @@
 //! Stopping: open streams and long polls end with UNAVAILABLE, the process exits 0 promptly.
 
-use std::{
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use pushpull::{pb, time::proto_duration};
+use testkit::ServiceProcess;
 use tokio::time::{Instant, timeout};
 use tonic::Code;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::helpers::*;
 
 #[tokio::test]
 async fn shutdown_ends_open_streams_and_long_polls_with_unavailable() {
     let producer = spawn_producer(&["--heartbeat-interval", "1h"]).await;
-    let mut stream = producer
-        .client
-        .clone()
-        .subscribe(pb::SubscribeRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = subscribe(&producer.client, None, &[]).await;
     stream.message().await.unwrap().unwrap();
     let mut client = producer.client.clone();
     let long_poll = tokio::spawn(async move {
@@ -51,81 +42,28 @@ async fn shutdown_ends_open_streams_and_long_polls_with_unavailable() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 }
 
-/// A port that was free a moment ago, for a child process to listen on.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn sigterm_with_subscribers_attached_exits_zero_promptly() {
-    let port = free_port();
-    let http_port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_producer"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--http-listen",
-            &format!("127.0.0.1:{http_port}"),
-            "--demo-rate",
-            "100",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start producer binary");
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-
-    // Wait until it serves.
-    let mut health = loop {
-        if let Ok(channel) = channel(addr).await {
-            break HealthClient::new(channel);
-        }
-        assert!(child.try_wait().unwrap().is_none(), "producer exited early");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    health
-        .check(HealthCheckRequest::default())
-        .await
-        .expect("serving");
-    let client = client(addr).await;
+    let mut child =
+        ServiceProcess::producer(env!("CARGO_BIN_EXE_producer"), &["--demo-rate", "100"]).await;
+    testkit::assert_serving(child.addr, "pushpull.v1.ProducerService").await;
+    let client = client(child.addr).await;
     let mut streams = Vec::new();
     for _ in 0..3 {
-        let mut stream = client
-            .clone()
-            .subscribe(pb::SubscribeRequest {
-                after_sequence: Some(0),
-                topics: vec![],
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let mut stream = subscribe(&client, Some(0), &[]).await;
         stream.message().await.unwrap().unwrap();
         streams.push(stream);
     }
-    let http_addr = format!("127.0.0.1:{http_port}").parse().unwrap();
-    let mut sse = crate::http_client::SseClient::connect(http_addr, "/events?after=0", None).await;
+    let http = child.http.expect("the producer binary serves HTTP");
+    let mut sse = crate::http_client::SseClient::connect(http, "/events?after=0", None).await;
     assert_eq!(sse.status, 200);
 
-    let started = Instant::now();
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > PROMPTLY {
-            let _ = child.kill();
-            panic!("producer still running {PROMPTLY:?} after SIGTERM");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    child.sigterm();
+    let status = child
+        .wait_exit(PROMPTLY)
+        .await
+        .unwrap_or_else(|| panic!("producer still running {PROMPTLY:?} after SIGTERM"));
+
     assert!(status.success(), "exit status {status:?}");
     for mut stream in streams {
         // Drain what was in flight; the stream must end with UNAVAILABLE (or a transport

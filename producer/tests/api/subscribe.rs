@@ -1,6 +1,5 @@
-use std::time::Duration;
-
 use pushpull::pb;
+use testkit::ServiceProcess;
 use tokio::time::timeout;
 use tonic::{Code, Streaming};
 
@@ -23,27 +22,10 @@ async fn collect(stream: &mut Streaming<pb::SubscribeResponse>, n: usize) -> Vec
     events
 }
 
-async fn subscribe(
-    producer: &TestProducer,
-    after: Option<u64>,
-    topics: &[&str],
-) -> Streaming<pb::SubscribeResponse> {
-    producer
-        .client
-        .clone()
-        .subscribe(pb::SubscribeRequest {
-            after_sequence: after,
-            topics: topics.iter().map(|t| t.to_string()).collect(),
-        })
-        .await
-        .expect("subscribe")
-        .into_inner()
-}
-
 #[tokio::test]
 async fn first_response_is_immediate_even_on_an_empty_log() {
     let producer = spawn_producer(&["--heartbeat-interval", "1h"]).await;
-    let mut stream = subscribe(&producer, None, &[]).await;
+    let mut stream = subscribe(&producer.client, None, &[]).await;
     let first = next(&mut stream).await;
     assert!(first.events.is_empty());
     assert_eq!(first.head_sequence, 0);
@@ -54,7 +36,7 @@ async fn first_response_is_immediate_even_on_an_empty_log() {
 async fn subscribe_sends_the_backlog_then_live_events_in_order() {
     let producer = spawn_producer(&[]).await;
     producer.publish_n("a", 2500).await;
-    let mut stream = subscribe(&producer, Some(0), &[]).await;
+    let mut stream = subscribe(&producer.client, Some(0), &[]).await;
 
     let backlog = collect(&mut stream, 2500).await;
     producer.publish("b", &["live1", "live2"]).await;
@@ -69,7 +51,7 @@ async fn subscribe_sends_the_backlog_then_live_events_in_order() {
 async fn a_subscriber_behind_gets_batches_of_many_events() {
     let producer = spawn_producer(&["--max-batch-events", "500"]).await;
     producer.publish_n("a", 2000).await;
-    let mut stream = subscribe(&producer, Some(0), &[]).await;
+    let mut stream = subscribe(&producer.client, Some(0), &[]).await;
     let first = next(&mut stream).await;
     assert_eq!(first.events.len(), 500);
     assert_eq!(first.next_after_sequence, 500);
@@ -80,7 +62,7 @@ async fn a_subscriber_behind_gets_batches_of_many_events() {
 async fn unset_cursor_streams_only_new_events() {
     let producer = spawn_producer(&[]).await;
     producer.publish_n("old", 5).await;
-    let mut stream = subscribe(&producer, None, &[]).await;
+    let mut stream = subscribe(&producer.client, None, &[]).await;
     let first = next(&mut stream).await;
     assert!(first.events.is_empty());
     assert_eq!(first.next_after_sequence, 5);
@@ -94,14 +76,14 @@ async fn unset_cursor_streams_only_new_events() {
 async fn cursor_resumes_exactly_after_the_given_sequence() {
     let producer = spawn_producer(&[]).await;
     producer.publish_n("a", 10).await;
-    let mut stream = subscribe(&producer, Some(7), &[]).await;
+    let mut stream = subscribe(&producer.client, Some(7), &[]).await;
     assert_eq!(sequences(&collect(&mut stream, 3).await), vec![8, 9, 10]);
 }
 
 #[tokio::test]
 async fn topic_filter_streams_only_matching_events() {
     let producer = spawn_producer(&[]).await;
-    let mut stream = subscribe(&producer, Some(0), &["quotes.AAPL"]).await;
+    let mut stream = subscribe(&producer.client, Some(0), &["quotes.AAPL"]).await;
     next(&mut stream).await; // the immediate first response
     producer.publish("quotes.MSFT", &["m1"]).await;
     producer.publish("quotes.AAPL", &["a1"]).await;
@@ -116,7 +98,7 @@ async fn topic_filter_streams_only_matching_events() {
 async fn idle_streams_get_heartbeats_carrying_the_head() {
     let producer = spawn_producer(&["--heartbeat-interval", "50ms"]).await;
     producer.publish_n("a", 3).await;
-    let mut stream = subscribe(&producer, None, &[]).await;
+    let mut stream = subscribe(&producer.client, None, &[]).await;
     next(&mut stream).await;
     for _ in 0..3 {
         let heartbeat = next(&mut stream).await;
@@ -133,7 +115,7 @@ async fn a_subscriber_overtaken_by_retention_ends_with_out_of_range() {
     // behind the oldest retained event.
     let producer = spawn_producer(&["--retention-events", "10", "--max-batch-events", "1"]).await;
     producer.publish_n("a", 1).await;
-    let mut stream = subscribe(&producer, Some(0), &[]).await;
+    let mut stream = subscribe(&producer.client, Some(0), &[]).await;
     let payload = "x".repeat(100_000);
     let batch: Vec<&str> = vec![&payload; 10];
     for _ in 0..10 {
@@ -154,12 +136,39 @@ async fn a_subscriber_overtaken_by_retention_ends_with_out_of_range() {
     );
 }
 
+/// A subscriber that leaves while its stream is idle (no event to send, no heartbeat due, so no
+/// failed send to notice it by) ends its task at once; then publishing and stopping do not wait
+/// for it. Run as the binary, whose log shows the task ending.
 #[tokio::test]
 async fn a_departed_subscriber_does_not_hold_the_producer() {
-    let producer = spawn_producer(&["--heartbeat-interval", "1h"]).await;
-    let stream = subscribe(&producer, None, &[]).await;
+    // A grace period three times PROMPTLY: anything still held open for the departed
+    // subscriber would keep the producer from exiting until the grace ran out.
+    let mut producer = ServiceProcess::producer(
+        env!("CARGO_BIN_EXE_producer"),
+        &["--heartbeat-interval", "1h", "--shutdown-grace", "30s"],
+    )
+    .await;
+    let client = client(producer.addr).await;
+    let mut stream = subscribe(&client, None, &[]).await;
+    next(&mut stream).await;
+
     drop(stream);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    producer.publish_n("a", 10).await;
-    producer.stop().await.expect("clean stop");
+
+    producer
+        .wait_for_log("the subscriber's task ending", |line| {
+            line["message"] == "subscriber left"
+        })
+        .await;
+    let events = (0..10).map(|i| new_event("a", &[i])).collect();
+    client
+        .clone()
+        .publish(pb::PublishRequest { events })
+        .await
+        .expect("publish with a departed subscriber");
+    producer.sigterm();
+    let status = producer
+        .wait_exit(PROMPTLY)
+        .await
+        .expect("exits well within the 30 s grace period");
+    assert!(status.success(), "{status:?}");
 }
