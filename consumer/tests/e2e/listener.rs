@@ -39,7 +39,7 @@ fn config(producer_url: &str, checkpoint: &str) -> consumer::Config {
 
 #[tokio::test]
 async fn a_listener_that_closes_stops_the_reader_and_saves_the_final_checkpoint() {
-    init_test_log();
+    testkit::init_test_log();
     let producer = spawn_producer(&[]).await;
     let dir = tempfile::tempdir().unwrap();
     let checkpoint = dir.path().join("cursor");
