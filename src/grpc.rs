@@ -188,8 +188,7 @@ impl GrpcServer {
     ) -> Result<(), ServeError>
     where
         I: Stream<Item = Result<IO, IE>> + Send,
-        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
-        IO::ConnectInfo: Clone + Send + Sync + 'static,
+        IO: Connection,
         IE: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let Self {
@@ -260,6 +259,28 @@ impl GrpcServer {
     }
 }
 
+/// What `serve_incoming` accepts as a connection: a byte stream tonic can serve and ask for its
+/// peer (a `TcpStream`, a TLS stream, an in-memory duplex in a test).
+pub trait Connection:
+    AsyncRead
+    + AsyncWrite
+    + Connected<ConnectInfo: Clone + Send + Sync + 'static>
+    + Unpin
+    + Send
+    + 'static
+{
+}
+
+impl<T> Connection for T where
+    T: AsyncRead
+        + AsyncWrite
+        + Connected<ConnectInfo: Clone + Send + Sync + 'static>
+        + Unpin
+        + Send
+        + 'static
+{
+}
+
 /// The accepted-connection stream for a listener the caller bound (port 0 in tests).
 ///
 /// `TCP_NODELAY` is set because tonic sets it only on listeners it binds itself; with Nagle's
@@ -311,182 +332,4 @@ fn reflection_builder(served: &str) -> tonic_reflection::server::Builder<'static
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .with_service_name(served)
         .with_service_name("grpc.health.v1.Health")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::pb::{self, consumer_service_server::ConsumerServiceServer};
-    use tokio::{net::TcpStream, sync::mpsc};
-    use tokio_stream::wrappers::ReceiverStream;
-    use tonic::transport::Channel;
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-
-    #[derive(Clone)]
-    struct Nothing;
-
-    #[tonic::async_trait]
-    impl pb::consumer_service_server::ConsumerService for Nothing {
-        async fn get_stats(
-            &self,
-            _: tonic::Request<pb::GetStatsRequest>,
-        ) -> Result<tonic::Response<pb::GetStatsResponse>, tonic::Status> {
-            Ok(tonic::Response::new(pb::GetStatsResponse::default()))
-        }
-    }
-
-    const OPTIONS: ServerOptions = ServerOptions {
-        max_message_bytes: 1 << 20,
-        shutdown_grace: Duration::from_secs(30),
-    };
-    const PROMPTLY: Duration = Duration::from_secs(10);
-
-    fn server(options: ServerOptions) -> GrpcServer {
-        GrpcServer::new(ConsumerServiceServer::new(Nothing), options).unwrap()
-    }
-
-    async fn health_client(addr: std::net::SocketAddr) -> HealthClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        HealthClient::new(channel)
-    }
-
-    #[tokio::test]
-    async fn a_listener_that_closes_stops_the_workers_and_says_so() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        // Connections come through a channel, so the test can end the stream as a dead
-        // listener's would.
-        let (tx, rx) = mpsc::channel::<std::io::Result<TcpStream>>(1);
-        let acceptor = tokio::spawn(async move {
-            loop {
-                let accepted = listener.accept().await.map(|(stream, _)| stream);
-                if tx.send(accepted).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let stop = CancellationToken::new();
-        let serving = tokio::spawn(server(OPTIONS).serve_incoming(
-            ReceiverStream::new(rx),
-            std::future::pending(),
-            stop.clone(),
-        ));
-        let status = health_client(addr)
-            .await
-            .check(HealthCheckRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
-        assert_eq!(status, ServingStatus::Serving as i32);
-        assert!(!stop.is_cancelled());
-
-        acceptor.abort();
-        let served = tokio::time::timeout(PROMPTLY, serving)
-            .await
-            .expect("serve returns once the listener closed")
-            .unwrap();
-        assert!(
-            matches!(served, Err(ServeError::ListenerClosed)),
-            "{served:?}"
-        );
-        assert!(stop.is_cancelled(), "the workers were told to stop");
-    }
-
-    #[tokio::test]
-    async fn a_listener_that_closes_under_an_open_stream_stops_the_workers_at_once() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = mpsc::channel::<std::io::Result<TcpStream>>(1);
-        let acceptor = tokio::spawn(async move {
-            loop {
-                let accepted = listener.accept().await.map(|(stream, _)| stream);
-                if tx.send(accepted).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let stop = CancellationToken::new();
-        let options = ServerOptions {
-            shutdown_grace: Duration::from_millis(500),
-            ..OPTIONS
-        };
-        let serving = tokio::spawn(server(options).serve_incoming(
-            ReceiverStream::new(rx),
-            std::future::pending(),
-            stop.clone(),
-        ));
-        // A health Watch never ends by itself, so tonic, which waits for every connection to
-        // close once it stops accepting, would wait for it forever.
-        let mut watch = health_client(addr)
-            .await
-            .watch(HealthCheckRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
-        let first = watch.message().await.unwrap().unwrap().status;
-        assert_eq!(first, ServingStatus::Serving as i32);
-
-        acceptor.abort();
-        tokio::time::timeout(PROMPTLY, stop.cancelled())
-            .await
-            .expect("the workers are told to stop while the stream is still open");
-        let next = tokio::time::timeout(PROMPTLY, watch.message())
-            .await
-            .expect("a status change")
-            .unwrap()
-            .unwrap()
-            .status;
-        assert_eq!(next, ServingStatus::NotServing as i32);
-        let served = tokio::time::timeout(PROMPTLY, serving)
-            .await
-            .expect("serve returns after the grace period")
-            .unwrap();
-        assert!(
-            matches!(served, Err(ServeError::ListenerClosed)),
-            "{served:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_worker_cancelling_stop_ends_the_server_and_health_watchers_see_not_serving() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        // A health Watch is a stream that never ends by itself: only the grace period ends it.
-        let options = ServerOptions {
-            shutdown_grace: Duration::from_millis(300),
-            ..OPTIONS
-        };
-        let serving =
-            tokio::spawn(server(options).serve(listener, std::future::pending(), stop.clone()));
-        let mut watch = health_client(addr)
-            .await
-            .watch(HealthCheckRequest {
-                service: "pushpull.v1.ConsumerService".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let first = watch.message().await.unwrap().unwrap().status;
-        assert_eq!(first, ServingStatus::Serving as i32);
-
-        stop.cancel();
-        let next = tokio::time::timeout(PROMPTLY, watch.message())
-            .await
-            .expect("a status change")
-            .unwrap()
-            .unwrap()
-            .status;
-        assert_eq!(next, ServingStatus::NotServing as i32);
-        let served = tokio::time::timeout(PROMPTLY, serving)
-            .await
-            .expect("the grace period bounds the wait")
-            .unwrap();
-        assert!(served.is_ok(), "{served:?}");
-    }
 }

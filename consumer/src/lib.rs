@@ -31,13 +31,10 @@ use pushpull::{
         producer_service_client::ProducerServiceClient,
     },
 };
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::TcpListener,
-};
+use tokio::net::TcpListener;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Endpoint, server::Connected};
+use tonic::transport::Endpoint;
 use tracing::{Instrument as _, info, info_span, warn};
 
 pub use config::{Config, Mode, StartFrom};
@@ -109,8 +106,7 @@ pub async fn run_incoming<I, IO, IE>(
 ) -> Result<(), RunError>
 where
     I: Stream<Item = Result<IO, IE>> + Send,
-    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
-    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IO: grpc::Connection,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     serve(config, incoming, None, metrics, shutdown).await
@@ -127,8 +123,7 @@ async fn serve<I, IO, IE>(
 ) -> Result<(), RunError>
 where
     I: Stream<Item = Result<IO, IE>> + Send,
-    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
-    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IO: grpc::Connection,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     config.validate().map_err(RunError::Config)?;

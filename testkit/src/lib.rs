@@ -71,3 +71,27 @@ pub async fn assert_serving(addr: SocketAddr, service: &str) {
         assert_eq!(status, ServingStatus::Serving as i32, "service {name:?}");
     }
 }
+
+/// The connections `listener` accepts, as a stream a test can end the way a dead listener's
+/// would: aborting the returned handle ends the stream (and drops the listener), without any
+/// shutdown signal. For `serve_incoming` / `run_incoming`.
+pub fn closable_incoming(
+    listener: tokio::net::TcpListener,
+) -> (
+    tokio_stream::wrappers::ReceiverStream<std::io::Result<tokio::net::TcpStream>>,
+    tokio::task::AbortHandle,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let acceptor = tokio::spawn(async move {
+        loop {
+            let accepted = listener.accept().await.map(|(stream, _)| stream);
+            if tx.send(accepted).await.is_err() {
+                return;
+            }
+        }
+    });
+    (
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+        acceptor.abort_handle(),
+    )
+}

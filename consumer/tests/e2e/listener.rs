@@ -1,18 +1,14 @@
 //! Whatever ends the consumer's gRPC server, the reader stops and the checkpoint holds the last
 //! event processed: here the listener goes away while nobody asked the consumer to stop.
 
-use std::{io, time::Duration};
+use std::time::Duration;
 
 use clap::Parser as _;
 use pushpull::{
     grpc::ServeError,
     pb::{self, consumer_service_client::ConsumerServiceClient},
 };
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::mpsc,
-};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::net::TcpListener;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::helpers::*;
@@ -48,18 +44,10 @@ async fn a_listener_that_closes_stops_the_reader_and_saves_the_final_checkpoint(
     // way a dead listener would, without the shutdown future.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (tx, rx) = mpsc::channel::<io::Result<TcpStream>>(1);
-    let acceptor = tokio::spawn(async move {
-        loop {
-            let accepted = listener.accept().await.map(|(stream, _)| stream);
-            if tx.send(accepted).await.is_err() {
-                return;
-            }
-        }
-    });
+    let (incoming, acceptor) = testkit::closable_incoming(listener);
     let running = tokio::spawn(consumer::run_incoming(
         config(&producer.url(), checkpoint.to_str().unwrap()),
-        ReceiverStream::new(rx),
+        incoming,
         None,
         std::future::pending(),
     ));
