@@ -1,7 +1,9 @@
-//! `pushpull.v1.ProducerService`: the gRPC adapter over the [`EventLog`].
+//! `pushpull.v1.ProducerService`: the gRPC adapter over the producer's [`Api`].
 //!
-//! Handlers validate the whole request before doing anything, turn domain errors into statuses
-//! with `?` (see [`crate::error`]), and never hold the log's lock across an `.await`.
+//! Handlers turn the request into the API's terms, validate all of it before doing anything,
+//! and turn domain errors into statuses with `?` (see [`crate::error`]: every status carries
+//! its `ErrorInfo`). The rules themselves (limits, cursors, waiting) are the API's, shared with
+//! the HTTP side.
 //!
 //! Responses carry each event as the bytes the log encoded once at append
 //! ([`pushpull::wire`]): the server is generated from the same `.proto` with `Event` replaced by
