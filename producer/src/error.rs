@@ -162,22 +162,24 @@ impl Error {
                 oldest,
                 head,
                 log_id,
-            } => info
-                .with(key::AFTER_SEQUENCE, after)
-                .with(key::OLDEST_SEQUENCE, oldest)
-                .with(key::HEAD_SEQUENCE, head)
-                .with(key::LOG_ID, log_id)
-                .with(key::MISSED, oldest - 1 - after),
-            Error::CursorAhead {
+            }
+            | Error::CursorAhead {
                 after,
                 oldest,
                 head,
                 log_id,
-            } => info
-                .with(key::AFTER_SEQUENCE, after)
-                .with(key::OLDEST_SEQUENCE, oldest)
-                .with(key::HEAD_SEQUENCE, head)
-                .with(key::LOG_ID, log_id),
+            } => {
+                let info = info
+                    .with(key::AFTER_SEQUENCE, after)
+                    .with(key::OLDEST_SEQUENCE, oldest)
+                    .with(key::HEAD_SEQUENCE, head)
+                    .with(key::LOG_ID, log_id);
+                // Only an expired cursor has lost events; one ahead of the head has lost none.
+                match self {
+                    Error::CursorExpired { .. } => info.with(key::MISSED, oldest - 1 - after),
+                    _ => info,
+                }
+            }
             Error::InvalidTopic { max_len, .. } => info.with(key::LIMIT, max_len),
             Error::TooManyTopics { count, max } => {
                 info.with(key::COUNT, count).with(key::LIMIT, max)
