@@ -180,17 +180,12 @@ impl GrpcServer {
     /// refuses new calls and waits up to the grace period for connections to close. `stop` is
     /// cancelled whatever ends the server: when `incoming` ends, at once, not when the last
     /// open connection closes (a health Watch never does).
-    pub async fn serve_incoming<I, IO, IE>(
+    pub async fn serve_incoming(
         self,
-        incoming: I,
+        incoming: impl Incoming,
         shutdown: impl Future<Output = ()> + Send + 'static,
         stop: CancellationToken,
-    ) -> Result<(), ServeError>
-    where
-        I: Stream<Item = Result<IO, IE>> + Send,
-        IO: Connection,
-        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+    ) -> Result<(), ServeError> {
         let Self {
             name,
             routes,
@@ -279,6 +274,25 @@ impl<T> Connection for T where
         + Send
         + 'static
 {
+}
+
+/// What `serve_incoming` serves: a stream of accepted connections (or accept errors, which
+/// tonic logs and skips), such as [`incoming`]'s.
+pub trait Incoming:
+    Stream<Item = Result<<Self as Incoming>::Connection, <Self as Incoming>::Error>> + Send
+{
+    type Connection: Connection;
+    type Error: Into<Box<dyn std::error::Error + Send + Sync>>;
+}
+
+impl<S, C, E> Incoming for S
+where
+    S: Stream<Item = Result<C, E>> + Send,
+    C: Connection,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Connection = C;
+    type Error = E;
 }
 
 /// The accepted-connection stream for a listener the caller bound (port 0 in tests).

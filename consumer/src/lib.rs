@@ -32,7 +32,6 @@ use pushpull::{
     },
 };
 use tokio::net::TcpListener;
-use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 use tracing::{Instrument as _, info, info_span, warn};
@@ -98,34 +97,24 @@ pub async fn run_with(
 /// listener. When the stream ends although `shutdown` has not resolved (a listener that died),
 /// the consumer stops reading, saves its checkpoint and returns
 /// `Err(RunError::Serve(ServeError::ListenerClosed))`; tests end it on purpose.
-pub async fn run_incoming<I, IO, IE>(
+pub async fn run_incoming(
     config: Config,
-    incoming: I,
+    incoming: impl grpc::Incoming,
     metrics: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), RunError>
-where
-    I: Stream<Item = Result<IO, IE>> + Send,
-    IO: grpc::Connection,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> Result<(), RunError> {
     serve(config, incoming, None, metrics, shutdown).await
 }
 
 /// The one body of [`run_with`] and [`run_incoming`]; `addr` is the listener's, for the
 /// `consumer serving` line (which scripts and test helpers read the bound port from).
-async fn serve<I, IO, IE>(
+async fn serve(
     config: Config,
-    incoming: I,
+    incoming: impl grpc::Incoming,
     addr: Option<SocketAddr>,
     metrics: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), RunError>
-where
-    I: Stream<Item = Result<IO, IE>> + Send,
-    IO: grpc::Connection,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> Result<(), RunError> {
     config.validate().map_err(RunError::Config)?;
     let metrics = metrics
         .map(|l| l.local_addr().map(|addr| (l, addr)))
