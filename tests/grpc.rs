@@ -10,9 +10,10 @@ use pushpull::{
 use testkit::{PROMPTLY, channel, closable_incoming};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::Streaming;
 use tonic_health::{
     ServingStatus,
-    pb::{HealthCheckRequest, health_client::HealthClient},
+    pb::{HealthCheckRequest, HealthCheckResponse, health_client::HealthClient},
 };
 
 #[derive(Clone)]
@@ -39,6 +40,31 @@ fn server(options: ServerOptions) -> GrpcServer {
 
 async fn health_client(addr: std::net::SocketAddr) -> HealthClient<tonic::transport::Channel> {
     HealthClient::new(channel(addr).await)
+}
+
+/// A health Watch on `service` ("" for the server), past its first answer, which must be
+/// SERVING. A Watch is a stream that never ends by itself: only the grace period ends it.
+async fn watching(addr: std::net::SocketAddr, service: &str) -> Streaming<HealthCheckResponse> {
+    let mut watch = health_client(addr)
+        .await
+        .watch(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next_status(&mut watch).await, ServingStatus::Serving as i32);
+    watch
+}
+
+/// The next status a Watch reports.
+async fn next_status(watch: &mut Streaming<HealthCheckResponse>) -> i32 {
+    tokio::time::timeout(PROMPTLY, watch.message())
+        .await
+        .expect("a status change")
+        .unwrap()
+        .expect("the Watch is still open")
+        .status
 }
 
 #[tokio::test]
@@ -89,28 +115,18 @@ async fn a_listener_that_closes_under_an_open_stream_stops_the_workers_at_once()
         std::future::pending(),
         stop.clone(),
     ));
-    // A health Watch never ends by itself, so tonic, which waits for every connection to
-    // close once it stops accepting, would wait for it forever.
-    let mut watch = health_client(addr)
-        .await
-        .watch(HealthCheckRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let first = watch.message().await.unwrap().unwrap().status;
-    assert_eq!(first, ServingStatus::Serving as i32);
+    // tonic, which waits for every connection to close once it stops accepting, would wait
+    // for this Watch forever.
+    let mut watch = watching(addr, "").await;
 
     acceptor.abort();
     tokio::time::timeout(PROMPTLY, stop.cancelled())
         .await
         .expect("the workers are told to stop while the stream is still open");
-    let next = tokio::time::timeout(PROMPTLY, watch.message())
-        .await
-        .expect("a status change")
-        .unwrap()
-        .unwrap()
-        .status;
-    assert_eq!(next, ServingStatus::NotServing as i32);
+    assert_eq!(
+        next_status(&mut watch).await,
+        ServingStatus::NotServing as i32
+    );
     let served = tokio::time::timeout(PROMPTLY, serving)
         .await
         .expect("serve returns after the grace period")
@@ -126,32 +142,19 @@ async fn a_worker_cancelling_stop_ends_the_server_and_health_watchers_see_not_se
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    // A health Watch is a stream that never ends by itself: only the grace period ends it.
     let options = ServerOptions {
         shutdown_grace: Duration::from_millis(300),
         ..OPTIONS
     };
     let serving =
         tokio::spawn(server(options).serve(listener, std::future::pending(), stop.clone()));
-    let mut watch = health_client(addr)
-        .await
-        .watch(HealthCheckRequest {
-            service: "pushpull.v1.ConsumerService".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let first = watch.message().await.unwrap().unwrap().status;
-    assert_eq!(first, ServingStatus::Serving as i32);
+    let mut watch = watching(addr, "pushpull.v1.ConsumerService").await;
 
     stop.cancel();
-    let next = tokio::time::timeout(PROMPTLY, watch.message())
-        .await
-        .expect("a status change")
-        .unwrap()
-        .unwrap()
-        .status;
-    assert_eq!(next, ServingStatus::NotServing as i32);
+    assert_eq!(
+        next_status(&mut watch).await,
+        ServingStatus::NotServing as i32
+    );
     let served = tokio::time::timeout(PROMPTLY, serving)
         .await
         .expect("the grace period bounds the wait")

@@ -4,7 +4,13 @@ use prost::Message as _;
 use prost_types::FileDescriptorProto;
 use pushpull::pb;
 use tokio_stream::StreamExt as _;
-use tonic_reflection::pb::{v1, v1alpha};
+use tonic_reflection::pb::{
+    v1,
+    v1alpha::{
+        self, server_reflection_request::MessageRequest,
+        server_reflection_response::MessageResponse,
+    },
+};
 
 use crate::helpers::*;
 
@@ -53,42 +59,43 @@ async fn reflection_v1_lists_the_services() {
     );
 }
 
-#[tokio::test]
-async fn reflection_v1alpha_lists_and_describes_the_services() {
-    let producer = spawn_producer(&[]).await;
+/// Sends `requests` to reflection v1alpha (the version grpcurl 1.8 speaks) in one stream and
+/// returns the answers, in order.
+async fn reflect_v1alpha(
+    producer: &TestProducer,
+    requests: impl IntoIterator<Item = MessageRequest>,
+) -> Vec<MessageResponse> {
     let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(
         channel(producer.addr).await,
     );
-    use v1alpha::server_reflection_request::MessageRequest;
-    let request = |message| v1alpha::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(message),
-    };
-    let symbols = [
-        PRODUCER_SERVICE,
-        "pushpull.v1.ReadMode",
-        "pushpull.v1.ErrorReason",
-    ];
-    let requests: Vec<_> = std::iter::once(MessageRequest::ListServices(String::new()))
-        .chain(symbols.map(|s| MessageRequest::FileContainingSymbol(s.into())))
-        .map(request)
+    let requests: Vec<_> = requests
+        .into_iter()
+        .map(|message| v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(message),
+        })
         .collect();
-    let mut responses = client
+    let count = requests.len();
+    let responses = client
         .server_reflection_info(tokio_stream::iter(requests))
         .await
         .unwrap()
         .into_inner();
-    use v1alpha::server_reflection_response::MessageResponse;
-    match responses.next().await.unwrap().unwrap().message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            assert!(list.service.iter().any(|s| s.name == PRODUCER_SERVICE));
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    let responses: Vec<_> = responses
+        .take(count)
+        .map(|r| r.unwrap().message_response.expect("an answer"))
+        .collect()
+        .await;
+    assert_eq!(responses.len(), count);
+    responses
+}
+
+/// The file descriptors in the answers to `FileContainingSymbol` requests, decoded.
+fn descriptors(answers: Vec<MessageResponse>, symbols: &[&str]) -> Vec<FileDescriptorProto> {
     let mut files = Vec::new();
-    for symbol in symbols {
-        match responses.next().await.unwrap().unwrap().message_response {
-            Some(MessageResponse::FileDescriptorResponse(response)) => {
+    for (answer, symbol) in answers.into_iter().zip(symbols) {
+        match answer {
+            MessageResponse::FileDescriptorResponse(response) => {
                 for encoded in response.file_descriptor_proto {
                     files.push(FileDescriptorProto::decode(encoded.as_slice()).unwrap());
                 }
@@ -96,6 +103,30 @@ async fn reflection_v1alpha_lists_and_describes_the_services() {
             other => panic!("{symbol}: unexpected {other:?}"),
         }
     }
+    files
+}
+
+#[tokio::test]
+async fn reflection_v1alpha_lists_and_describes_the_services() {
+    let producer = spawn_producer(&[]).await;
+    let symbols = [
+        PRODUCER_SERVICE,
+        "pushpull.v1.ReadMode",
+        "pushpull.v1.ErrorReason",
+    ];
+    let mut answers = reflect_v1alpha(
+        &producer,
+        std::iter::once(MessageRequest::ListServices(String::new()))
+            .chain(symbols.map(|s| MessageRequest::FileContainingSymbol(s.into()))),
+    )
+    .await;
+    match answers.remove(0) {
+        MessageResponse::ListServicesResponse(list) => {
+            assert!(list.service.iter().any(|s| s.name == PRODUCER_SERVICE));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let files = descriptors(answers, &symbols);
 
     // What reflection describes is what the Rust types were generated from: a client generated
     // from reflection (grpcurl, a dynamic client) sees the same names and numbers.
@@ -148,33 +179,20 @@ fn assert_same_enum(
 #[tokio::test]
 async fn reflection_describes_the_error_details_so_grpcurl_can_print_them() {
     let producer = spawn_producer(&[]).await;
-    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(
-        channel(producer.addr).await,
-    );
-    use v1alpha::server_reflection_request::MessageRequest;
-    let requests: Vec<_> = [
-        "google.rpc.ErrorInfo",
-        "google.rpc.BadRequest",
-        "google.rpc.RetryInfo",
-    ]
-    .into_iter()
-    .map(|symbol| v1alpha::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
-    })
-    .collect();
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
-    use v1alpha::server_reflection_response::MessageResponse;
-    for _ in 0..3 {
-        match responses.next().await.unwrap().unwrap().message_response {
-            Some(MessageResponse::FileDescriptorResponse(files)) => {
-                assert!(!files.file_descriptor_proto.is_empty());
-            }
-            other => panic!("unexpected {other:?}"),
-        }
+    let symbols = ["ErrorInfo", "BadRequest", "RetryInfo"];
+    let answers = reflect_v1alpha(
+        &producer,
+        symbols.map(|s| MessageRequest::FileContainingSymbol(format!("google.rpc.{s}"))),
+    )
+    .await;
+    let files = descriptors(answers, &symbols);
+    for symbol in symbols {
+        assert!(
+            files
+                .iter()
+                .filter(|f| f.package() == "google.rpc")
+                .any(|f| f.message_type.iter().any(|m| m.name() == symbol)),
+            "google.rpc.{symbol} is not described"
+        );
     }
 }
