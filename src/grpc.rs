@@ -200,7 +200,7 @@ impl GrpcServer {
         let incoming = incoming.chain(tokio_stream::iter(std::iter::from_fn({
             let (listener_closed, stop) = (listener_closed.clone(), stop.clone());
             move || {
-                warn!(service = name, "the listener closed; stopping");
+                warn!(service = %name, "the listener closed; stopping");
                 listener_closed.cancel();
                 stop.cancel();
                 None
@@ -215,7 +215,7 @@ impl GrpcServer {
                     () = stop.cancelled() => {}
                 }
                 info!(
-                    service = name,
+                    service = %name,
                     "shutting down: refusing new calls, ending open streams"
                 );
                 health.set_not_serving().await;
@@ -238,7 +238,7 @@ impl GrpcServer {
                 tokio::time::sleep(grace).await;
             } => {
                 warn!(
-                    service = name,
+                    service = %name,
                     grace = %humantime::format_duration(grace),
                     "connections still open after the shutdown grace period; stopping anyway"
                 );

@@ -12,8 +12,8 @@ pub async fn signal() {
         ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
-                    _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
-                    _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+                    _ = term.recv() => tracing::info!(signal = %"SIGTERM", "shutting down"),
+                    _ = int.recv() => tracing::info!(signal = %"SIGINT", "shutting down"),
                 }
             }
             (Err(err), _) | (_, Err(err)) => {
@@ -25,6 +25,6 @@ pub async fn signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-        tracing::info!(signal = "Ctrl-C", "shutting down");
+        tracing::info!(signal = %"Ctrl-C", "shutting down");
     }
 }

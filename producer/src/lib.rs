@@ -133,7 +133,7 @@ pub async fn run_with(
 
     info!(
         addr = %listener.local_addr()?,
-        log_id = log.log_id(),
+        log_id = %log.log_id(),
         retention_events = config.retention_events,
         retention_bytes = config.retention_bytes,
         "producer serving"
