@@ -64,6 +64,72 @@ pub fn encode_event(
     payload_at
 }
 
+/// The fields of an encoded `pushpull.v1.Event`, read without copying: what a store's reader
+/// needs to filter by topic and to rebuild an event, from the bytes that were appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventView<'a> {
+    pub sequence: u64,
+    pub topic: &'a str,
+    /// Where the payload sits in the encoding (empty when the payload is).
+    pub payload: std::ops::Range<usize>,
+    pub produced_at: SystemTime,
+}
+
+/// Bytes that do not parse as a `pushpull.v1.Event`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed pushpull.v1.Event: {0}")]
+pub struct MalformedEvent(pub String);
+
+impl From<DecodeError> for MalformedEvent {
+    fn from(err: DecodeError) -> Self {
+        MalformedEvent(err.to_string())
+    }
+}
+
+impl<'a> EventView<'a> {
+    /// Parses an encoding made by [`encode_event`] (or any valid `pushpull.v1.Event`). Unknown
+    /// fields are skipped, as protobuf readers must.
+    pub fn parse(encoded: &'a [u8]) -> Result<Self, MalformedEvent> {
+        let mut view = EventView {
+            sequence: 0,
+            topic: "",
+            payload: 0..0,
+            produced_at: SystemTime::UNIX_EPOCH,
+        };
+        let mut buf = encoded;
+        while !buf.is_empty() {
+            let (tag, wire_type) = encoding::decode_key(&mut buf)?;
+            match (tag, wire_type) {
+                (SEQUENCE, WireType::Varint) => view.sequence = encoding::decode_varint(&mut buf)?,
+                (TOPIC | PAYLOAD | PRODUCED_AT, WireType::LengthDelimited) => {
+                    let len = encoding::decode_varint(&mut buf)? as usize;
+                    if len > buf.len() {
+                        return Err(MalformedEvent("a field runs past the end".into()));
+                    }
+                    let start = encoded.len() - buf.len();
+                    let (field, rest) = buf.split_at(len);
+                    match tag {
+                        TOPIC => {
+                            view.topic = std::str::from_utf8(field)
+                                .map_err(|_| MalformedEvent("topic is not UTF-8".into()))?;
+                        }
+                        PAYLOAD => view.payload = start..start + len,
+                        _ => {
+                            let ts = prost_types::Timestamp::decode(field)?;
+                            view.produced_at = SystemTime::try_from(ts).map_err(|_| {
+                                MalformedEvent("produced_at is out of range".into())
+                            })?;
+                        }
+                    }
+                    buf = rest;
+                }
+                _ => encoding::skip_field(wire_type, tag, &mut buf, DecodeContext::default())?,
+            }
+        }
+        Ok(view)
+    }
+}
+
 impl Message for EncodedEvent {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         buf.put_slice(&self.0);
@@ -120,6 +186,33 @@ mod tests {
             topic: topic.into(),
             payload: Bytes::copy_from_slice(payload),
             produced_at: Some(prost_types::Timestamp::from(at)),
+        }
+    }
+
+    #[test]
+    fn views_read_back_what_was_encoded() {
+        let at = UNIX_EPOCH + Duration::new(1_700_000_000, 5);
+        for (sequence, topic, payload) in [
+            (1, "a", &b"x"[..]),
+            (7, "t.b", &b""[..]),
+            (u64::MAX, "z", &[9u8; 300][..]),
+        ] {
+            let mut buf = BytesMut::new();
+            encode_event(sequence, topic, payload, at, &mut buf);
+            let view = EventView::parse(&buf).unwrap();
+            assert_eq!(
+                (
+                    view.sequence,
+                    view.topic,
+                    &buf[view.payload.clone()],
+                    view.produced_at
+                ),
+                (sequence, topic, payload, at)
+            );
+            for cut in 1..buf.len() {
+                // A truncated encoding is an error or a shorter event, never a panic.
+                let _ = EventView::parse(&buf[..cut]);
+            }
         }
     }
 

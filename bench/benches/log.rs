@@ -7,16 +7,22 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use producer::log::{EventLog, NewEvent, PublishLimits, ReadLimits, Retention, TopicFilter};
+use producer::{
+    log::{Event, EventLog, NewEvent, PublishLimits, ReadLimits, TopicFilter},
+    store::Retention,
+};
+use pushpull::wire::EncodedEvent;
+use tokio::runtime::Runtime;
 
 const PAYLOAD: [u8; 64] = [b'x'; 64];
 
 fn log(retention: usize) -> EventLog {
-    EventLog::with_log_id(
+    EventLog::memory_with_log_id(
         "bench".into(),
         Retention {
             max_events: retention,
             max_bytes: usize::MAX,
+            max_age: None,
         },
         PublishLimits {
             max_events: 10_000,
@@ -35,7 +41,15 @@ fn batch(n: usize) -> Vec<NewEvent> {
         .collect()
 }
 
+/// The memory store's calls complete at once; a current-thread runtime drives them.
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime")
+}
+
 fn append(c: &mut Criterion) {
+    let rt = runtime();
     let mut group = c.benchmark_group("append");
     for n in [1usize, 100, 10_000] {
         group.throughput(Throughput::Elements(n as u64));
@@ -44,7 +58,7 @@ fn append(c: &mut Criterion) {
             let log = log(1_000_000);
             b.iter_batched(
                 || batch(n),
-                |events| black_box(log.append(events)),
+                |events| black_box(rt.block_on(log.append(events))),
                 criterion::BatchSize::SmallInput,
             );
         });
@@ -53,9 +67,10 @@ fn append(c: &mut Criterion) {
 }
 
 fn read(c: &mut Criterion) {
+    let rt = runtime();
     let log = log(1_000_000);
     for _ in 0..100 {
-        log.append(batch(10_000)).expect("valid batch");
+        rt.block_on(log.append(batch(10_000))).expect("valid batch");
     }
     let all = TopicFilter::default();
     let other = TopicFilter::new(vec!["other".into()]).expect("valid topic");
@@ -69,7 +84,9 @@ fn read(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("all topics", n), &n, |b, _| {
             let mut after = 0;
             b.iter(|| {
-                let batch = log.read(after, &all, limits).expect("valid cursor");
+                let batch = rt
+                    .block_on(log.read::<Event>(after, &all, limits))
+                    .expect("valid cursor");
                 after = if batch.caught_up() {
                     0
                 } else {
@@ -87,7 +104,9 @@ fn read(c: &mut Criterion) {
     group.bench_function("encoded (what gRPC sends)/1000", |b| {
         let mut after = 0;
         b.iter(|| {
-            let batch = log.read_encoded(after, &all, limits).expect("valid cursor");
+            let batch = rt
+                .block_on(log.read::<EncodedEvent>(after, &all, limits))
+                .expect("valid cursor");
             after = if batch.caught_up() {
                 0
             } else {
@@ -98,7 +117,12 @@ fn read(c: &mut Criterion) {
     });
     group.throughput(Throughput::Elements(65_536));
     group.bench_function("filter skips 65,536 events", |b| {
-        b.iter(|| black_box(log.read(0, &other, limits).expect("valid cursor")));
+        b.iter(|| {
+            black_box(
+                rt.block_on(log.read::<Event>(0, &other, limits))
+                    .expect("valid cursor"),
+            )
+        });
     });
     group.finish();
 }

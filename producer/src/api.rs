@@ -55,9 +55,9 @@ impl Api {
     }
 
     /// Appends `events` atomically; returns their (first, last) sequence.
-    pub fn publish(&self, events: Vec<NewEvent>) -> Result<(u64, u64), Error> {
+    pub async fn publish(&self, events: Vec<NewEvent>) -> Result<(u64, u64), Error> {
         self.check_running()?;
-        self.log.append(events)
+        self.log.append(events).await
     }
 
     /// A push reader (Subscribe, SSE, WebSocket) at `after`, validated before the stream

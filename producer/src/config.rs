@@ -1,10 +1,12 @@
 //! The producer's settings: every flag has an environment-variable twin (`PRODUCER_*`), so the
 //! same binary is configured by hand, by docker compose or by a test.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 use pushpull::telemetry::LogFormat;
+
+use crate::{log::DEFAULT_CACHE_BYTES, store::StoreKind};
 
 /// Serves an ordered event log by push (gRPC Subscribe) and by pull (gRPC Poll / long poll).
 #[derive(Debug, Clone, Parser)]
@@ -14,13 +16,52 @@ pub struct Config {
     #[arg(long, env = "PRODUCER_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
 
+    /// Where the log lives: `file` (segments under --data-dir; survives restarts and crashes)
+    /// or `memory` (gone when the producer stops; for tests and benchmarks).
+    #[arg(long, env = "PRODUCER_STORE", value_enum, default_value_t = StoreKind::Memory)]
+    pub store: StoreKind,
+
+    /// Directory of the file store's log (created if missing). One producer at a time: a
+    /// second one on the same directory refuses to start.
+    #[arg(long, env = "PRODUCER_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// When the file store syncs: `always` (a Publish is answered, and its events are
+    /// readable, only once they are on disk; concurrent Publish calls share one fdatasync), or
+    /// `never` (written to the OS at once, synced when a segment is full and at shutdown:
+    /// survives a producer crash, not a machine crash).
+    #[arg(long, env = "PRODUCER_FSYNC", value_enum, default_value_t = FsyncPolicy::Always)]
+    pub fsync: FsyncPolicy,
+
+    /// The file store starts a new segment file once the current one holds this many bytes.
+    /// Retention drops whole segments, so disk use stays within retention plus one segment.
+    #[arg(long, env = "PRODUCER_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub segment_bytes: u64,
+
+    /// At start, if the file store finds a corrupt record before the end of its log (a bad
+    /// checksum, not a torn last write), truncate the log there instead of refusing to start.
+    /// Events after the corruption are lost; the producer logs how many bytes it dropped.
+    #[arg(long, env = "PRODUCER_TRUNCATE_CORRUPT")]
+    pub truncate_corrupt: bool,
+
+    /// Bytes of the newest events (topics + payloads + 64 per event) kept in memory in front
+    /// of the store: live subscribers and short catch-ups are served from it, older reads go
+    /// to the store.
+    #[arg(long, env = "PRODUCER_CACHE_BYTES", default_value_t = DEFAULT_CACHE_BYTES)]
+    pub cache_bytes: usize,
+
     /// Most events the log retains; the oldest are dropped first.
     #[arg(long, env = "PRODUCER_RETENTION_EVENTS", default_value_t = 1_000_000)]
     pub retention_events: usize,
 
-    /// Most bytes (topics + payloads + 64 bytes per event) the log retains.
+    /// Most bytes the log retains: on disk for --store file, topics + payloads + 64 bytes per
+    /// event for --store memory.
     #[arg(long, env = "PRODUCER_RETENTION_BYTES", default_value_t = 512 * 1024 * 1024)]
     pub retention_bytes: usize,
+
+    /// Events older than this are dropped (`off`: kept whatever their age), e.g. `7d`, `1h`.
+    #[arg(long, env = "PRODUCER_RETENTION_AGE", default_value = "off", value_parser = parse_age)]
+    pub retention_age: Age,
 
     /// Largest payload accepted in Publish, in bytes.
     #[arg(long, env = "PRODUCER_MAX_PAYLOAD_BYTES", default_value_t = 1024 * 1024)]
@@ -82,6 +123,31 @@ pub struct Config {
     /// Log output format.
     #[arg(long, env = "PRODUCER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// `--retention-age`: a duration, or `off`.
+pub type Age = Option<Duration>;
+
+fn parse_age(s: &str) -> Result<Age, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    match humantime::parse_duration(s) {
+        Ok(age) if age.is_zero() => Err("use `off` for no age limit, or a duration above 0".into()),
+        Ok(age) => Ok(Some(age)),
+        Err(err) => Err(format!(
+            "{s:?} is not a duration like 7d or 1h, or `off`: {err}"
+        )),
+    }
+}
+
+/// `--fsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FsyncPolicy {
+    /// fdatasync before a Publish is answered (group commit).
+    Always,
+    /// Written to the OS before a Publish is answered; synced at segment roll and shutdown.
+    Never,
 }
 
 /// `--http-listen`: an address, or `off`.
@@ -147,6 +213,12 @@ impl Config {
                 self.default_poll_events, self.max_poll_events
             ));
         }
+        if self.segment_bytes < 4096 {
+            return Err(format!(
+                "--segment-bytes {} is too small: at least 4096",
+                self.segment_bytes
+            ));
+        }
         if self.heartbeat_interval.is_zero() {
             return Err("--heartbeat-interval must be greater than zero".into());
         }
@@ -170,6 +242,18 @@ mod tests {
         assert_eq!(config.demo_rate, 0, "the demo source is off by default");
         assert!(config.max_message_bytes > config.max_payload_bytes);
         assert_eq!(config.http_listen.addr(), Some(([0, 0, 0, 0], 8080).into()));
+        assert_eq!(config.fsync, FsyncPolicy::Always);
+        assert_eq!(config.retention_age, None);
+    }
+
+    #[test]
+    fn retention_age_is_a_duration_or_off() {
+        let config = Config::parse_from(["producer", "--retention-age", "2h"]);
+        assert_eq!(config.retention_age, Some(Duration::from_secs(7200)));
+        for bad in ["0s", "soon"] {
+            let err = Config::try_parse_from(["producer", "--retention-age", bad]).unwrap_err();
+            assert!(err.to_string().contains("--retention-age"), "{err}");
+        }
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub async fn run(log: EventLog, rate: u32, max_per_publish: usize, stop: Cancell
             continue;
         }
         let events = quotes(&mut prices, published, n);
-        match log.append(events) {
+        match log.append(events).await {
             Ok(_) => published += n as u64,
             Err(err) => {
                 warn!(%err, "demo source could not publish; stopping it");

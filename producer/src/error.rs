@@ -15,6 +15,10 @@ use tonic::{Code, Status};
 /// (RetryInfo on gRPC, `Retry-After` on HTTP): long enough for a restart to begin listening.
 pub const RETRY_AFTER_SHUTDOWN: Duration = Duration::from_secs(1);
 
+/// How long a publisher should wait after the disk was full: long enough for an operator or
+/// retention to free space, short enough not to stall a pipeline that could go on.
+pub const RETRY_AFTER_STORAGE_FULL: Duration = Duration::from_secs(5);
+
 /// Everything a request to the producer can fail with.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -99,9 +103,38 @@ pub enum Error {
     /// The producer is stopping; the client should reconnect (to this or another producer).
     #[error("the producer is shutting down; reconnect and resume from your cursor")]
     ShuttingDown,
+
+    /// The store has no room: nothing of the Publish was stored; it works again once space is
+    /// freed (or retention shrinks the log).
+    #[error(
+        "cannot {doing}: {detail}; nothing of this request was stored, retry once space is freed"
+    )]
+    StorageFull { doing: &'static str, detail: String },
+
+    /// The store failed (an I/O error, or a remote store out of reach).
+    #[error("cannot {doing}: {detail}")]
+    StorageUnavailable { doing: &'static str, detail: String },
+
+    /// Stored data failed its checksum: it is never served.
+    #[error("cannot {doing}: {detail}")]
+    StorageCorrupt { doing: &'static str, detail: String },
 }
 
 impl Error {
+    /// A store's failure, while `doing` (append, read) something for a client.
+    pub fn from_store(err: crate::store::StoreError, doing: &'static str) -> Self {
+        use crate::store::StoreError;
+        let detail = err.to_string();
+        match err {
+            StoreError::Full { .. } => Error::StorageFull { doing, detail },
+            StoreError::Corrupt { .. } => Error::StorageCorrupt { doing, detail },
+            StoreError::Closed => Error::ShuttingDown,
+            StoreError::Io { .. } | StoreError::Expired { .. } => {
+                Error::StorageUnavailable { doing, detail }
+            }
+        }
+    }
+
     /// The `ErrorInfo.reason`: what a client branches on.
     pub fn reason(&self) -> ErrorReason {
         match self {
@@ -116,6 +149,9 @@ impl Error {
             Error::MaxWaitTooLong { .. } => ErrorReason::MaxWaitTooLong,
             Error::InvalidMaxWait { .. } => ErrorReason::InvalidMaxWait,
             Error::ShuttingDown => ErrorReason::ShuttingDown,
+            Error::StorageFull { .. } => ErrorReason::StorageFull,
+            Error::StorageUnavailable { .. } => ErrorReason::StorageUnavailable,
+            Error::StorageCorrupt { .. } => ErrorReason::StorageCorrupt,
         }
     }
 
@@ -123,7 +159,9 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::CursorExpired { .. } | Error::CursorAhead { .. } => Code::OutOfRange,
-            Error::ShuttingDown => Code::Unavailable,
+            Error::ShuttingDown | Error::StorageUnavailable { .. } => Code::Unavailable,
+            Error::StorageFull { .. } => Code::ResourceExhausted,
+            Error::StorageCorrupt { .. } => Code::DataLoss,
             Error::InvalidTopic { .. }
             | Error::TooManyTopics { .. }
             | Error::PayloadTooLarge { .. }
@@ -145,7 +183,10 @@ impl Error {
             Error::NoEvents { .. } | Error::TooManyEvents { .. } => "events",
             Error::MaxEventsTooLarge { .. } => "max_events",
             Error::MaxWaitTooLong { .. } | Error::InvalidMaxWait { .. } => "max_wait",
-            Error::ShuttingDown => return None,
+            Error::ShuttingDown
+            | Error::StorageFull { .. }
+            | Error::StorageUnavailable { .. }
+            | Error::StorageCorrupt { .. } => return None,
         })
     }
 
@@ -200,13 +241,21 @@ impl Error {
             Error::MaxWaitTooLong { max, .. } => info
                 .with(key::LIMIT, max)
                 .with(key::FLAG, "--max-poll-wait"),
-            Error::InvalidMaxWait { .. } | Error::ShuttingDown => info,
+            Error::InvalidMaxWait { .. }
+            | Error::ShuttingDown
+            | Error::StorageFull { .. }
+            | Error::StorageUnavailable { .. }
+            | Error::StorageCorrupt { .. } => info,
         }
     }
 
     /// How long a client should wait before trying again, for errors that pass.
     pub fn retry_after(&self) -> Option<Duration> {
-        matches!(self, Error::ShuttingDown).then_some(RETRY_AFTER_SHUTDOWN)
+        match self {
+            Error::ShuttingDown | Error::StorageUnavailable { .. } => Some(RETRY_AFTER_SHUTDOWN),
+            Error::StorageFull { .. } => Some(RETRY_AFTER_STORAGE_FULL),
+            _ => None,
+        }
     }
 }
 

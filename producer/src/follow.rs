@@ -5,7 +5,6 @@
 
 use std::marker::PhantomData;
 
-use pushpull::wire::EncodedEvent;
 use tokio::{
     sync::watch,
     time::{Instant, sleep_until},
@@ -14,41 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     error::Error,
-    log::{Batch, Event, EventLog, ReadLimits, TopicFilter},
+    log::{Batch, EventLog, ReadLimits, TopicFilter},
 };
 
-/// How a transport takes events from the log: decoded [`Event`]s for the JSON transports, or
-/// [`EncodedEvent`]s, the bytes encoded once at append, for gRPC.
-pub trait Take: Sized {
-    fn take(
-        log: &EventLog,
-        after: u64,
-        filter: &TopicFilter,
-        limits: ReadLimits,
-    ) -> Result<Batch<Self>, Error>;
-}
-
-impl Take for Event {
-    fn take(
-        log: &EventLog,
-        after: u64,
-        filter: &TopicFilter,
-        limits: ReadLimits,
-    ) -> Result<Batch<Self>, Error> {
-        log.read(after, filter, limits)
-    }
-}
-
-impl Take for EncodedEvent {
-    fn take(
-        log: &EventLog,
-        after: u64,
-        filter: &TopicFilter,
-        limits: ReadLimits,
-    ) -> Result<Batch<Self>, Error> {
-        log.read_encoded(after, filter, limits)
-    }
-}
+pub use crate::log::Take;
 
 /// A reader of the log: a cursor, a topic filter, and the head it waits on. A push stream keeps
 /// one for its lifetime; a poll makes one per call.
@@ -110,7 +78,10 @@ impl<E: Take> Follower<E> {
         loop {
             // Marked seen before reading: an append after this read changes the watch again.
             self.head.borrow_and_update();
-            let batch = E::take(&self.log, self.cursor, &self.filter, self.limits)?;
+            let batch = self
+                .log
+                .read::<E>(self.cursor, &self.filter, self.limits)
+                .await?;
             self.cursor = batch.next_after;
             if !batch.events.is_empty() || until.is_some_and(|t| Instant::now() >= t) {
                 return Ok(batch);
@@ -148,8 +119,13 @@ mod tests {
 
     use bytes::Bytes;
 
+    use pushpull::wire::EncodedEvent;
+
     use super::*;
-    use crate::log::{NewEvent, PublishLimits, Retention};
+    use crate::{
+        log::{Event, NewEvent, PublishLimits},
+        store::Retention,
+    };
 
     const ALL: ReadLimits = ReadLimits {
         max_events: 100,
@@ -157,11 +133,12 @@ mod tests {
     };
 
     fn log() -> EventLog {
-        EventLog::with_log_id(
+        EventLog::memory_with_log_id(
             "t".into(),
             Retention {
                 max_events: 100,
                 max_bytes: usize::MAX,
+                max_age: None,
             },
             PublishLimits {
                 max_events: 100,
@@ -170,19 +147,20 @@ mod tests {
         )
     }
 
-    fn append(log: &EventLog, topic: &str) {
+    async fn append(log: &EventLog, topic: &str) {
         log.append(vec![NewEvent {
             topic: topic.into(),
             payload: Bytes::new(),
         }])
+        .await
         .unwrap();
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_empty_batch_comes_at_the_deadline_with_the_cursor_past_skipped_events() {
         let log = log();
-        append(&log, "noise");
-        append(&log, "noise");
+        append(&log, "noise").await;
+        append(&log, "noise").await;
         let rare = TopicFilter::new(vec!["rare".into()]).unwrap();
         let mut follower = Follower::<Event>::new(log, rare, Some(0), ALL).unwrap();
         let started = Instant::now();
@@ -208,7 +186,7 @@ mod tests {
             let log = log.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
-                append(&log, "a");
+                append(&log, "a").await;
             })
         };
         let batch = follower.next_batch(None, &stop).await.unwrap();

@@ -2,7 +2,10 @@
 //!
 //! - [`config`]: flags and environment variables.
 //! - [`cli`]: the command line: those flags, or the `healthcheck` subcommand.
-//! - [`log`]: the ordered event log, its cursor rules and retention. Knows nothing of gRPC.
+//! - [`log`]: the ordered event log: validation, cursor rules, the tail cache of recent events
+//!   and the head watch. Knows nothing of gRPC.
+//! - [`store`]: where the events live, behind one trait: in memory, or in segment files on
+//!   disk.
 //! - [`api`]: what the producer does for a client, whatever the transport: publish, subscribe,
 //!   poll; gRPC and HTTP are thin adapters over it.
 //! - [`limits`]: the request limits every transport applies.
@@ -31,8 +34,9 @@ pub mod log;
 mod metered;
 pub mod metrics;
 pub mod service;
+pub mod store;
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use pushpull::{
     grpc::{self, GrpcServer, ServerOptions},
@@ -47,10 +51,11 @@ pub use config::Config;
 use crate::{
     api::Api,
     limits::Limits,
-    log::{EventLog, PublishLimits, Retention},
+    log::{EventLog, PublishLimits, Tail},
     metered::MeteredApi,
     metrics::Metrics,
     service::ProducerApi,
+    store::{Retention, Store, StoreKind, StoreMetrics, memory::MemoryStore},
 };
 
 /// Why the producer could not start or serve.
@@ -64,6 +69,8 @@ pub enum RunError {
     Serve(#[from] grpc::ServeError),
     #[error("HTTP server: {0}")]
     Http(String),
+    #[error("store: {0}")]
+    Store(String),
 }
 
 /// Where the producer serves: gRPC always, HTTP (SSE, WebSocket, long polling, /metrics, the
@@ -98,20 +105,15 @@ pub async fn run_with(
 ) -> Result<(), RunError> {
     config.validate().map_err(RunError::Config)?;
     let listener = listeners.grpc;
-    let log = EventLog::new(
-        Retention {
-            max_events: config.retention_events,
-            max_bytes: config.retention_bytes,
-        },
-        PublishLimits {
-            max_events: config.max_publish_events,
-            max_payload_bytes: config.max_payload_bytes,
-        },
-    );
+    let store_metrics = StoreMetrics::default();
+    let log = open_log(&config, &store_metrics).await?;
     let stop = CancellationToken::new();
     let api = Api::new(log.clone(), Limits::new(&config), stop.clone());
 
-    let metrics = Metrics::new(log.clone());
+    let metrics = Metrics::new(log.clone(), &store_metrics);
+    if config.retention_age.is_some() {
+        tokio::spawn(enforce_age_retention(log.clone(), stop.clone()));
+    }
     let http = match listeners.http {
         Some(listener) => {
             let state = http::AppState::new(&config, api.clone(), metrics.clone())
@@ -134,6 +136,8 @@ pub async fn run_with(
     info!(
         addr = %listener.local_addr()?,
         log_id = %log.log_id(),
+        store = log.store().kind().name(),
+        head = log.head(),
         retention_events = config.retention_events,
         retention_bytes = config.retention_bytes,
         "producer serving"
@@ -160,7 +164,43 @@ pub async fn run_with(
             ),
         }
     }
+    // The store closes last, once nothing appends any more: it syncs what is not yet durable.
+    let closed = log.close().await;
     served?;
+    closed.map_err(|err| RunError::Store(err.to_string()))?;
     info!("producer stopped");
     Ok(())
+}
+
+/// Opens the store `--store` names, and the log over it.
+async fn open_log(config: &Config, _metrics: &StoreMetrics) -> Result<EventLog, RunError> {
+    let retention = Retention {
+        max_events: config.retention_events,
+        max_bytes: config.retention_bytes,
+        max_age: config.retention_age,
+    };
+    let limits = PublishLimits {
+        max_events: config.max_publish_events,
+        max_payload_bytes: config.max_payload_bytes,
+    };
+    let tail = Arc::new(Tail::new(config.cache_bytes));
+    let store: Arc<dyn Store> = match config.store {
+        StoreKind::Memory => Arc::new(MemoryStore::new(retention, Arc::clone(&tail))),
+    };
+    Ok(EventLog::new(store, tail, limits))
+}
+
+/// How often age retention (`--retention-age`) is applied; count and byte retention are
+/// applied at every append.
+const AGE_RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn enforce_age_retention(log: EventLog, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(AGE_RETENTION_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => log.store().enforce_retention(),
+        }
+    }
 }

@@ -5,22 +5,38 @@
 //! new events they watch the head with [`EventLog::watch_head`]. There is no per-reader queue, so
 //! a slow reader costs one `u64`, and appending costs the same with 0 or 10,000 readers.
 //!
+//! Where the events are kept is a [`Store`]'s business (memory, or segment files on disk);
+//! what every backend shares is here: validation, the [`Tail`] (a bounded cache of the newest
+//! events, and the head watch that wakes readers), and the cursor rules. Live readers and short
+//! catch-ups are served from the tail and never touch the store; older reads go to the store
+//! in batches.
+//!
 //! The log knows nothing of gRPC: the service module adapts it. It does keep each event's
-//! protobuf encoding, made once at append ([`EventLog::read_encoded`]), because encoding per
-//! reader was the largest cost of a push to many subscribers; the payload is a slice of those
-//! same bytes, so an event is stored once.
+//! protobuf encoding, made once at append, because encoding per reader was the largest cost of
+//! a push to many subscribers; the payload is a slice of those same bytes, so an event is
+//! stored once, and a store keeps those very bytes, so a read from disk is a copy, never a
+//! re-encode.
 
 use std::{
     collections::{HashSet, VecDeque},
-    sync::{Arc, Mutex, RwLock},
+    sync::{
+        Arc, RwLock, RwLockReadGuard,
+        atomic::{AtomicU64, Ordering},
+    },
     time::SystemTime,
 };
 
-use bytes::{Bytes, BytesMut};
-use pushpull::wire::{EncodedEvent, encode_event};
+use bytes::Bytes;
+use pushpull::wire::{EncodedEvent, EventView};
 use tokio::sync::watch;
 
-use crate::error::Error;
+use crate::{
+    error::Error,
+    store::{
+        Bounds, Entry, NewBatch, ReadRange, Record, Retention, Store, StoreError, StoreStats,
+        memory::MemoryStore,
+    },
+};
 
 /// Longest topic accepted, in bytes (topics are ASCII).
 pub const MAX_TOPIC_LEN: usize = 128;
@@ -30,13 +46,20 @@ pub const MAX_TOPIC_LEN: usize = 128;
 /// looking free.
 pub const EVENT_OVERHEAD_BYTES: usize = 64;
 
-/// Upper bound of an event's encoding beyond its topic and payload: sequence, timestamp, field
-/// keys and lengths.
-const ENCODING_HEADROOM: usize = 48;
-
 /// Events scanned under one lock acquisition when a topic filter skips most of them. Bounds how
 /// long a reader with a rare topic holds the read lock (a few hundred microseconds).
 const MAX_SCAN_PER_READ: usize = 65_536;
+
+/// Records one filtered read asks a store for: a filter may skip most of them, and each is
+/// read from disk, so a read with a rare topic moves on in steps this big.
+const MAX_SCAN_PER_STORE_READ: usize = 4_096;
+
+/// Bytes a store record's encoding carries beyond what the read limits count (topic and
+/// payload): sequence, timestamp, keys and lengths.
+const RECORD_OVERHEAD: usize = 32;
+
+/// The tail cache's default size (`--cache-bytes`).
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// One event in the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,26 +74,11 @@ pub struct Event {
     pub produced_at: SystemTime,
 }
 
-impl Event {
-    fn retained_bytes(&self) -> usize {
-        self.topic.len() + self.payload.len() + EVENT_OVERHEAD_BYTES
-    }
-}
-
 /// An event as a publisher gives it.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub topic: String,
     pub payload: Bytes,
-}
-
-/// How much the log keeps before dropping its oldest events.
-#[derive(Debug, Clone, Copy)]
-pub struct Retention {
-    /// At most this many events.
-    pub max_events: usize,
-    /// At most this many bytes (see [`EVENT_OVERHEAD_BYTES`]).
-    pub max_bytes: usize,
 }
 
 /// Limits on what one Publish may carry.
@@ -147,8 +155,7 @@ pub fn validate_topic(field: &str, topic: &str) -> Result<(), Error> {
     }
 }
 
-/// One read's result: [`Event`]s from [`EventLog::read`], [`EncodedEvent`]s from
-/// [`EventLog::read_encoded`].
+/// One read's result, as [`Event`]s or [`EncodedEvent`]s (see [`Take`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch<E = Event> {
     /// Matching events after the cursor, in order.
@@ -178,49 +185,76 @@ pub struct ReadLimits {
     pub max_bytes: usize,
 }
 
-/// A cheap `Clone` handle to the log.
-#[derive(Debug, Clone)]
-pub struct EventLog {
-    shared: Arc<Shared>,
+/// How a reader takes events: decoded [`Event`]s for the JSON transports, or
+/// [`EncodedEvent`]s, the bytes encoded once at append, for gRPC.
+pub trait Take: Sized + Send + 'static {
+    /// From the tail cache.
+    fn from_entry(entry: &Entry) -> Self;
+    /// From a store record, already parsed.
+    fn from_record(record: &Record, view: &EventView<'_>) -> Self;
 }
 
+impl Take for Event {
+    fn from_entry(entry: &Entry) -> Self {
+        entry.event.clone()
+    }
+
+    fn from_record(record: &Record, view: &EventView<'_>) -> Self {
+        Event {
+            sequence: record.sequence,
+            topic: Arc::from(view.topic),
+            payload: record.encoded.slice(view.payload.clone()),
+            produced_at: view.produced_at,
+        }
+    }
+}
+
+impl Take for EncodedEvent {
+    fn from_entry(entry: &Entry) -> Self {
+        EncodedEvent(entry.encoded.clone())
+    }
+
+    fn from_record(record: &Record, _: &EventView<'_>) -> Self {
+        EncodedEvent(record.encoded.clone())
+    }
+}
+
+/// The part of the log above the store that every backend shares: a cache of the newest
+/// events, bounded in bytes, and the bounds and head of the last commit. A store calls
+/// [`Tail::commit`] once appended events are durable, so readers, who read here first, never
+/// see an event that a crash could take back.
 #[derive(Debug)]
-struct Shared {
-    /// Unique per log instance, so a reader can tell a restarted producer's log from the old one.
-    log_id: String,
-    retention: Retention,
-    limits: PublishLimits,
-    /// Held by one appender at a time, while it encodes its events outside the state lock:
-    /// only appenders move the head, so the sequences it reads stay valid until it pushes, and
-    /// readers are not held up by encoding.
-    appending: Mutex<()>,
+pub struct Tail {
+    cache_bytes: usize,
     /// A std `RwLock`, not tokio's: it is never held across an `.await`, critical sections are
     /// short (a push, or a bounded scan), and many readers may copy at once.
-    state: RwLock<State>,
+    state: RwLock<TailState>,
     /// The head sequence, for readers to wait on. `watch` keeps only the newest value, so a
     /// thousand appends wake a waiting reader once, not a thousand times.
     head: watch::Sender<u64>,
-}
-
-/// An event and its protobuf encoding; `event.payload` is a slice of `encoded`.
-#[derive(Debug)]
-struct Stored {
-    event: Event,
-    encoded: Bytes,
+    /// Reads served from the cache, and reads that went to the store.
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 #[derive(Debug)]
-struct State {
-    events: VecDeque<Stored>,
-    /// Sequence of `events[0]`; `head + 1` when empty.
-    oldest: u64,
-    head: u64,
+struct TailState {
+    /// The newest committed events, consecutive, ending at `bounds.head`.
+    entries: VecDeque<Entry>,
+    bounds: Bounds,
     bytes: usize,
 }
 
-impl State {
+impl TailState {
+    /// The first sequence the cache holds; `head + 1` when it holds none.
+    fn first_cached(&self) -> u64 {
+        self.entries
+            .front()
+            .map_or(self.bounds.head + 1, |e| e.event.sequence)
+    }
+
     fn check_cursor(&self, after: u64, log_id: &str) -> Result<(), Error> {
-        let (oldest, head) = (self.oldest, self.head);
+        let Bounds { oldest, head } = self.bounds;
         if after > head {
             return Err(Error::CursorAhead {
                 after,
@@ -239,70 +273,193 @@ impl State {
         }
         Ok(())
     }
+
+    fn trim(&mut self, cache_bytes: usize) {
+        while let Some(front) = self.entries.front() {
+            if self.bytes <= cache_bytes && front.event.sequence >= self.bounds.oldest {
+                break;
+            }
+            self.bytes -= front.charged_bytes();
+            self.entries.pop_front();
+        }
+    }
+}
+
+/// Sizes of the tail cache, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub events: u64,
+    pub bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl Tail {
+    /// An empty tail caching up to `cache_bytes` (topics + payloads + [`EVENT_OVERHEAD_BYTES`]
+    /// per event) of the newest events.
+    pub fn new(cache_bytes: usize) -> Self {
+        let (head, _) = watch::channel(0);
+        Self {
+            cache_bytes,
+            state: RwLock::new(TailState {
+                entries: VecDeque::new(),
+                bounds: Bounds::EMPTY,
+                bytes: 0,
+            }),
+            head,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Makes `entries` visible: they must follow the current head consecutively. `bounds` are
+    /// the store's after the append (retention may have moved `oldest`). Wakes every reader
+    /// waiting on the head.
+    pub fn commit(&self, entries: Vec<Entry>, bounds: Bounds) {
+        {
+            let mut state = self.write_state();
+            for entry in entries {
+                debug_assert_eq!(entry.event.sequence, state.bounds.head + 1);
+                state.bytes += entry.charged_bytes();
+                state.bounds.head = entry.event.sequence;
+                state.entries.push_back(entry);
+            }
+            state.bounds = Bounds {
+                oldest: bounds.oldest,
+                head: state.bounds.head.max(bounds.head),
+            };
+            state.trim(self.cache_bytes);
+        }
+        self.head.send_if_modified(|head| {
+            let new = self.bounds().head;
+            let changed = *head != new;
+            *head = new;
+            changed
+        });
+    }
+
+    /// New bounds without new events: at start (what a store recovered), or when retention
+    /// moved `oldest`. The head never moves back.
+    pub fn set_bounds(&self, bounds: Bounds) {
+        self.commit(Vec::new(), bounds);
+    }
+
+    /// The bounds of the last commit: what readers may see.
+    pub fn bounds(&self) -> Bounds {
+        self.read_state().bounds
+    }
+
+    /// Events and bytes cached, and how often reads were served here or not.
+    pub fn stats(&self) -> CacheStats {
+        let state = self.read_state();
+        CacheStats {
+            events: state.entries.len() as u64,
+            bytes: state.bytes as u64,
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, TailState> {
+        // A panic while holding the lock cannot leave the state half-updated in a way readers
+        // would misread (pushes and pops are each complete), so poisoning is ignored.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, TailState> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A cheap `Clone` handle to the log.
+#[derive(Debug, Clone)]
+pub struct EventLog {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    store: Arc<dyn Store>,
+    tail: Arc<Tail>,
+    limits: PublishLimits,
 }
 
 impl EventLog {
-    /// An empty log with a fresh `log_id`.
-    pub fn new(retention: Retention, limits: PublishLimits) -> Self {
-        Self::with_log_id(new_log_id(), retention, limits)
-    }
-
-    /// An empty log with a given id (tests use fixed ids).
-    pub fn with_log_id(log_id: String, retention: Retention, limits: PublishLimits) -> Self {
-        let retention = Retention {
-            max_events: retention.max_events.max(1),
-            max_bytes: retention.max_bytes,
-        };
-        let (head, _) = watch::channel(0);
+    /// The log over `store`, which commits to `tail`. The tail starts at the store's bounds.
+    pub fn new(store: Arc<dyn Store>, tail: Arc<Tail>, limits: PublishLimits) -> Self {
+        tail.set_bounds(store.bounds());
         Self {
             shared: Arc::new(Shared {
-                log_id,
-                retention,
+                store,
+                tail,
                 limits,
-                appending: Mutex::new(()),
-                state: RwLock::new(State {
-                    events: VecDeque::new(),
-                    oldest: 1,
-                    head: 0,
-                    bytes: 0,
-                }),
-                head,
             }),
         }
     }
 
-    /// This log's identity.
-    pub fn log_id(&self) -> &str {
-        &self.shared.log_id
+    /// An empty in-memory log with a fresh `log_id` and the default cache.
+    pub fn memory(retention: Retention, limits: PublishLimits) -> Self {
+        Self::memory_with_log_id(new_log_id(), retention, limits)
     }
 
-    /// (oldest, head) now.
+    /// An empty in-memory log with a given id (tests use fixed ids).
+    pub fn memory_with_log_id(log_id: String, retention: Retention, limits: PublishLimits) -> Self {
+        let tail = Arc::new(Tail::new(DEFAULT_CACHE_BYTES));
+        let store = MemoryStore::with_log_id(log_id, retention, Arc::clone(&tail));
+        Self::new(Arc::new(store), tail, limits)
+    }
+
+    /// This log's identity.
+    pub fn log_id(&self) -> &str {
+        self.shared.store.log_id()
+    }
+
+    /// The backend.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// (oldest, head) now, as readers see them.
     pub fn bounds(&self) -> (u64, u64) {
-        let state = self.read_state();
-        (state.oldest, state.head)
+        let Bounds { oldest, head } = self.shared.tail.bounds();
+        (oldest, head)
     }
 
     /// The newest sequence (0 for a log that never held an event).
     pub fn head(&self) -> u64 {
-        *self.shared.head.borrow()
+        *self.shared.tail.head.borrow()
     }
 
-    /// Events and bytes retained now.
-    pub fn retained(&self) -> (usize, usize) {
-        let state = self.read_state();
-        (state.events.len(), state.bytes)
+    /// What the store retains now.
+    pub fn store_stats(&self) -> StoreStats {
+        self.shared.store.stats()
+    }
+
+    /// The tail cache's sizes and hit counts.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.shared.tail.stats()
     }
 
     /// A receiver that changes whenever the head moves. Mark it seen (`borrow_and_update`)
     /// *before* reading, then wait on `changed()`: an append between the read and the wait is
     /// then never missed.
     pub fn watch_head(&self) -> watch::Receiver<u64> {
-        self.shared.head.subscribe()
+        self.shared.tail.head.subscribe()
     }
 
     /// Validates and appends `events` atomically: all get consecutive sequences, or (on a
-    /// validation error) none is appended. Returns (first, last) sequence.
-    pub fn append(&self, events: Vec<NewEvent>) -> Result<(u64, u64), Error> {
+    /// validation or storage error) none is appended. Returns (first, last) sequence, once the
+    /// store has made them durable and visible.
+    pub async fn append(&self, events: Vec<NewEvent>) -> Result<(u64, u64), Error> {
+        let batch = self.validate(events)?;
+        self.shared
+            .store
+            .append(batch)
+            .await
+            .map_err(|err| self.store_error(err, "append"))
+    }
+
+    fn validate(&self, events: Vec<NewEvent>) -> Result<NewBatch, Error> {
         let limits = self.shared.limits;
         if events.is_empty() {
             return Err(Error::NoEvents {
@@ -328,7 +485,6 @@ impl EventLog {
                 });
             }
         }
-
         // Topics are interned per call: a batch usually repeats a few topics, and readers
         // then share one allocation per topic.
         let mut topics: Vec<Arc<str>> = Vec::new();
@@ -344,130 +500,129 @@ impl EventLog {
             };
             prepared.push((topic, payload));
         }
-
-        let retention = self.shared.retention;
-        let appending = self
-            .shared
-            .appending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Only appenders move the head, and this one holds `appending`. The time is taken here
-        // too, so `produced_at` never decreases along the log (unless the wall clock steps back).
-        let first = self.read_state().head + 1;
-        let produced_at = SystemTime::now();
-        let capacity = prepared
-            .iter()
-            .map(|(t, p)| t.len() + p.len() + ENCODING_HEADROOM)
-            .sum();
-        let mut buf = BytesMut::with_capacity(capacity);
-        let mut spans = Vec::with_capacity(prepared.len());
-        for (i, (topic, payload)) in prepared.iter().enumerate() {
-            let start = buf.len();
-            let payload_at = encode_event(first + i as u64, topic, payload, produced_at, &mut buf);
-            spans.push((start..buf.len(), payload_at));
-        }
-        // One allocation for the whole call; every event and payload is a slice of it.
-        let buf = buf.freeze();
-        let stored = prepared.into_iter().zip(spans).enumerate().map(
-            |(i, ((topic, _), (whole, payload)))| Stored {
-                event: Event {
-                    sequence: first + i as u64,
-                    topic,
-                    payload: buf.slice(payload),
-                    produced_at,
-                },
-                encoded: buf.slice(whole),
-            },
-        );
-
-        let last = {
-            let mut state = self.write_state();
-            for entry in stored {
-                state.bytes += entry.event.retained_bytes();
-                state.head = entry.event.sequence;
-                state.events.push_back(entry);
-            }
-            while state.events.len() > retention.max_events
-                || (state.bytes > retention.max_bytes && state.events.len() > 1)
-            {
-                let Some(evicted) = state.events.pop_front() else {
-                    break;
-                };
-                state.bytes -= evicted.event.retained_bytes();
-                state.oldest = evicted.event.sequence + 1;
-            }
-            state.head
-        };
-        drop(appending);
-        self.shared.head.send_replace(last);
-        Ok((first, last))
+        Ok(NewBatch { events: prepared })
     }
 
     /// Reads the events after `after` that pass `filter`, within `limits`.
     ///
     /// `after == 0` means "from the oldest retained". Any other cursor must be in
     /// `[oldest - 1, head]`: below it events were evicted ([`Error::CursorExpired`]), above it
-    /// the cursor cannot belong to this log ([`Error::CursorAhead`]).
-    pub fn read(
+    /// the cursor cannot belong to this log ([`Error::CursorAhead`]). Served from the tail
+    /// cache when it holds the cursor's next event; from the store otherwise.
+    pub async fn read<E: Take>(
         &self,
         after: u64,
         filter: &TopicFilter,
         limits: ReadLimits,
-    ) -> Result<Batch, Error> {
-        self.scan(after, filter, limits, |stored| stored.event.clone())
+    ) -> Result<Batch<E>, Error> {
+        let (start, first_cached, bounds) = {
+            let state = self.shared.tail.read_state();
+            state.check_cursor(after, self.log_id())?;
+            let start = after.max(state.bounds.oldest - 1);
+            let first_cached = state.first_cached();
+            if start + 1 >= first_cached {
+                self.shared.tail.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(scan_cache(&state, start, filter, limits));
+            }
+            (start, first_cached, state.bounds)
+        };
+        self.shared.tail.misses.fetch_add(1, Ordering::Relaxed);
+        self.read_store(after, start, first_cached - 1, bounds, filter, limits)
+            .await
     }
 
-    /// As [`EventLog::read`], with each event as its protobuf encoding (`pushpull.v1.Event`),
-    /// made once at append and shared by every reader: what the gRPC service sends.
-    pub fn read_encoded(
+    /// Reads `start + 1 ..= to` from the store: everything older than the cache.
+    async fn read_store<E: Take>(
         &self,
         after: u64,
+        start: u64,
+        to: u64,
+        bounds: Bounds,
         filter: &TopicFilter,
         limits: ReadLimits,
-    ) -> Result<Batch<EncodedEvent>, Error> {
-        self.scan(after, filter, limits, |stored| {
-            EncodedEvent(stored.encoded.clone())
-        })
-    }
-
-    fn scan<E>(
-        &self,
-        after: u64,
-        filter: &TopicFilter,
-        limits: ReadLimits,
-        take: impl Fn(&Stored) -> E,
     ) -> Result<Batch<E>, Error> {
         let max_events = limits.max_events.max(1);
-        let state = self.read_state();
-        state.check_cursor(after, &self.shared.log_id)?;
-        let start = after.max(state.oldest - 1);
-        let skip = (start + 1 - state.oldest) as usize;
-
+        let range = ReadRange {
+            from: start + 1,
+            to,
+            max_records: if filter.is_all() {
+                max_events
+            } else {
+                MAX_SCAN_PER_STORE_READ
+            },
+            max_bytes: limits
+                .max_bytes
+                .saturating_add(max_events.saturating_mul(RECORD_OVERHEAD)),
+        };
+        let records = match self.shared.store.read(range).await {
+            Ok(records) => records,
+            Err(StoreError::Expired { oldest, .. }) => {
+                // Retention overtook the cursor between the check and the read.
+                let now = self.shared.tail.bounds();
+                return Err(Error::CursorExpired {
+                    after,
+                    oldest: oldest.max(now.oldest),
+                    head: now.head,
+                    log_id: self.log_id().to_owned(),
+                });
+            }
+            Err(err) => return Err(self.store_error(err, "read")),
+        };
+        if records.is_empty() {
+            return Err(self.store_error(
+                StoreError::Corrupt {
+                    path: "(read)".into(),
+                    offset: 0,
+                    detail: format!(
+                        "the store returned nothing for sequences {}..={to}",
+                        start + 1
+                    ),
+                },
+                "read",
+            ));
+        }
         let mut events = Vec::new();
         let mut bytes = 0usize;
         let mut next_after = start;
-        for (scanned, stored) in state.events.range(skip..).enumerate() {
-            if scanned >= MAX_SCAN_PER_READ {
-                break;
+        for record in &records {
+            if record.sequence != next_after + 1 {
+                return Err(self.store_error(
+                    StoreError::Corrupt {
+                        path: "(read)".into(),
+                        offset: 0,
+                        detail: format!(
+                            "the store returned sequence {} where {} was next",
+                            record.sequence,
+                            next_after + 1
+                        ),
+                    },
+                    "read",
+                ));
             }
-            let event = &stored.event;
-            if filter.matches(&event.topic) {
+            let view = EventView::parse(&record.encoded).map_err(|err| {
+                self.store_error(
+                    StoreError::Corrupt {
+                        path: "(read)".into(),
+                        offset: 0,
+                        detail: format!("sequence {}: {err}", record.sequence),
+                    },
+                    "read",
+                )
+            })?;
+            if filter.matches(view.topic) {
                 if events.len() >= max_events || (bytes >= limits.max_bytes && !events.is_empty()) {
                     break;
                 }
-                bytes += event.topic.len() + event.payload.len();
-                if events.is_empty() {
-                    events.reserve(max_events.min(state.events.len() - skip));
-                }
-                events.push(take(stored));
+                bytes += view.topic.len() + view.payload.len();
+                events.push(E::from_record(record, &view));
             }
-            next_after = event.sequence;
+            next_after = record.sequence;
         }
         Ok(Batch {
             events,
             next_after,
-            head: state.head,
-            oldest: state.oldest,
+            head: bounds.head,
+            oldest: bounds.oldest,
         })
     }
 
@@ -475,36 +630,75 @@ impl EventLog {
     /// streamed: unset means the head now (only events appended from now on), 0 the oldest
     /// retained event; any other value must be in `[oldest - 1, head]`.
     pub fn resolve_cursor(&self, after: Option<u64>) -> Result<u64, Error> {
-        let state = self.read_state();
+        let state = self.shared.tail.read_state();
         match after {
-            None => Ok(state.head),
+            None => Ok(state.bounds.head),
             Some(after) => {
-                state.check_cursor(after, &self.shared.log_id)?;
+                state.check_cursor(after, self.log_id())?;
                 Ok(after)
             }
         }
     }
 
-    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        // A panic while holding the lock cannot leave `State` half-updated in a way readers
-        // would misread (pushes and pops are each complete), so poisoning is ignored.
+    /// Flushes and closes the store; appends fail from then on.
+    pub async fn close(&self) -> Result<(), Error> {
         self.shared
-            .state
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .store
+            .close()
+            .await
+            .map_err(|err| self.store_error(err, "close"))
     }
 
-    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.shared
-            .state
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn store_error(&self, err: StoreError, doing: &'static str) -> Error {
+        Error::from_store(err, doing)
     }
 }
 
-/// A log id that differs across producer starts: start time in nanoseconds and the process id,
-/// in hex. Unique enough to tell one log from another on one deployment; not a secret.
-fn new_log_id() -> String {
+/// Serves a read from the tail cache: `start + 1` is cached.
+fn scan_cache<E: Take>(
+    state: &TailState,
+    start: u64,
+    filter: &TopicFilter,
+    limits: ReadLimits,
+) -> Batch<E> {
+    let max_events = limits.max_events.max(1);
+    let skip = (start + 1 - state.first_cached()) as usize;
+    let mut events = Vec::new();
+    let mut bytes = 0usize;
+    let mut next_after = start;
+    for (scanned, entry) in state
+        .entries
+        .range(skip.min(state.entries.len())..)
+        .enumerate()
+    {
+        if scanned >= MAX_SCAN_PER_READ {
+            break;
+        }
+        let event = &entry.event;
+        if filter.matches(&event.topic) {
+            if events.len() >= max_events || (bytes >= limits.max_bytes && !events.is_empty()) {
+                break;
+            }
+            bytes += event.topic.len() + event.payload.len();
+            if events.is_empty() {
+                events.reserve(max_events.min(state.entries.len() - skip));
+            }
+            events.push(E::from_entry(entry));
+        }
+        next_after = event.sequence;
+    }
+    Batch {
+        events,
+        next_after,
+        head: state.bounds.head,
+        oldest: state.bounds.oldest,
+    }
+}
+
+/// A log id that differs across in-memory logs (and new data directories): creation time in
+/// nanoseconds, the process id and a random salt, in hex. Unique enough to tell one log from
+/// another on one deployment; not a secret.
+pub(crate) fn new_log_id() -> String {
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -516,6 +710,7 @@ fn new_log_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Retention;
 
     const ALL: ReadLimits = ReadLimits {
         max_events: usize::MAX,
@@ -523,11 +718,12 @@ mod tests {
     };
 
     fn log(max_events: usize) -> EventLog {
-        EventLog::with_log_id(
+        EventLog::memory_with_log_id(
             "test".into(),
             Retention {
                 max_events,
                 max_bytes: usize::MAX,
+                max_age: None,
             },
             PublishLimits {
                 max_events: 1000,
@@ -548,171 +744,6 @@ mod tests {
     }
 
     #[test]
-    fn sequences_are_consecutive_from_one() {
-        let log = log(100);
-        assert_eq!(log.append(vec![ev("a", "1"), ev("b", "2")]), Ok((1, 2)));
-        assert_eq!(log.append(vec![ev("a", "3")]), Ok((3, 3)));
-        let batch = log.read(0, &TopicFilter::default(), ALL).unwrap();
-        assert_eq!(seqs(&batch), vec![1, 2, 3]);
-        assert_eq!((batch.next_after, batch.head, batch.oldest), (3, 3, 1));
-        assert_eq!(&*batch.events[1].topic, "b");
-        assert_eq!(&batch.events[2].payload[..], b"3");
-    }
-
-    #[test]
-    fn cursor_reads_strictly_after() {
-        let log = log(100);
-        log.append((0..5).map(|i| ev("a", &i.to_string())).collect())
-            .unwrap();
-        let batch = log.read(2, &TopicFilter::default(), ALL).unwrap();
-        assert_eq!(seqs(&batch), vec![3, 4, 5]);
-        let batch = log.read(5, &TopicFilter::default(), ALL).unwrap();
-        assert!(batch.events.is_empty());
-        assert_eq!(batch.next_after, 5);
-    }
-
-    #[test]
-    fn filter_advances_cursor_past_skipped_events() {
-        let log = log(100);
-        log.append(vec![
-            ev("a", ""),
-            ev("b", ""),
-            ev("a", ""),
-            ev("b", ""),
-            ev("b", ""),
-        ])
-        .unwrap();
-        let only_a = TopicFilter::new(vec!["a".into()]).unwrap();
-        let batch = log.read(0, &only_a, ALL).unwrap();
-        assert_eq!(seqs(&batch), vec![1, 3]);
-        assert_eq!(
-            batch.next_after, 5,
-            "cursor must move past filtered-out events"
-        );
-        let batch = log.read(3, &only_a, ALL).unwrap();
-        assert!(batch.events.is_empty());
-        assert_eq!(batch.next_after, 5);
-    }
-
-    #[test]
-    fn max_events_limits_the_batch_and_the_cursor() {
-        let log = log(100);
-        log.append((0..10).map(|_| ev("a", "")).collect()).unwrap();
-        let limits = ReadLimits {
-            max_events: 4,
-            max_bytes: usize::MAX,
-        };
-        let batch = log.read(0, &TopicFilter::default(), limits).unwrap();
-        assert_eq!(seqs(&batch), vec![1, 2, 3, 4]);
-        assert_eq!(
-            batch.next_after, 4,
-            "must not skip events it did not return"
-        );
-        assert!(!batch.caught_up());
-    }
-
-    #[test]
-    fn byte_limit_still_returns_one_large_event() {
-        let log = log(100);
-        log.append(vec![ev("a", &"x".repeat(500)), ev("a", "y")])
-            .unwrap();
-        let limits = ReadLimits {
-            max_events: 100,
-            max_bytes: 10,
-        };
-        let batch = log.read(0, &TopicFilter::default(), limits).unwrap();
-        assert_eq!(seqs(&batch), vec![1]);
-        let batch = log.read(1, &TopicFilter::default(), limits).unwrap();
-        assert_eq!(seqs(&batch), vec![2]);
-    }
-
-    #[test]
-    fn retention_by_count_evicts_oldest_and_expires_cursors() {
-        let log = log(3);
-        log.append((0..5).map(|_| ev("a", "")).collect()).unwrap();
-        assert_eq!(log.bounds(), (3, 5));
-        // 0 means "from the oldest retained".
-        assert_eq!(
-            seqs(&log.read(0, &TopicFilter::default(), ALL).unwrap()),
-            vec![3, 4, 5]
-        );
-        // oldest - 1 is still a valid cursor: nothing is skipped.
-        assert_eq!(
-            seqs(&log.read(2, &TopicFilter::default(), ALL).unwrap()),
-            vec![3, 4, 5]
-        );
-        assert_eq!(
-            log.read(1, &TopicFilter::default(), ALL),
-            Err(Error::CursorExpired {
-                after: 1,
-                oldest: 3,
-                head: 5,
-                log_id: "test".into(),
-            })
-        );
-        assert_eq!(
-            log.read(6, &TopicFilter::default(), ALL),
-            Err(Error::CursorAhead {
-                after: 6,
-                oldest: 3,
-                head: 5,
-                log_id: "test".into(),
-            })
-        );
-    }
-
-    #[test]
-    fn retention_by_bytes_keeps_total_under_limit() {
-        let log = EventLog::with_log_id(
-            "t".into(),
-            Retention {
-                max_events: 1000,
-                max_bytes: 3 * (EVENT_OVERHEAD_BYTES + 1 + 10),
-            },
-            PublishLimits {
-                max_events: 1000,
-                max_payload_bytes: 1024,
-            },
-        );
-        for _ in 0..10 {
-            log.append(vec![ev("a", "0123456789")]).unwrap();
-        }
-        assert_eq!(log.retained(), (3, 3 * (EVENT_OVERHEAD_BYTES + 11)));
-        assert_eq!(log.bounds(), (8, 10));
-    }
-
-    #[test]
-    fn invalid_publish_appends_nothing() {
-        let log = log(100);
-        let err = log
-            .append(vec![ev("ok", ""), ev("bad topic", "")])
-            .unwrap_err();
-        assert_eq!(
-            err,
-            Error::InvalidTopic {
-                field: "events[1].topic".into(),
-                topic: "bad topic".into(),
-                max_len: MAX_TOPIC_LEN
-            }
-        );
-        let big = NewEvent {
-            topic: "a".into(),
-            payload: Bytes::from(vec![0u8; 1025]),
-        };
-        assert!(matches!(
-            log.append(vec![ev("a", ""), big]),
-            Err(Error::PayloadTooLarge {
-                size: 1025,
-                max: 1024,
-                ..
-            })
-        ));
-        assert_eq!(log.append(vec![]), Err(Error::NoEvents { max: 1000 }));
-        assert_eq!(log.head(), 0);
-        assert_eq!(log.retained(), (0, 0));
-    }
-
-    #[test]
     fn topic_rules() {
         for good in ["a", "quotes.AAPL", "a-b_c.9", &"x".repeat(MAX_TOPIC_LEN)] {
             assert!(validate_topic("t", good).is_ok(), "{good}");
@@ -726,62 +757,34 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn watch_head_wakes_on_append() {
-        let log = log(100);
-        let mut rx = log.watch_head();
-        rx.borrow_and_update();
-        log.append(vec![ev("a", "")]).unwrap();
-        assert!(rx.has_changed().unwrap());
-        assert_eq!(*rx.borrow_and_update(), 1);
-    }
-
-    #[test]
-    fn encoded_reads_carry_the_same_events_as_plain_reads() {
-        use prost::Message as _;
-        let log = log(100);
-        log.append(vec![ev("a", "one"), ev("b", ""), ev("a", "three")])
-            .unwrap();
-        log.append(vec![ev("c", "four")]).unwrap();
-        let only_a = TopicFilter::new(vec!["a".into()]).unwrap();
-        for filter in [TopicFilter::default(), only_a] {
-            let plain = log.read(0, &filter, ALL).unwrap();
-            let encoded = log.read_encoded(0, &filter, ALL).unwrap();
-            assert_eq!(
-                (encoded.next_after, encoded.head, encoded.oldest),
-                (plain.next_after, plain.head, plain.oldest)
-            );
-            let decoded: Vec<pushpull::pb::Event> = encoded
-                .events
-                .iter()
-                .map(|e| pushpull::pb::Event::decode(e.0.clone()).unwrap())
-                .collect();
-            let expected: Vec<pushpull::pb::Event> =
-                plain.events.into_iter().map(Into::into).collect();
-            assert_eq!(decoded, expected);
-        }
-    }
-
-    #[test]
-    fn payloads_are_slices_of_one_allocation_per_append() {
+    #[tokio::test]
+    async fn payloads_are_slices_of_one_allocation_per_append() {
         let log = log(100);
         log.append(vec![ev("a", "first"), ev("a", "second")])
+            .await
             .unwrap();
-        let batch = log.read(0, &TopicFilter::default(), ALL).unwrap();
+        let batch = log
+            .read::<Event>(0, &TopicFilter::default(), ALL)
+            .await
+            .unwrap();
         assert_eq!(&batch.events[0].payload[..], b"first");
         assert_eq!(&batch.events[1].payload[..], b"second");
-        let encoded = log.read_encoded(0, &TopicFilter::default(), ALL).unwrap();
+        let encoded = log
+            .read::<EncodedEvent>(0, &TopicFilter::default(), ALL)
+            .await
+            .unwrap();
         let whole = encoded.events[0].0.as_ptr_range();
         assert!(whole.contains(&batch.events[0].payload.as_ptr()));
     }
 
-    #[test]
-    fn filtered_scan_is_bounded_but_makes_progress() {
-        let log = EventLog::with_log_id(
+    #[tokio::test]
+    async fn filtered_scan_is_bounded_but_makes_progress() {
+        let log = EventLog::memory_with_log_id(
             "t".into(),
             Retention {
                 max_events: usize::MAX,
                 max_bytes: usize::MAX,
+                max_age: None,
             },
             PublishLimits {
                 max_events: MAX_SCAN_PER_READ + 10,
@@ -791,12 +794,15 @@ mod tests {
         let n = MAX_SCAN_PER_READ + 10;
         let mut events: Vec<_> = (0..n - 1).map(|_| ev("noise", "")).collect();
         events.push(ev("rare", ""));
-        log.append(events).unwrap();
+        log.append(events).await.unwrap();
         let rare = TopicFilter::new(vec!["rare".into()]).unwrap();
-        let first = log.read(0, &rare, ALL).unwrap();
+        let first = log.read::<Event>(0, &rare, ALL).await.unwrap();
         assert!(first.events.is_empty());
         assert_eq!(first.next_after, MAX_SCAN_PER_READ as u64);
-        let second = log.read(first.next_after, &rare, ALL).unwrap();
+        let second = log
+            .read::<Event>(first.next_after, &rare, ALL)
+            .await
+            .unwrap();
         assert_eq!(seqs(&second), vec![n as u64]);
     }
 }

@@ -25,7 +25,7 @@ use prometheus_client::{
 
 use pushpull::errors::ErrorReason;
 
-use crate::log::EventLog;
+use crate::{log::EventLog, store::StoreMetrics};
 
 /// How events leave the producer. The label values are part of the metrics' contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,7 +92,7 @@ struct Inner {
 
 impl Metrics {
     /// Metrics for one producer serving `log`.
-    pub fn new(log: EventLog) -> Self {
+    pub fn new(log: EventLog, store: &StoreMetrics) -> Self {
         let mut registry = Registry::with_prefix("pushpull_producer");
         let subscribers = Family::<TransportLabels, Gauge>::default();
         let pollers = Family::<TransportLabels, Gauge>::default();
@@ -134,6 +134,12 @@ impl Metrics {
             "request_duration_seconds",
             "Time to answer a request/response call (publish, poll), by protocol and method",
             durations.clone(),
+        );
+        registry.register(
+            "fsync_seconds",
+            "Time the file store's fdatasync calls take: one per group commit, shared by the \
+             Publish calls that arrived while the previous one ran",
+            store.fsync_seconds.clone(),
         );
         registry.register_collector(Box::new(LogCollector { log }));
         // Every series exists from the start at 0, so a scrape lists them all and `rate()`
@@ -278,7 +284,8 @@ struct LogCollector {
 impl Collector for LogCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let (oldest, head) = self.log.bounds();
-        let (events, bytes) = self.log.retained();
+        let store = self.log.store_stats();
+        let cache = self.log.cache_stats();
         // Sequences start at 1 with no gaps, so the head is the number of events appended to
         // this log (a producer restart starts a new log, and the counter resets with it).
         let appended = ConstCounter::new(head);
@@ -302,17 +309,65 @@ impl Collector for LogCollector {
             (
                 "retained_events",
                 "Events the log retains now",
-                events as u64,
+                store.events,
             ),
             (
                 "retained_bytes",
-                "Bytes the log retains now (topics + payloads + 64 per event)",
-                bytes as u64,
+                "Bytes the log retains now: on disk for --store file; topics + payloads + 64 \
+                 per event for --store memory",
+                store.bytes,
+            ),
+            (
+                "store_segments",
+                "Segment files of the log on disk (0 for --store memory)",
+                store.segments,
+            ),
+            (
+                "cache_events",
+                "Events in the tail cache (--cache-bytes), which serves live readers",
+                cache.events,
+            ),
+            (
+                "cache_bytes",
+                "Bytes in the tail cache (topics + payloads + 64 per event)",
+                cache.bytes,
             ),
         ] {
             let gauge = ConstGauge::new(value as i64);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
+        for (name, help, value) in [
+            (
+                "cache_reads",
+                "Reads served from the tail cache",
+                cache.hits,
+            ),
+            (
+                "store_reads",
+                "Reads older than the tail cache, served by the store",
+                cache.misses,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let info = ConstGauge::new(1i64);
+        let labels = [("store", self.log.store().kind().name())];
+        info.encode(
+            encoder
+                .encode_descriptor(
+                    "store_info",
+                    "The log's backend (--store), as the label `store`",
+                    None,
+                    info.metric_type(),
+                )?
+                .encode_family(&labels)?,
+        )?;
         Ok(())
     }
 }

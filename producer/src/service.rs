@@ -78,7 +78,7 @@ impl ProducerService for ProducerApi {
                 payload: e.payload,
             })
             .collect();
-        let (first_sequence, last_sequence) = self.api.publish(events)?;
+        let (first_sequence, last_sequence) = self.api.publish(events).await?;
         debug!(first_sequence, last_sequence, "published");
         Ok(Response::new(pb::PublishResponse {
             first_sequence,

@@ -60,7 +60,11 @@ impl ApiError {
         match self {
             ApiError::Log { err, .. } => match err {
                 Error::CursorExpired { .. } => StatusCode::GONE,
-                Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+                Error::ShuttingDown | Error::StorageUnavailable { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                Error::StorageFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+                Error::StorageCorrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::BAD_REQUEST,
             },
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -94,6 +98,9 @@ impl ApiError {
                         ErrorReason::CursorExpired => "cursor_expired",
                         ErrorReason::CursorAhead => "cursor_ahead",
                         ErrorReason::ShuttingDown => "shutting_down",
+                        ErrorReason::StorageFull => "storage_full",
+                        ErrorReason::StorageUnavailable => "storage_unavailable",
+                        ErrorReason::StorageCorrupt => "storage_corrupt",
                         _ => "invalid_argument",
                     }
                     .into(),

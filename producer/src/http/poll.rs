@@ -54,16 +54,19 @@ pub async fn publish(
             ),
         )
     })?;
-    let published = publish_events(&state, request)?;
+    let published = publish_events(&state, request).await?;
     timer.finish();
     Ok(Json(published))
 }
 
 /// Shared by `POST /publish` and the WebSocket `publish` message.
-pub fn publish_events(state: &AppState, request: PublishJson) -> Result<PublishedJson, ApiError> {
+pub async fn publish_events(
+    state: &AppState,
+    request: PublishJson,
+) -> Result<PublishedJson, ApiError> {
     let events =
         decode_events(request.events).map_err(|(field, message)| ApiError::bad(field, message))?;
-    let (first_sequence, last_sequence) = state.api.publish(events)?;
+    let (first_sequence, last_sequence) = state.api.publish(events).await?;
     Ok(PublishedJson {
         first_sequence,
         last_sequence,

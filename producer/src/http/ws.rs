@@ -168,7 +168,7 @@ async fn connection(state: AppState, mut socket: WebSocket, initial: Option<Foll
             Wake::Inbound(Some(Ok(message))) => {
                 last_heard = Instant::now();
                 let reply = match message {
-                    Message::Text(text) => handle(&state, &mut subscription, text.as_str()),
+                    Message::Text(text) => handle(&state, &mut subscription, text.as_str()).await,
                     Message::Binary(_) => Some(ServerMessage::Error(
                         ApiError::bad("message", "send JSON text messages, not binary").body(),
                     )),
@@ -238,7 +238,7 @@ async fn connection(state: AppState, mut socket: WebSocket, initial: Option<Foll
 }
 
 /// Handles one client message; returns the reply, if any.
-fn handle(
+async fn handle(
     state: &AppState,
     subscription: &mut Option<Subscription>,
     text: &str,
@@ -267,7 +267,7 @@ fn handle(
         }
         ClientMessage::Publish { events, id } => {
             let timer = state.metrics.timer("websocket", "publish");
-            let result = publish_events(state, PublishJson { events });
+            let result = publish_events(state, PublishJson { events }).await;
             match result {
                 Ok(published) => {
                     timer.finish();
