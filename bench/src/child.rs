@@ -2,9 +2,10 @@
 //! memory and socket byte counts in `/proc`.
 //!
 //! The bench binary runs itself as a child (`pushpull-bench child producer -- FLAGS`): the child
-//! calls the real `producer::run` / `consumer::run` on a listener bound to `127.0.0.1:0`, prints
-//! `LISTENING <addr>` on stdout, and stops when its stdin closes (the parent dropped it or died)
-//! or on SIGTERM.
+//! calls the real `producer::run_with` / `consumer::run` on a listener bound to `127.0.0.1:0`,
+//! prints `LISTENING <addr>` on stdout (a producer adds the address of its HTTP side, for
+//! `/metrics`: `LISTENING <grpc> <http>`), and stops when its stdin closes (the parent dropped it
+//! or died) or on SIGTERM.
 
 use std::{
     net::SocketAddr,
@@ -39,11 +40,19 @@ impl Role {
 pub async fn serve(role: Role, args: Vec<String>) -> Result<(), String> {
     pushpull::telemetry::init(pushpull::telemetry::LogFormat::Text);
     let argv = std::iter::once(role.name().to_owned()).chain(args);
+    // Flags are parsed before LISTENING is printed, so a bad one fails the spawn at once.
+    let config = match role {
+        Role::Producer => {
+            Config::Producer(producer::Config::try_parse_from(argv).map_err(|e| e.to_string())?)
+        }
+        Role::Consumer => {
+            Config::Consumer(consumer::Config::try_parse_from(argv).map_err(|e| e.to_string())?)
+        }
+    };
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| format!("bind: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("LISTENING {addr}");
     let shutdown = async {
         let stdin_closed = async {
             let mut sink = Vec::new();
@@ -54,15 +63,27 @@ pub async fn serve(role: Role, args: Vec<String>) -> Result<(), String> {
             _ = stdin_closed => {}
         }
     };
-    match role {
-        Role::Producer => {
-            let config = producer::Config::try_parse_from(argv).map_err(|e| e.to_string())?;
-            producer::run(config, listener, shutdown)
+    match config {
+        Config::Producer(config) => {
+            // The HTTP side serves /metrics, which the storage scenario reads (fsync times,
+            // store reads); idle, it costs nothing.
+            let http = TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| format!("bind HTTP: {e}"))?;
+            println!(
+                "LISTENING {addr} {}",
+                http.local_addr().map_err(|e| e.to_string())?
+            );
+            let listeners = producer::Listeners {
+                grpc: listener,
+                http: Some(http),
+            };
+            producer::run_with(config, listeners, shutdown)
                 .await
                 .map_err(|e| e.to_string())
         }
-        Role::Consumer => {
-            let config = consumer::Config::try_parse_from(argv).map_err(|e| e.to_string())?;
+        Config::Consumer(config) => {
+            println!("LISTENING {addr}");
             consumer::run(config, listener, shutdown)
                 .await
                 .map_err(|e| e.to_string())
@@ -70,9 +91,17 @@ pub async fn serve(role: Role, args: Vec<String>) -> Result<(), String> {
     }
 }
 
+/// A child's parsed flags.
+enum Config {
+    Producer(producer::Config),
+    Consumer(consumer::Config),
+}
+
 /// A running child: its address, its pid for `/proc`, and the stdin that keeps it alive.
 pub struct Proc {
     pub addr: SocketAddr,
+    /// The producer's HTTP side (`/metrics`); `None` for a consumer.
+    pub http: Option<SocketAddr>,
     pub pid: u32,
     child: Child,
     stdin: Option<ChildStdin>,
@@ -106,15 +135,20 @@ impl Proc {
             .map_err(|_| format!("{} did not start within 20 s", role.name()))?
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("{} exited before listening", role.name()))?;
-        let addr = line
+        let mut addrs = line
             .strip_prefix("LISTENING ")
             .ok_or_else(|| format!("unexpected first line from {}: {line}", role.name()))?
-            .parse()
-            .map_err(|e| format!("address {line}: {e}"))?;
+            .split_whitespace()
+            .map(|a| a.parse().map_err(|e| format!("address {line}: {e}")));
+        let addr = addrs
+            .next()
+            .ok_or_else(|| format!("no address in {line:?}"))??;
+        let http = addrs.next().transpose()?;
         // Keep draining stdout so a chatty child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Proc {
             addr,
+            http,
             pid,
             child,
             stdin,
@@ -141,14 +175,28 @@ impl Proc {
         usage
     }
 
+    /// Whether the child is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Closes stdin (the child shuts down gracefully) and waits; kills it after 10 s.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_within(Duration::from_secs(10)).await;
+    }
+
+    /// Closes stdin and waits up to `limit` for the child to exit, then kills it. Returns how
+    /// long the graceful stop took, or `None` if the child had to be killed or failed.
+    pub async fn stop_within(mut self, limit: Duration) -> Option<Duration> {
+        let started = Instant::now();
         drop(self.stdin.take());
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(Ok(status)) if status.success() => Some(started.elapsed()),
+            Ok(_) => None,
+            Err(_) => {
+                let _ = self.child.kill().await;
+                None
+            }
         }
     }
 }

@@ -69,7 +69,7 @@ fn events(n: usize) -> Vec<pb::NewEvent> {
 }
 
 /// What a publisher did.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Published {
     pub events: u64,
     pub rpcs: u64,
@@ -78,6 +78,8 @@ pub struct Published {
     pub elapsed: Duration,
     /// False when the publisher fell so far behind its rate that it gave up early.
     pub complete: bool,
+    /// Microseconds from sending each Publish to its response ([`publish_at_rate`] only).
+    pub call_latency: Option<Histogram<u64>>,
 }
 
 /// Publishes `rate` events/s for `duration` from a thread and runtime of its own, so a busy
@@ -124,9 +126,11 @@ pub async fn publish_at_rate(
     let start = Instant::now();
     let total = (rate as f64 * duration.as_secs_f64()).round() as u64;
     let mut out = Published::default();
+    let mut latency = new_histogram();
     while out.events < total {
         if start.elapsed() > duration * 2 {
             out.elapsed = start.elapsed();
+            out.call_latency = Some(latency);
             return Ok(out);
         }
         ticker.tick().await;
@@ -135,23 +139,33 @@ pub async fn publish_at_rate(
         if n == 0 {
             continue;
         }
+        let request = pb::PublishRequest { events: events(n) };
+        let sent = Instant::now();
         let response = client
-            .publish(pb::PublishRequest { events: events(n) })
+            .publish(request)
             .await
             .map_err(|s| format!("publish: {s}"))?
             .into_inner();
+        latency.saturating_record((sent.elapsed().as_micros() as u64).clamp(1, MAX_LATENCY_US));
         out.events += n as u64;
         out.rpcs += 1;
         out.last_sequence = response.last_sequence;
     }
     out.elapsed = start.elapsed();
     out.complete = true;
+    out.call_latency = Some(latency);
     Ok(out)
 }
 
 /// Publishes `total` events as fast as the producer takes them, from `parallel` concurrent
-/// callers, each sending full batches.
-pub async fn publish_flat_out(url: &str, total: u64, parallel: usize) -> Result<Published, String> {
+/// callers, each sending `batch` events per Publish (at most [`MAX_PUBLISH`]).
+pub async fn publish_flat_out(
+    url: &str,
+    total: u64,
+    parallel: usize,
+    batch: usize,
+) -> Result<Published, String> {
+    let batch_len = batch.clamp(1, MAX_PUBLISH) as u64;
     let start = Instant::now();
     let remaining = Arc::new(AtomicU64::new(total));
     let mut tasks = Vec::new();
@@ -159,14 +173,14 @@ pub async fn publish_flat_out(url: &str, total: u64, parallel: usize) -> Result<
         let mut client = producer_client(channel(url).await?);
         let remaining = remaining.clone();
         tasks.push(tokio::spawn(async move {
-            let batch = Arc::new(events(MAX_PUBLISH));
+            let batch = Arc::new(events(batch_len as usize));
             let mut out = Published::default();
             loop {
                 let take = remaining
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
-                        r.checked_sub(r.min(MAX_PUBLISH as u64))
+                        r.checked_sub(r.min(batch_len))
                     })
-                    .map(|r| r.min(MAX_PUBLISH as u64))
+                    .map(|r| r.min(batch_len))
                     .unwrap_or(0);
                 if take == 0 {
                     return Ok::<_, String>(out);

@@ -4,6 +4,9 @@
 //! - [`child`]: the producer and consumer as separate processes, and their `/proc` counters.
 //! - [`load`]: publishers, push subscribers (generated client) and the consumer's GetStats.
 //! - [`scenarios`]: latency by mode and rate, throughput, fan-out, slow consumer.
+//! - [`storage`]: the memory and file stores side by side: publish throughput and latency next
+//!   to the store's fsync time, catch-up from disk, recovery and bytes per event.
+//! - [`scrape`]: the producer's own counters and histograms, from its `/metrics`.
 //! - [`report`]: targets (pass/miss), tables, charts, machine description.
 //!
 //! ```text
@@ -15,6 +18,8 @@ mod child;
 mod load;
 mod report;
 mod scenarios;
+mod scrape;
+mod storage;
 
 use std::{
     path::PathBuf,
@@ -55,6 +60,7 @@ enum Scenario {
     Throughput,
     Fanout,
     Slow,
+    Storage,
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,6 +157,7 @@ async fn run(
         (Scenario::Throughput, 4),
         (Scenario::Fanout, settings.fanout.len()),
         (Scenario::Slow, 1),
+        (Scenario::Storage, storage::steps(&settings.storage)),
     ]
     .into_iter()
     .filter(|(s, _)| wanted(*s))
@@ -283,6 +290,10 @@ async fn run(
             }
             Err(err) => results.failed(&mut progress, err),
         }
+    }
+
+    if wanted(Scenario::Storage) {
+        storage::run(&settings, &mut progress, &mut results).await;
     }
 
     results.finish();

@@ -8,6 +8,8 @@ use serde_json::json;
 use crate::{
     Progress,
     scenarios::{FanoutRun, LatencyRun, Settings, SlowRun, ThroughputRun, mib, ms},
+    scrape::Quantile,
+    storage::{Backend, StorageResults},
 };
 
 /// Everything one run measured.
@@ -20,6 +22,7 @@ pub struct Results {
     pub throughput: Vec<ThroughputRun>,
     pub fanout: Vec<FanoutRun>,
     pub slow: Option<SlowRun>,
+    pub storage: StorageResults,
     pub errors: Vec<String>,
 }
 
@@ -33,6 +36,7 @@ impl Results {
             throughput: vec![],
             fanout: vec![],
             slow: None,
+            storage: StorageResults::default(),
             errors: vec![],
         }
     }
@@ -171,8 +175,105 @@ impl Results {
                 pass: Some(p99_ok && rss_ok && s.delivered_after),
             });
         }
+        t.extend(self.storage_targets());
         t
     }
+
+    /// The storage targets of issue 9.
+    fn storage_targets(&self) -> Vec<Target> {
+        let st = &self.storage;
+        let mut t = Vec::new();
+        for publishers in &self.settings.storage.publishers {
+            let run = |b: Backend| {
+                st.publish
+                    .iter()
+                    .find(|r| r.backend == b && r.publishers == *publishers)
+            };
+            let (file, memory) = (run(Backend::FileAlways), run(Backend::Memory));
+            t.push(Target {
+                name: format!(
+                    "file store (fsync always) Publish ≥ 0.7 × memory ({publishers} publisher(s) × {} events per call)",
+                    self.settings.storage.publish_batch
+                ),
+                measured: match (file, memory) {
+                    (Some(f), Some(m)) => format!(
+                        "{:.2} M vs {:.2} M events/s ({:.2}×)",
+                        f.rate() / 1e6,
+                        m.rate() / 1e6,
+                        f.rate() / m.rate().max(1e-9)
+                    ),
+                    _ => "not measured".into(),
+                },
+                pass: match (file, memory) {
+                    (Some(f), Some(m)) => Some(f.rate() >= 0.7 * m.rate()),
+                    _ => None,
+                },
+            });
+        }
+        let rate = self.settings.storage.rate;
+        let file = st.latency.iter().find(|l| l.backend == Backend::FileAlways);
+        for (what, pick) in [
+            (
+                "publish",
+                (|l: &crate::storage::LatencyRun| l.publish_p99)
+                    as fn(&crate::storage::LatencyRun) -> Duration,
+            ),
+            ("push end-to-end", |l| l.push_p99),
+        ] {
+            let fsync = file.and_then(|l| l.fsync_p99.map(|q| (l, q)));
+            t.push(Target {
+                name: format!(
+                    "file store (fsync always): {what} p99 ≤ fsync p99 + 1 ms (at {rate} events/s)"
+                ),
+                measured: match (file, fsync) {
+                    (_, Some((l, q))) => {
+                        format!("{:.3} ms vs fsync p99 {} ms", ms(pick(l)), quantile_ms(&q))
+                    }
+                    (Some(l), None) => {
+                        format!("{:.3} ms; no fsync in the window", ms(pick(l)))
+                    }
+                    _ => "not measured".into(),
+                },
+                pass: fsync.map(|(l, q)| ms(pick(l)) <= q.estimate * 1e3 + 1.0),
+            });
+        }
+        let warm = st.catchup.iter().find(|c| !c.cold);
+        let cold = st.catchup.iter().find(|c| c.cold);
+        t.push(Target {
+            name: "one Subscribe stream catching up from disk (log ≥ 10 × the tail cache) ≥ 2 M events/s".into(),
+            measured: warm.map_or("not measured".into(), |w| {
+                format!(
+                    "{:.2} M events/s, {} store reads, log {:.0} MiB on disk / cache {:.0} MiB{}",
+                    w.rate() / 1e6,
+                    w.store_reads,
+                    mib(w.disk_bytes),
+                    mib(w.cache_bytes),
+                    cold.map_or(String::new(), |c| format!(
+                        "; page cache evicted: {:.2} M events/s",
+                        c.rate() / 1e6
+                    ))
+                )
+            }),
+            pass: warm.map(|w| {
+                w.rate() >= 2e6 && w.store_reads > 0 && w.disk_bytes >= 10 * w.cache_bytes
+            }),
+        });
+        t
+    }
+}
+
+/// A quantile from histogram buckets, in ms, with the bucket it lies in.
+fn quantile_ms(q: &Quantile) -> String {
+    let upper = if q.upper.is_finite() {
+        format!("{:.3}", q.upper * 1e3)
+    } else {
+        "∞".into()
+    };
+    format!(
+        "≈ {:.3} (bucket {:.3}–{upper})",
+        q.estimate * 1e3,
+        q.lower * 1e3
+    )
 }
 
 /// One target and whether this run met it (`None`: not measured in this run).
@@ -281,7 +382,7 @@ fn command(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn loadavg() -> String {
+pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .split_whitespace()
@@ -485,11 +586,175 @@ fn markdown(r: &Results, targets: &[Target]) -> String {
         );
     }
 
+    storage_markdown(&mut o, r);
+
     let _ = writeln!(
         o,
         "\n## Charts\n\n![Latency by mode and rate](latency.svg)\n\n![Throughput](throughput.svg)\n\n![Fan-out](fanout.svg)"
     );
     o
+}
+
+/// The Storage section: the memory store and the file store side by side.
+fn storage_markdown(o: &mut String, r: &Results) {
+    let st = &r.storage;
+    let s = &r.settings.storage;
+    let _ = writeln!(
+        o,
+        "\n## Storage\n\nThe memory store and the file store (`--store file`, `--fsync always`, the default, and `--fsync never`) side by side in one run, 64-byte payloads; every file store in a temporary `--data-dir` of its own on the machine's disk. Load average (1/5/15 min) during this section: {} at start, {} at end.\n",
+        or_dash(&st.load_start),
+        or_dash(&st.load_end)
+    );
+    if st.publish.is_empty() && st.latency.is_empty() && st.catchup.is_empty() {
+        let _ = writeln!(o, "Not run (`--only` left it out).");
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "### Publish throughput\n\n{} events flat out per run, {} per Publish, after a warm-up of a twentieth of that; each run tried {} time(s), the fastest kept. fsyncs: the store's `fsync_seconds` count over the run (one per group commit).\n\n| store | publishers | events/s | tries, M/s | × memory | Publish calls | fsyncs | events per fsync | producer CPU µs/event |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        s.publish_events, s.publish_batch, r.settings.throughput_tries
+    );
+    for p in &st.publish {
+        let memory = st
+            .publish
+            .iter()
+            .find(|m| m.backend == Backend::Memory && m.publishers == p.publishers);
+        let _ = writeln!(
+            o,
+            "| {} | {} | {:.2} M | {} | {} | {} | {} | {} | {:.2} |",
+            p.backend.name(),
+            p.publishers,
+            p.rate() / 1e6,
+            p.tries
+                .iter()
+                .map(|r| format!("{:.2}", r / 1e6))
+                .collect::<Vec<_>>()
+                .join(", "),
+            memory.map_or("–".into(), |m| format!(
+                "{:.2}",
+                p.rate() / m.rate().max(1e-9)
+            )),
+            p.rpcs,
+            p.fsyncs,
+            if p.fsyncs == 0 {
+                "–".into()
+            } else {
+                format!("{:.0}", p.events as f64 / p.fsyncs as f64)
+            },
+            per_event_us(p.producer_cpu, p.events),
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n### Publish and push latency at {} events/s, next to the store's fsync\n\nOne publisher, one call in flight, what is due every millisecond, for {:.1} s; one push consumer process at the head. Publish: sent → answered at the publisher. Push: `produced_at` (set before the write) → the consumer's receipt. fsync: the producer's `fsync_seconds` histogram over the same window; its p50/p99 are interpolated within a bucket, and the bucket is shown.\n\n| store | delivered | Publish calls | publish p50 ms | publish p99 ms | push p50 ms | push p99 ms | fsyncs | fsync p50 ms | fsync p99 ms | publish p99 − fsync p99 | push p99 − fsync p99 |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        s.rate,
+        s.window.as_secs_f64()
+    );
+    for l in &st.latency {
+        let minus = |d: Duration| {
+            l.fsync_p99.map_or("–".into(), |q| {
+                format!("{:+.3} ms", ms(d) - q.estimate * 1e3)
+            })
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {}/{} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {} |",
+            l.backend.name(),
+            l.received,
+            l.published,
+            l.publish_calls,
+            ms(l.publish_p50),
+            ms(l.publish_p99),
+            ms(l.push_p50),
+            ms(l.push_p99),
+            l.fsyncs,
+            l.fsync_p50.as_ref().map_or("–".into(), quantile_ms),
+            l.fsync_p99.as_ref().map_or("–".into(), quantile_ms),
+            minus(l.publish_p99),
+            minus(l.push_p99),
+        );
+    }
+    if let Some(l) = st
+        .latency
+        .iter()
+        .find(|l| l.backend == Backend::FileAlways && l.fsyncs > 0)
+    {
+        let mut below = 0;
+        let buckets: Vec<String> = l
+            .fsync_buckets
+            .cumulative
+            .iter()
+            .map(|&(le, count)| {
+                let n = count - below;
+                below = count;
+                if le.is_finite() {
+                    format!("≤ {:.3} ms: {n}", le * 1e3)
+                } else {
+                    format!("above: {n}")
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "\nfsync_seconds over the fsync-always window, per bucket: {}.",
+            buckets.join(", ")
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n### Catch-up from disk\n\nA file store with `--cache-bytes {}` filled with {} events; one push consumer process reads it all from the oldest event, first with the segment files in the OS page cache, then with them evicted (fdatasync, then `posix_fadvise(DONTNEED)` on each file); each tried {} time(s), the fastest kept. Store and cache reads: the producer's `store_reads` and `cache_reads` counters over the run.\n\n| segment files | log on disk MiB | tail cache MiB | events counted | seconds | events/s | tries, M/s | store reads | cache reads | producer CPU µs/event |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        s.catchup_cache_bytes, s.catchup_events, r.settings.throughput_tries
+    );
+    for c in &st.catchup {
+        let _ = writeln!(
+            o,
+            "| {} | {:.1} | {:.1} | {} | {:.3} | {:.2} M | {} | {} | {} | {:.2} |",
+            if c.cold {
+                "evicted from the page cache"
+            } else {
+                "in the page cache"
+            },
+            mib(c.disk_bytes),
+            mib(c.cache_bytes),
+            c.events,
+            c.elapsed.as_secs_f64(),
+            c.rate() / 1e6,
+            c.tries
+                .iter()
+                .map(|r| format!("{:.2}", r / 1e6))
+                .collect::<Vec<_>>()
+                .join(", "),
+            c.store_reads,
+            c.cache_reads,
+            per_event_us(c.producer_cpu, c.events),
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n### Recovery and bytes on disk\n\nA data directory filled through gRPC (2 callers × 10,000 events, `--fsync never`), the producer stopped (it syncs at shutdown), then a fresh producer started on it and timed from its process start to its first Poll answered with the whole log's head: with the segment files in the page cache (a producer restart), and evicted (as after a machine restart). du: allocated blocks, as `du` counts them. A start on an empty data directory took {}.\n\n| events | filled at events/s | stop s | du MiB | du bytes/event | file bytes/event | segments | start, page cache warm, s | start, evicted, s |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        st.empty_start
+            .map_or("–".into(), |d| format!("{:.3} s", d.as_secs_f64()))
+    );
+    for v in &st.recovery {
+        let _ = writeln!(
+            o,
+            "| {} | {:.2} M | {} | {:.1} | {:.1} | {:.1} | {} | {:.3} | {:.3} |",
+            v.events,
+            v.fill_rate / 1e6,
+            v.stop
+                .map_or("killed".into(), |d| format!("{:.2}", d.as_secs_f64())),
+            mib(v.disk_bytes),
+            v.du_per_event(),
+            v.apparent_bytes as f64 / v.events.max(1) as f64,
+            v.segments,
+            v.warm.as_secs_f64(),
+            v.cold.as_secs_f64(),
+        );
+    }
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() { "–" } else { s }
 }
 
 fn yes(b: bool) -> &'static str {
@@ -542,7 +807,54 @@ fn to_json(r: &Results, targets: &[Target]) -> serde_json::Value {
             "rss_peak_after": s.rss_peak_after, "delivered_before": s.delivered_before,
             "delivered_after": s.delivered_after, "stalled_lag": s.stalled_lag,
         })),
+        "storage": storage_json(&r.storage),
         "errors": r.errors,
+    })
+}
+
+fn storage_json(st: &StorageResults) -> serde_json::Value {
+    let us = |d: Duration| d.as_micros() as u64;
+    let q = |q: &Option<Quantile>| {
+        q.map(|q| {
+            json!({
+                "estimate_us": q.estimate * 1e6, "bucket_lower_us": q.lower * 1e6,
+                "bucket_upper_us": q.upper.is_finite().then_some(q.upper * 1e6),
+            })
+        })
+    };
+    json!({
+        "load_start": st.load_start, "load_end": st.load_end,
+        "publish": st.publish.iter().map(|p| json!({
+            "store": p.backend.name(), "publishers": p.publishers, "events_per_call": p.batch,
+            "events": p.events, "rpcs": p.rpcs, "elapsed_us": us(p.elapsed),
+            "events_per_second": p.rate(), "tries_events_per_second": p.tries,
+            "fsyncs": p.fsyncs, "producer_cpu_us": us(p.producer_cpu),
+        })).collect::<Vec<_>>(),
+        "latency": st.latency.iter().map(|l| json!({
+            "store": l.backend.name(), "rate": l.rate, "published": l.published,
+            "received": l.received, "publish_calls": l.publish_calls,
+            "publish_p50_us": us(l.publish_p50), "publish_p99_us": us(l.publish_p99),
+            "push_p50_us": us(l.push_p50), "push_p99_us": us(l.push_p99),
+            "fsyncs": l.fsyncs, "fsync_p50": q(&l.fsync_p50), "fsync_p99": q(&l.fsync_p99),
+            "fsync_buckets": l.fsync_buckets.cumulative.iter().map(|(le, n)| json!({
+                "le_seconds": le.is_finite().then_some(*le), "cumulative": n,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "catchup": st.catchup.iter().map(|c| json!({
+            "page_cache_evicted": c.cold, "log_events": c.log_events,
+            "cache_bytes": c.cache_bytes, "disk_bytes": c.disk_bytes, "events": c.events,
+            "elapsed_us": us(c.elapsed), "events_per_second": c.rate(),
+            "tries_events_per_second": c.tries, "store_reads": c.store_reads,
+            "cache_reads": c.cache_reads, "producer_cpu_us": us(c.producer_cpu),
+        })).collect::<Vec<_>>(),
+        "recovery": st.recovery.iter().map(|v| json!({
+            "events": v.events, "fill_events_per_second": v.fill_rate,
+            "stop_us": v.stop.map(us), "du_bytes": v.disk_bytes,
+            "apparent_bytes": v.apparent_bytes, "du_bytes_per_event": v.du_per_event(),
+            "segments": v.segments, "retained_bytes": v.retained_bytes,
+            "start_warm_us": us(v.warm), "start_cold_us": us(v.cold),
+        })).collect::<Vec<_>>(),
+        "empty_start_us": st.empty_start.map(us),
     })
 }
 
@@ -796,6 +1108,7 @@ pub fn check(dir: &Path) -> Result<String, String> {
         "## Throughput",
         "## Fan-out",
         "## Slow consumer",
+        "## Storage",
     ] {
         if !md.contains(heading) {
             return Err(format!("results.md has no {heading:?}"));
@@ -845,6 +1158,7 @@ pub fn check(dir: &Path) -> Result<String, String> {
     if r["slow_consumer"]["delivered_after"] != true {
         return Err("slow consumer: the others did not get every event".into());
     }
+    check_storage(&r["storage"])?;
     let targets = list("targets");
     if targets.is_empty()
         || targets
@@ -854,10 +1168,67 @@ pub fn check(dir: &Path) -> Result<String, String> {
         return Err(format!("targets malformed: {targets:?}"));
     }
     Ok(format!(
-        "well-formed: {} latency runs, {} throughput runs, {} fan-out runs, {} targets",
+        "well-formed: {} latency runs, {} throughput runs, {} fan-out runs, {} storage runs, {} targets",
         latency.len(),
         throughput.len(),
         fanout.len(),
+        ["publish", "latency", "catchup", "recovery"]
+            .iter()
+            .map(|k| r["storage"][k].as_array().map_or(0, Vec::len))
+            .sum::<usize>(),
         targets.len()
     ))
+}
+
+/// The storage section: every store measured, every event delivered, the catch-up read from
+/// the store, every recovery found its whole log.
+fn check_storage(st: &serde_json::Value) -> Result<(), String> {
+    let list = |key: &str| st[key].as_array().cloned().unwrap_or_default();
+    let stores: std::collections::BTreeSet<_> = Backend::ALL.iter().map(|b| b.name()).collect();
+    for key in ["publish", "latency"] {
+        let runs = list(key);
+        let seen: std::collections::BTreeSet<_> =
+            runs.iter().filter_map(|p| p["store"].as_str()).collect();
+        if seen != stores {
+            return Err(format!(
+                "storage {key}: stores {seen:?}, expected {stores:?}"
+            ));
+        }
+    }
+    if list("publish")
+        .iter()
+        .any(|p| p["events_per_second"].as_f64().unwrap_or(0.0) <= 0.0)
+    {
+        return Err(format!(
+            "storage publish without a rate: {:?}",
+            list("publish")
+        ));
+    }
+    for l in list("latency") {
+        if l["received"] != l["published"] || l["published"].as_u64().unwrap_or(0) == 0 {
+            return Err(format!("storage latency: not every event delivered: {l}"));
+        }
+        if l["store"] == Backend::FileAlways.name() && l["fsyncs"].as_u64().unwrap_or(0) == 0 {
+            return Err(format!("storage latency: fsync always made no fsync: {l}"));
+        }
+    }
+    let catchup = list("catchup");
+    if catchup.len() != 2
+        || catchup
+            .iter()
+            .any(|c| c["store_reads"].as_u64().unwrap_or(0) == 0)
+    {
+        return Err(format!(
+            "storage catch-up: expected 2 runs read from the store: {catchup:?}"
+        ));
+    }
+    let recovery = list("recovery");
+    if recovery.is_empty()
+        || recovery
+            .iter()
+            .any(|v| v["start_warm_us"].as_u64().unwrap_or(0) == 0 || v["du_bytes"] == 0)
+    {
+        return Err(format!("storage recovery incomplete: {recovery:?}"));
+    }
+    Ok(())
 }

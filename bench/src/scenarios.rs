@@ -7,6 +7,8 @@
 //! 2. [`throughput`]: one consumer draining a full log (push and poll), and live publish→receive.
 //! 3. [`fanout`]: many Subscribe streams at 1,000 events/s; producer memory per subscriber.
 //! 4. [`slow_consumer`]: one subscriber stops reading; do the others notice?
+//!
+//! Every producer here uses the memory store; [`crate::storage`] measures the stores.
 
 use std::time::{Duration, Instant};
 
@@ -14,9 +16,10 @@ use crate::{
     Progress,
     child::{Proc, Role, Usage},
     load::{
-        self, ConsumerStats, Subscribers, channel, channel_with, duration_of, producer_client,
-        publish_at_rate, publish_at_rate_isolated, publish_flat_out,
+        self, ConsumerStats, MAX_PUBLISH, Subscribers, channel, channel_with, duration_of,
+        producer_client, publish_at_rate, publish_at_rate_isolated, publish_flat_out,
     },
+    storage::StorageSettings,
 };
 
 /// How long and how big each measurement is.
@@ -35,6 +38,7 @@ pub struct Settings {
     pub throughput_tries: usize,
     pub slow_subscribers: usize,
     pub slow_window: Duration,
+    pub storage: StorageSettings,
 }
 
 impl Settings {
@@ -52,6 +56,7 @@ impl Settings {
             throughput_tries: 3,
             slow_subscribers: 100,
             slow_window: Duration::from_secs(5),
+            storage: StorageSettings::full(),
         }
     }
 
@@ -69,6 +74,7 @@ impl Settings {
             throughput_tries: 1,
             slow_subscribers: 20,
             slow_window: Duration::from_secs(1),
+            storage: StorageSettings::quick(),
         }
     }
 }
@@ -120,11 +126,11 @@ pub fn modes() -> Vec<Mode> {
     ]
 }
 
-fn strings(s: &[&str]) -> Vec<String> {
+pub fn strings(s: &[&str]) -> Vec<String> {
     s.iter().map(|s| s.to_string()).collect()
 }
 
-fn consumer_args(producer: &Proc, from: &str, mode: &Mode) -> Vec<String> {
+pub fn consumer_args(producer: &Proc, from: &str, mode: &Mode) -> Vec<String> {
     let mut args = strings(&[
         "--producer",
         &producer.url(),
@@ -175,7 +181,7 @@ pub async fn latency(
     settings: &Settings,
     progress: &mut Progress,
 ) -> Result<LatencyRun, String> {
-    let producer = Proc::spawn(Role::Producer, &[]).await?;
+    let producer = Proc::spawn(Role::Producer, &memory_store()).await?;
     let consumer = Proc::spawn(Role::Consumer, &consumer_args(&producer, "latest", mode)).await?;
     let mut stats = ConsumerStats::connect(&consumer.url()).await?;
     let ready = stats.wait_ready().await?;
@@ -220,7 +226,7 @@ pub async fn latency(
 /// Producer CPU with the publisher alone (no reader), at `rate` for the latency window: the
 /// part of the latency runs' producer CPU that is not delivery.
 pub async fn publish_baseline(rate: u64, settings: &Settings) -> Result<(u64, Duration), String> {
-    let producer = Proc::spawn(Role::Producer, &[]).await?;
+    let producer = Proc::spawn(Role::Producer, &memory_store()).await?;
     let p0 = producer.usage();
     let published = publish_at_rate_isolated(&producer.url(), rate, settings.window).await?;
     let p1 = producer.usage();
@@ -249,9 +255,17 @@ impl ThroughputRun {
     }
 }
 
+/// The store of every producer outside the storage scenario. Named, not left to the default
+/// (the file store, whose default `data/` directory two producers would share).
+pub fn memory_store() -> Vec<String> {
+    strings(&["--store", "memory"])
+}
+
 /// Producer flags for runs that hold millions of events at once.
 fn big_log() -> Vec<String> {
     strings(&[
+        "--store",
+        "memory",
         "--retention-events",
         "10000000",
         "--retention-bytes",
@@ -269,7 +283,7 @@ pub async fn catch_up(
     let n = settings.catchup_events;
     let producer = Proc::spawn(Role::Producer, &big_log()).await?;
     let p0 = producer.usage();
-    let prefill = publish_flat_out(&producer.url(), n, 2).await?;
+    let prefill = publish_flat_out(&producer.url(), n, 2, MAX_PUBLISH).await?;
     let p1 = producer.usage();
     let publish = ThroughputRun {
         name: "Publish only, no readers (2 callers, 10,000 per call)".into(),
@@ -325,7 +339,7 @@ pub async fn live(
     let (p0, c0) = (producer.usage(), consumer.usage_towards(producer.addr));
     let url = producer.url();
     let started = Instant::now();
-    let publishers = tokio::spawn(async move { publish_flat_out(&url, n, 2).await });
+    let publishers = tokio::spawn(async move { publish_flat_out(&url, n, 2, MAX_PUBLISH).await });
     let (_, t1, _) = stats
         .wait_received(
             n,
@@ -387,7 +401,7 @@ pub async fn fanout(
     settings: &Settings,
     progress: &mut Progress,
 ) -> Result<FanoutRun, String> {
-    let producer = Proc::spawn(Role::Producer, &[]).await?;
+    let producer = Proc::spawn(Role::Producer, &memory_store()).await?;
     let mut publisher = producer_client(channel(&producer.url()).await?);
     // Warm up the code paths (and the allocator) before the baseline.
     let warm = publish_at_rate(&mut publisher, 1_000, Duration::from_millis(100)).await?;
@@ -470,7 +484,7 @@ pub async fn slow_consumer(
     progress: &mut Progress,
 ) -> Result<SlowRun, String> {
     let m = settings.slow_subscribers;
-    let producer = Proc::spawn(Role::Producer, &[]).await?;
+    let producer = Proc::spawn(Role::Producer, &memory_store()).await?;
     let subs = Subscribers::open(&producer.url(), m, settings.streams_per_connection, 0).await?;
     subs.wait_attached(m, Duration::from_secs(60)).await?;
 
