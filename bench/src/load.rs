@@ -80,6 +80,9 @@ pub struct Published {
     pub complete: bool,
     /// Microseconds from sending each Publish to its response ([`publish_at_rate`] only).
     pub call_latency: Option<Histogram<u64>>,
+    /// The same, recorded once per event the call carried: comparable with end-to-end
+    /// latencies, which are per event (a call late after a slow one carries more events).
+    pub event_latency: Option<Histogram<u64>>,
 }
 
 /// Publishes `rate` events/s for `duration` from a thread and runtime of its own, so a busy
@@ -126,11 +129,12 @@ pub async fn publish_at_rate(
     let start = Instant::now();
     let total = (rate as f64 * duration.as_secs_f64()).round() as u64;
     let mut out = Published::default();
-    let mut latency = new_histogram();
+    let (mut latency, mut by_event) = (new_histogram(), new_histogram());
     while out.events < total {
         if start.elapsed() > duration * 2 {
             out.elapsed = start.elapsed();
             out.call_latency = Some(latency);
+            out.event_latency = Some(by_event);
             return Ok(out);
         }
         ticker.tick().await;
@@ -146,7 +150,9 @@ pub async fn publish_at_rate(
             .await
             .map_err(|s| format!("publish: {s}"))?
             .into_inner();
-        latency.saturating_record((sent.elapsed().as_micros() as u64).clamp(1, MAX_LATENCY_US));
+        let us = (sent.elapsed().as_micros() as u64).clamp(1, MAX_LATENCY_US);
+        latency.saturating_record(us);
+        by_event.saturating_record_n(us, n as u64);
         out.events += n as u64;
         out.rpcs += 1;
         out.last_sequence = response.last_sequence;
@@ -154,6 +160,7 @@ pub async fn publish_at_rate(
     out.elapsed = start.elapsed();
     out.complete = true;
     out.call_latency = Some(latency);
+    out.event_latency = Some(by_event);
     Ok(out)
 }
 

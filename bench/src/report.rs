@@ -237,7 +237,10 @@ impl Results {
                 pass: fsync.map(|(l, q)| ms(pick(l)) <= q.estimate * 1e3 + 1.0),
             });
         }
-        let warm = st.catchup.iter().find(|c| !c.cold);
+        let warm = st
+            .catchup
+            .iter()
+            .find(|c| c.backend != Backend::Memory && !c.cold);
         let cold = st.catchup.iter().find(|c| c.cold);
         t.push(Target {
             name: "one Subscribe stream catching up from disk (log ≥ 10 × the tail cache) ≥ 2 M events/s".into(),
@@ -611,7 +614,7 @@ fn storage_markdown(o: &mut String, r: &Results) {
     }
     let _ = writeln!(
         o,
-        "### Publish throughput\n\n{} events flat out per run, {} per Publish, after a warm-up of a twentieth of that; each run tried {} time(s), the fastest kept. fsyncs: the store's `fsync_seconds` count over the run (one per group commit).\n\n| store | publishers | events/s | tries, M/s | × memory | Publish calls | fsyncs | events per fsync | producer CPU µs/event |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "### Publish throughput\n\n{} events flat out per run, {} per Publish, after a warm-up of a twentieth of that; each run tried {} time(s), the fastest kept. fsyncs: the store's `fsync_seconds` count over the run (one per group commit), and its p50 and p99. With one publisher a call waits for its own write and fsync before the next is sent, so nothing overlaps them: a call takes the memory store's time plus the write and the fsync.\n\n| store | publishers | events/s | tries, M/s | × memory | µs per call | Publish calls | fsyncs | events per fsync | fsync p50 ms | fsync p99 ms | producer CPU µs/event |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         s.publish_events, s.publish_batch, r.settings.throughput_tries
     );
     for p in &st.publish {
@@ -621,7 +624,7 @@ fn storage_markdown(o: &mut String, r: &Results) {
             .find(|m| m.backend == Backend::Memory && m.publishers == p.publishers);
         let _ = writeln!(
             o,
-            "| {} | {} | {:.2} M | {} | {} | {} | {} | {} | {:.2} |",
+            "| {} | {} | {:.2} M | {} | {} | {:.0} | {} | {} | {} | {} | {} | {:.2} |",
             p.backend.name(),
             p.publishers,
             p.rate() / 1e6,
@@ -634,6 +637,8 @@ fn storage_markdown(o: &mut String, r: &Results) {
                 "{:.2}",
                 p.rate() / m.rate().max(1e-9)
             )),
+            // Each caller's wall time per call (calls of different callers overlap).
+            p.elapsed.as_secs_f64() * 1e6 * p.publishers as f64 / p.rpcs.max(1) as f64,
             p.rpcs,
             p.fsyncs,
             if p.fsyncs == 0 {
@@ -641,12 +646,14 @@ fn storage_markdown(o: &mut String, r: &Results) {
             } else {
                 format!("{:.0}", p.events as f64 / p.fsyncs as f64)
             },
+            p.fsync_p50.as_ref().map_or("–".into(), quantile_ms),
+            p.fsync_p99.as_ref().map_or("–".into(), quantile_ms),
             per_event_us(p.producer_cpu, p.events),
         );
     }
     let _ = writeln!(
         o,
-        "\n### Publish and push latency at {} events/s, next to the store's fsync\n\nOne publisher, one call in flight, what is due every millisecond, for {:.1} s; one push consumer process at the head. Publish: sent → answered at the publisher. Push: `produced_at` (set before the write) → the consumer's receipt. fsync: the producer's `fsync_seconds` histogram over the same window; its p50/p99 are interpolated within a bucket, and the bucket is shown.\n\n| store | delivered | Publish calls | publish p50 ms | publish p99 ms | push p50 ms | push p99 ms | fsyncs | fsync p50 ms | fsync p99 ms | publish p99 − fsync p99 | push p99 − fsync p99 |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "\n### Publish and push latency at {} events/s, next to the store's fsync\n\nOne publisher, one call in flight, what is due every millisecond, for {:.1} s; one push consumer process at the head. Publish: sent → answered at the publisher, per call (as fsync is per group commit, here one per call), and per event (each event counted with its call's time; a call sent late after a slow one carries more events). Push, per event: `produced_at` (set before the write) → the consumer's receipt. fsync: the producer's `fsync_seconds` histogram over the same window; its p50/p99 are interpolated within a bucket, and the bucket is shown.\n\n| store | delivered | Publish calls | publish p50 ms | publish p99 ms | publish p99 by event ms | push p50 ms | push p99 ms | fsyncs | fsync p50 ms | fsync p99 ms | publish p99 − fsync p99 | push p99 − fsync p99 |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         s.rate,
         s.window.as_secs_f64()
     );
@@ -658,13 +665,14 @@ fn storage_markdown(o: &mut String, r: &Results) {
         };
         let _ = writeln!(
             o,
-            "| {} | {}/{} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {} |",
+            "| {} | {}/{} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {} |",
             l.backend.name(),
             l.received,
             l.published,
             l.publish_calls,
             ms(l.publish_p50),
             ms(l.publish_p99),
+            ms(l.publish_event_p99),
             ms(l.push_p50),
             ms(l.push_p99),
             l.fsyncs,
@@ -702,19 +710,19 @@ fn storage_markdown(o: &mut String, r: &Results) {
     }
     let _ = writeln!(
         o,
-        "\n### Catch-up from disk\n\nA file store with `--cache-bytes {}` filled with {} events; one push consumer process reads it all from the oldest event, first with the segment files in the OS page cache, then with them evicted (fdatasync, then `posix_fadvise(DONTNEED)` on each file); each tried {} time(s), the fastest kept. Store and cache reads: the producer's `store_reads` and `cache_reads` counters over the run.\n\n| segment files | log on disk MiB | tail cache MiB | events counted | seconds | events/s | tries, M/s | store reads | cache reads | producer CPU µs/event |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "\n### Catch-up from disk\n\nA store with `--cache-bytes {}` filled with {} events; one push consumer process reads it all from the oldest event: the memory store for reference, then a file store with its segment files in the OS page cache, and evicted from it (fdatasync, then `posix_fadvise(DONTNEED)` on each file) before each try; each tried {} time(s), the fastest kept. Store and cache reads: the producer's `store_reads` and `cache_reads` counters over the run.\n\n| store | log on disk MiB | tail cache MiB | events counted | seconds | events/s | tries, M/s | store reads | cache reads | producer CPU µs/event | consumer CPU µs/event |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         s.catchup_cache_bytes, s.catchup_events, r.settings.throughput_tries
     );
     for c in &st.catchup {
         let _ = writeln!(
             o,
-            "| {} | {:.1} | {:.1} | {} | {:.3} | {:.2} M | {} | {} | {} | {:.2} |",
-            if c.cold {
-                "evicted from the page cache"
+            "| {} | {} | {:.1} | {} | {:.3} | {:.2} M | {} | {} | {} | {:.2} | {:.2} |",
+            c.page_cache(),
+            if c.backend == Backend::Memory {
+                "–".into()
             } else {
-                "in the page cache"
+                format!("{:.1}", mib(c.disk_bytes))
             },
-            mib(c.disk_bytes),
             mib(c.cache_bytes),
             c.events,
             c.elapsed.as_secs_f64(),
@@ -727,6 +735,7 @@ fn storage_markdown(o: &mut String, r: &Results) {
             c.store_reads,
             c.cache_reads,
             per_event_us(c.producer_cpu, c.events),
+            per_event_us(c.consumer_cpu, c.events),
         );
     }
     let _ = writeln!(
@@ -828,12 +837,14 @@ fn storage_json(st: &StorageResults) -> serde_json::Value {
             "store": p.backend.name(), "publishers": p.publishers, "events_per_call": p.batch,
             "events": p.events, "rpcs": p.rpcs, "elapsed_us": us(p.elapsed),
             "events_per_second": p.rate(), "tries_events_per_second": p.tries,
-            "fsyncs": p.fsyncs, "producer_cpu_us": us(p.producer_cpu),
+            "fsyncs": p.fsyncs, "fsync_p50": q(&p.fsync_p50), "fsync_p99": q(&p.fsync_p99),
+            "producer_cpu_us": us(p.producer_cpu),
         })).collect::<Vec<_>>(),
         "latency": st.latency.iter().map(|l| json!({
             "store": l.backend.name(), "rate": l.rate, "published": l.published,
             "received": l.received, "publish_calls": l.publish_calls,
             "publish_p50_us": us(l.publish_p50), "publish_p99_us": us(l.publish_p99),
+            "publish_p99_by_event_us": us(l.publish_event_p99),
             "push_p50_us": us(l.push_p50), "push_p99_us": us(l.push_p99),
             "fsyncs": l.fsyncs, "fsync_p50": q(&l.fsync_p50), "fsync_p99": q(&l.fsync_p99),
             "fsync_buckets": l.fsync_buckets.cumulative.iter().map(|(le, n)| json!({
@@ -841,11 +852,12 @@ fn storage_json(st: &StorageResults) -> serde_json::Value {
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "catchup": st.catchup.iter().map(|c| json!({
-            "page_cache_evicted": c.cold, "log_events": c.log_events,
+            "store": c.backend.name(), "page_cache_evicted": c.cold, "log_events": c.log_events,
             "cache_bytes": c.cache_bytes, "disk_bytes": c.disk_bytes, "events": c.events,
             "elapsed_us": us(c.elapsed), "events_per_second": c.rate(),
             "tries_events_per_second": c.tries, "store_reads": c.store_reads,
             "cache_reads": c.cache_reads, "producer_cpu_us": us(c.producer_cpu),
+            "consumer_cpu_us": us(c.consumer_cpu),
         })).collect::<Vec<_>>(),
         "recovery": st.recovery.iter().map(|v| json!({
             "events": v.events, "fill_events_per_second": v.fill_rate,
@@ -1213,13 +1225,13 @@ fn check_storage(st: &serde_json::Value) -> Result<(), String> {
         }
     }
     let catchup = list("catchup");
-    if catchup.len() != 2
+    if catchup.len() != 3
         || catchup
             .iter()
             .any(|c| c["store_reads"].as_u64().unwrap_or(0) == 0)
     {
         return Err(format!(
-            "storage catch-up: expected 2 runs read from the store: {catchup:?}"
+            "storage catch-up: expected 3 runs read from the store: {catchup:?}"
         ));
     }
     let recovery = list("recovery");

@@ -6,7 +6,8 @@
 //!    fdatasync p99 from the producer's `fsync_seconds` histogram in the same window.
 //! 3. [`catch_up_from_disk`]: one Subscribe stream reading a log ten times the tail cache from
 //!    the oldest event, the producer's `store_reads` counter showing the reads left the cache;
-//!    with the segment files in the page cache and evicted from it.
+//!    with the segment files in the page cache and evicted from it, and the memory store with
+//!    the same cache for reference.
 //! 4. [`recovery`]: a filled data directory, the producer stopped, a fresh start timed until its
 //!    first Poll is answered; bytes on disk per event.
 //!
@@ -238,7 +239,7 @@ pub async fn run(settings: &Settings, progress: &mut Progress, results: &mut Res
         }
     }
     progress.start(&format!(
-        "storage: catch-up from disk, {} events behind a {:.0} MiB cache",
+        "storage: catch-up from the store, {} events behind a {:.0} MiB cache",
         s.catchup_events,
         s.catchup_cache_bytes as f64 / 1048576.0
     ));
@@ -297,8 +298,11 @@ pub struct PublishRun {
     pub events: u64,
     pub rpcs: u64,
     pub elapsed: Duration,
-    /// fdatasync calls the store made (its `fsync_seconds` count over the run).
+    /// fdatasync calls the store made (its `fsync_seconds` count over the run), and their
+    /// median and p99.
     pub fsyncs: u64,
+    pub fsync_p50: Option<Quantile>,
+    pub fsync_p99: Option<Quantile>,
     pub producer_cpu: Duration,
     /// Events/s of every try; the run kept is the fastest.
     pub tries: Vec<f64>,
@@ -326,6 +330,7 @@ pub async fn publish_throughput(
     let published = publish_flat_out(&url, settings.publish_events, publishers, batch).await?;
     let (m1, p1) = (scrape(&producer).await?, producer.usage());
     producer.stop().await;
+    let fsync = m1.histogram_since(&m0, FSYNC);
     if !published.complete {
         return Err(format!(
             "publish ({}): {} of {} events",
@@ -341,7 +346,9 @@ pub async fn publish_throughput(
         events: published.events,
         rpcs: published.rpcs,
         elapsed: published.elapsed,
-        fsyncs: m1.histogram_since(&m0, FSYNC).count(),
+        fsyncs: fsync.count(),
+        fsync_p50: fsync.quantile(0.5),
+        fsync_p99: fsync.quantile(0.99),
         producer_cpu: p1.since(&p0).cpu,
         tries: vec![],
     })
@@ -358,6 +365,8 @@ pub struct LatencyRun {
     /// Publish call, sent → answered, at the publisher.
     pub publish_p50: Duration,
     pub publish_p99: Duration,
+    /// The same per event: each event counted with its call's latency.
+    pub publish_event_p99: Duration,
     /// Push end to end (`produced_at` → the consumer's receipt), from the consumer's histogram.
     pub push_p50: Duration,
     pub push_p99: Duration,
@@ -405,6 +414,9 @@ pub async fn publish_latency(
     let calls = published
         .call_latency
         .unwrap_or_else(crate::load::new_histogram);
+    let by_event = published
+        .event_latency
+        .unwrap_or_else(crate::load::new_histogram);
     let fsync = m1.histogram_since(&m0, FSYNC);
     Ok(LatencyRun {
         backend,
@@ -414,6 +426,7 @@ pub async fn publish_latency(
         publish_calls: published.rpcs,
         publish_p50: at(&calls, 0.5),
         publish_p99: at(&calls, 0.99),
+        publish_event_p99: at(&by_event, 0.99),
         push_p50: duration_of(&s.latency_p50),
         push_p99: duration_of(&s.latency_p99),
         fsyncs: fsync.count(),
@@ -427,13 +440,14 @@ fn at(h: &Histogram<u64>, q: f64) -> Duration {
     micros(h.value_at_quantile(q))
 }
 
-/// One catch-up from the file store.
+/// One catch-up from a store, past the tail cache.
 #[derive(Debug, Clone)]
 pub struct CatchUpRun {
+    pub backend: Backend,
     /// Events in the log.
     pub log_events: u64,
     pub cache_bytes: u64,
-    /// The data directory's size (du).
+    /// The data directory's size (du); 0 for the memory store.
     pub disk_bytes: u64,
     /// The segment files were evicted from the OS page cache before the read.
     pub cold: bool,
@@ -444,6 +458,7 @@ pub struct CatchUpRun {
     pub store_reads: u64,
     pub cache_reads: u64,
     pub producer_cpu: Duration,
+    pub consumer_cpu: Duration,
     pub tries: Vec<f64>,
 }
 
@@ -453,94 +468,119 @@ impl CatchUpRun {
     }
 
     pub fn page_cache(&self) -> &'static str {
-        if self.cold {
-            "segments evicted from the page cache"
-        } else {
-            "segments in the page cache"
+        match (self.backend, self.cold) {
+            (Backend::Memory, _) => "memory store (reference)",
+            (_, false) => "segments in the page cache",
+            (_, true) => "segments evicted from the page cache",
         }
     }
 }
 
-/// A file store with a small tail cache is filled (`--fsync never`, to fill fast; reads do not
-/// depend on it), then one push consumer per try reads it all from the oldest: first with the
-/// segment files in the OS page cache, then with them evicted (fdatasync + fadvise DONTNEED).
+/// A store with a small tail cache is filled, then one push consumer per try reads it all from
+/// the oldest: the memory store for reference, then a file store (filled with `--fsync never`,
+/// which reads do not depend on) with its segment files in the OS page cache, and evicted from
+/// it (fdatasync + fadvise DONTNEED) before each try.
 pub async fn catch_up_from_disk(
     settings: &Settings,
     progress: &mut Progress,
 ) -> Result<Vec<CatchUpRun>, String> {
     let s = &settings.storage;
+    let cache = strings(&["--cache-bytes", &s.catchup_cache_bytes.to_string()]);
+    let mut out = vec![];
+    for backend in [Backend::Memory, Backend::FileNever] {
+        let dir = backend.is_file().then(data_dir).transpose()?;
+        let dir = dir.as_ref().map(TempDir::path);
+        let producer = spawn(backend, dir, &cache).await?;
+        let filled = publish_flat_out(&producer.url(), s.catchup_events, 2, MAX_PUBLISH).await?;
+        progress.note(&format!(
+            "{}: log filled with {} events in {:.2} s",
+            backend.name(),
+            s.catchup_events,
+            filled.elapsed.as_secs_f64()
+        ));
+        let temperatures: &[bool] = if backend.is_file() {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &cold in temperatures {
+            let mut runs: Vec<CatchUpRun> = vec![];
+            for _ in 0..settings.throughput_tries {
+                match dir {
+                    Some(dir) if cold => evict_page_cache(dir)?,
+                    _ => {}
+                }
+                let run = catch_up_once(&producer, backend, dir, cold, s).await?;
+                eprintln!(
+                    "      try ({}): {:.2} M events/s, {} store reads, {} cache reads",
+                    run.page_cache(),
+                    run.rate() / 1e6,
+                    run.store_reads,
+                    run.cache_reads
+                );
+                runs.push(run);
+            }
+            let tries: Vec<f64> = runs.iter().map(CatchUpRun::rate).collect();
+            if let Some(mut best) = runs
+                .into_iter()
+                .max_by(|a, b| a.rate().total_cmp(&b.rate()))
+            {
+                best.tries = tries;
+                out.push(best);
+            }
+        }
+        producer.stop().await;
+    }
+    Ok(out)
+}
+
+/// One push consumer process reads `producer`'s whole log from the oldest event.
+async fn catch_up_once(
+    producer: &Proc,
+    backend: Backend,
+    dir: Option<&Path>,
+    cold: bool,
+    s: &StorageSettings,
+) -> Result<CatchUpRun, String> {
     let n = s.catchup_events;
-    let dir = data_dir()?;
-    let producer = spawn(
-        Backend::FileNever,
-        Some(dir.path()),
-        &strings(&["--cache-bytes", &s.catchup_cache_bytes.to_string()]),
-    )
-    .await?;
-    let filled = publish_flat_out(&producer.url(), n, 2, MAX_PUBLISH).await?;
-    progress.note(&format!(
-        "log filled with {n} events in {:.2} s",
-        filled.elapsed.as_secs_f64()
-    ));
     let push = Mode {
         name: consumer::Mode::Push.name(),
         args: strings(&["--mode", consumer::Mode::Push.name()]),
         interval: None,
     };
-    let mut out = vec![];
-    for cold in [false, true] {
-        let mut runs: Vec<CatchUpRun> = vec![];
-        for _ in 0..settings.throughput_tries {
-            if cold {
-                evict_page_cache(dir.path())?;
-            }
-            let disk_bytes = disk_usage(dir.path())?.allocated;
-            let (m0, p0) = (scrape(&producer).await?, producer.usage());
-            let consumer =
-                Proc::spawn(Role::Consumer, &consumer_args(&producer, "earliest", &push)).await?;
-            let mut stats = ConsumerStats::connect(&consumer.url()).await?;
-            let (t0, t1, n0) = stats
-                .wait_received(
-                    n,
-                    Duration::from_millis(5),
-                    Duration::from_secs(120),
-                    |got| eprintln!("      … {got} of {n} events"),
-                )
-                .await?;
-            let (m1, p1) = (scrape(&producer).await?, producer.usage());
-            consumer.stop().await;
-            let run = CatchUpRun {
-                log_events: n,
-                cache_bytes: s.catchup_cache_bytes,
-                disk_bytes,
-                cold,
-                events: n - n0,
-                elapsed: t1 - t0,
-                store_reads: m1.grew(&m0, STORE_READS),
-                cache_reads: m1.grew(&m0, CACHE_READS),
-                producer_cpu: p1.since(&p0).cpu,
-                tries: vec![],
-            };
-            eprintln!(
-                "      try ({}): {:.2} M events/s, {} store reads, {} cache reads",
-                run.page_cache(),
-                run.rate() / 1e6,
-                run.store_reads,
-                run.cache_reads
-            );
-            runs.push(run);
-        }
-        let tries: Vec<f64> = runs.iter().map(CatchUpRun::rate).collect();
-        if let Some(mut best) = runs
-            .into_iter()
-            .max_by(|a, b| a.rate().total_cmp(&b.rate()))
-        {
-            best.tries = tries;
-            out.push(best);
-        }
-    }
-    producer.stop().await;
-    Ok(out)
+    let disk_bytes = dir
+        .map(disk_usage)
+        .transpose()?
+        .unwrap_or_default()
+        .allocated;
+    let (m0, p0) = (scrape(producer).await?, producer.usage());
+    let consumer = Proc::spawn(Role::Consumer, &consumer_args(producer, "earliest", &push)).await?;
+    let c0 = consumer.usage();
+    let mut stats = ConsumerStats::connect(&consumer.url()).await?;
+    let (t0, t1, n0) = stats
+        .wait_received(
+            n,
+            Duration::from_millis(5),
+            Duration::from_secs(120),
+            |got| eprintln!("      … {got} of {n} events"),
+        )
+        .await?;
+    let (m1, p1, c1) = (scrape(producer).await?, producer.usage(), consumer.usage());
+    consumer.stop().await;
+    Ok(CatchUpRun {
+        backend,
+        log_events: n,
+        cache_bytes: s.catchup_cache_bytes,
+        disk_bytes,
+        cold,
+        events: n - n0,
+        elapsed: t1 - t0,
+        store_reads: m1.grew(&m0, STORE_READS),
+        cache_reads: m1.grew(&m0, CACHE_READS),
+        producer_cpu: p1.since(&p0).cpu,
+        consumer_cpu: c1.since(&c0).cpu,
+        tries: vec![],
+    })
 }
 
 /// One recovery measurement.
