@@ -465,7 +465,7 @@ fn markdown(r: &Results, targets: &[Target]) -> String {
     );
     let _ = writeln!(
         o,
-        "| processes | producer and consumer are separate processes (`producer::run`, `consumer::run`) on 127.0.0.1; the publisher and the fan-out subscribers run in the benchmark process |\n"
+        "| processes | producer and consumer are separate processes (`producer::run_with`, `consumer::run`) on 127.0.0.1, every producer with an explicit `--store` (memory outside the storage section); the publisher and the fan-out subscribers run in the benchmark process |\n"
     );
     if !r.errors.is_empty() {
         let _ = writeln!(o, "**Scenarios that failed to run:**\n");
