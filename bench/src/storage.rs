@@ -507,7 +507,7 @@ pub async fn catch_up_from_disk(
             let mut runs: Vec<CatchUpRun> = vec![];
             for _ in 0..settings.throughput_tries {
                 match dir {
-                    Some(dir) if cold => evict_page_cache(dir)?,
+                    Some(dir) if cold => off_runtime(dir, evict_page_cache).await?,
                     _ => {}
                 }
                 let run = catch_up_once(&producer, backend, dir, cold, s).await?;
@@ -621,10 +621,10 @@ pub async fn recovery(events: u64, progress: &mut Progress) -> Result<RecoveryRu
         filled.elapsed.as_secs_f64()
     ));
     let stop = producer.stop_within(Duration::from_secs(300)).await;
-    let usage = disk_usage(dir.path())?;
+    let usage = off_runtime(dir.path(), disk_usage).await?;
     let warm = time_to_serve(dir.path(), events).await?;
     progress.note(&format!("warm start {:.3} s", warm.as_secs_f64()));
-    evict_page_cache(dir.path())?;
+    off_runtime(dir.path(), evict_page_cache).await?;
     let cold = time_to_serve(dir.path(), events).await?;
     Ok(RecoveryRun {
         events,
@@ -683,6 +683,18 @@ async fn time_to_serve(dir: &Path, head: u64) -> Result<Duration, String> {
         ));
     }
     Ok(took)
+}
+
+/// Runs file-system work on `dir` on the blocking pool, off the runtime's workers (which also
+/// drive the publishers and the scrapes being timed).
+async fn off_runtime<T: Send + 'static>(
+    dir: &Path,
+    work: fn(&Path) -> Result<T, String>,
+) -> Result<T, String> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || work(&dir))
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 /// A directory's size on disk.
