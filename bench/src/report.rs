@@ -604,9 +604,11 @@ fn storage_markdown(o: &mut String, r: &Results) {
     let s = &r.settings.storage;
     let _ = writeln!(
         o,
-        "\n## Storage\n\nThe memory store and the file store (`--store file`, `--fsync always`, the default, and `--fsync never`) side by side in one run, 64-byte payloads; every file store in a temporary `--data-dir` of its own on the machine's disk. Load average (1/5/15 min) during this section: {} at start, {} at end.\n",
+        "\n## Storage\n\nThe memory store and the file store (`--store file`, `--fsync always`, the default, and `--fsync never`) side by side in one run, 64-byte payloads; every file store in a temporary `--data-dir` of its own on the machine's disk. Load average (1/5/15 min) during this section: {} at start, {} at end; I/O pressure (share of time some task waited for I/O, last 10 s / 60 s; fsync times follow it): {} at start, {} at end.\n",
         or_dash(&st.load_start),
-        or_dash(&st.load_end)
+        or_dash(&st.load_end),
+        or_dash(&st.io_pressure_start),
+        or_dash(&st.io_pressure_end)
     );
     if st.publish.is_empty() && st.latency.is_empty() && st.catchup.is_empty() {
         let _ = writeln!(o, "Not run (`--only` left it out).");
@@ -833,6 +835,7 @@ fn storage_json(st: &StorageResults) -> serde_json::Value {
     };
     json!({
         "load_start": st.load_start, "load_end": st.load_end,
+        "io_pressure_start": st.io_pressure_start, "io_pressure_end": st.io_pressure_end,
         "publish": st.publish.iter().map(|p| json!({
             "store": p.backend.name(), "publishers": p.publishers, "events_per_call": p.batch,
             "events": p.events, "rpcs": p.rpcs, "elapsed_us": us(p.elapsed),

@@ -172,9 +172,12 @@ pub struct StorageResults {
     pub recovery: Vec<RecoveryRun>,
     /// A producer's start on an empty data directory: what a recovery costs beyond starting.
     pub empty_start: Option<Duration>,
-    /// The machine's load average when the scenario started and ended.
+    /// The machine's load average when the scenario started and ended, and its I/O pressure
+    /// (the share of time some task waited for I/O, which fsync times follow).
     pub load_start: String,
     pub load_end: String,
+    pub io_pressure_start: String,
+    pub io_pressure_end: String,
 }
 
 /// Steps [`run`] reports, for the progress count.
@@ -186,6 +189,7 @@ pub fn steps(s: &StorageSettings) -> usize {
 pub async fn run(settings: &Settings, progress: &mut Progress, results: &mut Results) {
     let s = &settings.storage;
     results.storage.load_start = crate::report::loadavg();
+    results.storage.io_pressure_start = io_pressure();
     for &publishers in &s.publishers {
         for backend in Backend::ALL {
             progress.start(&format!(
@@ -287,6 +291,23 @@ pub async fn run(settings: &Settings, progress: &mut Progress, results: &mut Res
         }
     }
     results.storage.load_end = crate::report::loadavg();
+    results.storage.io_pressure_end = io_pressure();
+}
+
+/// The machine's I/O pressure (`/proc/pressure/io`, "some": the share of time at least one task
+/// waited for I/O) over the last 10 and 60 s, e.g. `1.2 % / 5.0 %`; empty without PSI.
+fn io_pressure() -> String {
+    let text = std::fs::read_to_string("/proc/pressure/io").unwrap_or_default();
+    let Some(some) = text.lines().find(|l| l.starts_with("some")) else {
+        return String::new();
+    };
+    let field = |name: &str| {
+        some.split_whitespace()
+            .find_map(|f| f.strip_prefix(name))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    format!("{} % / {} %", field("avg10="), field("avg60="))
 }
 
 /// One publish-throughput run.
