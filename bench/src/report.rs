@@ -616,7 +616,7 @@ fn storage_markdown(o: &mut String, r: &Results) {
     }
     let _ = writeln!(
         o,
-        "### Publish throughput\n\n{} events flat out per run, {} per Publish, after a warm-up of a twentieth of that; each run tried {} time(s), the fastest kept. fsyncs: the store's `fsync_seconds` count over the run (one per group commit), and its p50 and p99. With one publisher a call waits for its own write and fsync before the next is sent, so nothing overlaps them: a call takes the memory store's time plus the write and the fsync.\n\n| store | publishers | events/s | tries, M/s | × memory | µs per call | Publish calls | fsyncs | events per fsync | fsync p50 ms | fsync p99 ms | producer CPU µs/event |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "### Publish throughput\n\n{} events flat out per run, {} per Publish, after a warm-up of a twentieth of that; each tried {} time(s), the stores' tries interleaved (memory, file, file, memory, …) so that a change in the machine's load falls on all of them, the fastest kept. fsyncs: the store's `fsync_seconds` count over the run (one per group commit), and its p50 and p99. With one publisher a call waits for its own write and fsync before the next is sent, so nothing overlaps them: a call takes the memory store's time plus the write and the fsync.\n\n| store | publishers | events/s | tries, M/s | × memory | µs per call | Publish calls | fsyncs | events per fsync | fsync p50 ms | fsync p99 ms | producer CPU µs/event |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         s.publish_events, s.publish_batch, r.settings.throughput_tries
     );
     for p in &st.publish {
