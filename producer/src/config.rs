@@ -6,7 +6,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use pushpull::telemetry::LogFormat;
 
-use crate::{log::DEFAULT_CACHE_BYTES, store::StoreKind};
+use crate::{
+    log::DEFAULT_CACHE_BYTES,
+    store::{StoreKind, file::FsyncPolicy},
+};
 
 /// Serves an ordered event log by push (gRPC Subscribe) and by pull (gRPC Poll / long poll).
 #[derive(Debug, Clone, Parser)]
@@ -139,15 +142,6 @@ fn parse_age(s: &str) -> Result<Age, String> {
             "{s:?} is not a duration like 7d or 1h, or `off`: {err}"
         )),
     }
-}
-
-/// `--fsync`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FsyncPolicy {
-    /// fdatasync before a Publish is answered (group commit).
-    Always,
-    /// Written to the OS before a Publish is answered; synced at segment roll and shutdown.
-    Never,
 }
 
 /// `--http-listen`: an address, or `off`.

@@ -51,11 +51,15 @@ pub use config::Config;
 use crate::{
     api::Api,
     limits::Limits,
-    log::{EventLog, PublishLimits, Tail},
+    log::{EventLog, MAX_TOPIC_LEN, PublishLimits, Tail},
     metered::MeteredApi,
     metrics::Metrics,
     service::ProducerApi,
-    store::{Retention, Store, StoreKind, StoreMetrics, memory::MemoryStore},
+    store::{
+        Retention, Store, StoreKind, StoreMetrics,
+        file::{FileOptions, FileStore},
+        memory::MemoryStore,
+    },
 };
 
 /// Why the producer could not start or serve.
@@ -173,7 +177,7 @@ pub async fn run_with(
 }
 
 /// Opens the store `--store` names, and the log over it.
-async fn open_log(config: &Config, _metrics: &StoreMetrics) -> Result<EventLog, RunError> {
+async fn open_log(config: &Config, metrics: &StoreMetrics) -> Result<EventLog, RunError> {
     let retention = Retention {
         max_events: config.retention_events,
         max_bytes: config.retention_bytes,
@@ -186,6 +190,24 @@ async fn open_log(config: &Config, _metrics: &StoreMetrics) -> Result<EventLog, 
     let tail = Arc::new(Tail::new(config.cache_bytes));
     let store: Arc<dyn Store> = match config.store {
         StoreKind::Memory => Arc::new(MemoryStore::new(retention, Arc::clone(&tail))),
+        StoreKind::File => {
+            let options = FileOptions {
+                dir: config.data_dir.clone(),
+                fsync: config.fsync,
+                segment_bytes: config.segment_bytes,
+                retention,
+                truncate_corrupt: config.truncate_corrupt,
+                // An event's encoding: its payload, its topic and a few bytes of framing.
+                max_body_bytes: config.max_payload_bytes + MAX_TOPIC_LEN + 64,
+            };
+            let (tail, metrics) = (Arc::clone(&tail), metrics.clone());
+            // Recovery reads every segment: not on a runtime worker.
+            let opened =
+                tokio::task::spawn_blocking(move || FileStore::open(options, tail, metrics))
+                    .await
+                    .map_err(|err| RunError::Store(err.to_string()))?;
+            Arc::new(opened.map_err(|err| RunError::Store(err.to_string()))?)
+        }
     };
     Ok(EventLog::new(store, tail, limits))
 }
