@@ -256,12 +256,16 @@ pub fn read(
     out: &mut Vec<Record>,
 ) -> Result<(), ReadError> {
     let mut bytes = 0usize;
+    // `out` may hold records of earlier segments of the same read: the limits count this
+    // segment's.
+    let start = out.len();
+    let read = |out: &Vec<Record>| out.len() - start;
     // Enough for the wanted records plus the skipped ones before them (at most an index gap).
     let mut want = max_bytes
         .saturating_add(max_records.saturating_mul(HEADER + 32))
         .saturating_add(INDEX_EVERY_BYTES as usize * 2)
         .clamp(64 * 1024, 4 * 1024 * 1024);
-    while offset < len && out.len() < max_records && (bytes < max_bytes || out.is_empty()) {
+    while offset < len && read(out) < max_records && (bytes < max_bytes || read(out) == 0) {
         let size = want.min((len - offset) as usize);
         let mut buf = BytesMut::zeroed(size);
         file.read_exact_at(&mut buf, offset)
@@ -285,9 +289,7 @@ pub fn read(
             if h.sequence < from {
                 continue;
             }
-            if h.sequence > to
-                || out.len() >= max_records
-                || (bytes >= max_bytes && !out.is_empty())
+            if h.sequence > to || read(out) >= max_records || (bytes >= max_bytes && read(out) > 0)
             {
                 return Ok(());
             }

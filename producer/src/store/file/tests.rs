@@ -133,6 +133,35 @@ async fn a_reopened_log_has_its_id_events_and_next_sequence() {
     assert!(segments(dir.path()).len() > 1, "4 KiB segments must roll");
 }
 
+/// One read may span many segments and still return up to its `max_events`: the count is of
+/// this read's records, wherever they came from. (Counted per segment against the whole read,
+/// a catch-up from disk past half a batch failed with DATA_LOSS at the next segment.)
+#[tokio::test]
+async fn one_read_spans_segments_up_to_its_limit() {
+    let dir = TempDir::new().unwrap();
+    let log = log_at(dir.path(), keep_all()).unwrap();
+    fill(&log, 1500).await;
+    assert!(segments(dir.path()).len() > 10);
+
+    let limits = ReadLimits {
+        max_events: 1000,
+        max_bytes: usize::MAX,
+    };
+    let batch = log
+        .read::<Event>(0, &TopicFilter::default(), limits)
+        .await
+        .expect("a read across segments");
+
+    let sequences: Vec<u64> = batch.events.iter().map(|e| e.sequence).collect();
+    assert!(
+        sequences == (1..=1000).collect::<Vec<_>>(),
+        "read {} events, {:?}..={:?}, not 1..=1000",
+        sequences.len(),
+        sequences.first(),
+        sequences.last()
+    );
+}
+
 #[tokio::test]
 async fn a_second_store_on_the_same_directory_is_refused_until_the_first_closes() {
     let dir = TempDir::new().unwrap();
