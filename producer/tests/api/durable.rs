@@ -216,7 +216,12 @@ async fn a_second_producer_on_the_same_data_dir_refuses_to_start() {
         ServiceProcess::producer(PRODUCER, &["--store", "file", "--data-dir", &dir_flag]).await;
     assert_eq!(again.log_id, log_id, "the same log, reopened");
     again.sigterm();
-    assert!(again.wait_exit(PROMPTLY).await.expect("exits").success());
+    let status = again.wait_exit(PROMPTLY).await.expect("exits");
+    assert!(
+        status.success(),
+        "{status:?}; its log:\n{}",
+        again.log_text()
+    );
 }
 
 /// A full disk: Publish fails with RESOURCE_EXHAUSTED (STORAGE_FULL) naming the directory, and
