@@ -269,6 +269,7 @@ async fn a_full_disk_refuses_publish_then_recovers_once_space_is_freed() {
     let status = refusal.expect("the 2 MiB disk fills within 200 calls of 64 KiB");
     assert!(!acked.is_empty(), "some calls fit before the disk filled");
     assert_storage_full(&status, &dir_flag);
+    eprintln!("full after {} events: {}", acked.len(), status.message());
     let log = read_log(&client, &log_id).await;
     assert_same_events(&log, &acked, "while the disk is full");
     testkit::assert_serving(producer.addr, "pushpull.v1.ProducerService").await;
