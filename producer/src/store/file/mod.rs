@@ -28,11 +28,7 @@ use std::{
     io,
     os::unix::fs::FileExt as _,
     path::{Path, PathBuf},
-    sync::{
-        Arc, Mutex, MutexGuard, RwLock,
-        atomic::{AtomicU64, Ordering},
-        mpsc,
-    },
+    sync::{Arc, Mutex, MutexGuard, RwLock, mpsc},
     thread::JoinHandle,
     time::{Instant, SystemTime},
 };
@@ -64,6 +60,16 @@ pub enum FsyncPolicy {
     /// Written to the OS before a Publish is answered; synced when a segment is full and at
     /// shutdown. Survives a producer crash, not a machine crash.
     Never,
+}
+
+impl FsyncPolicy {
+    /// As `--fsync` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FsyncPolicy::Always => "always",
+            FsyncPolicy::Never => "never",
+        }
+    }
 }
 
 /// How the file store is set up.
@@ -162,7 +168,6 @@ struct Inner {
     metrics: StoreMetrics,
     /// What is committed: readers never look past it.
     segments: RwLock<Segments>,
-    fsyncs: AtomicU64,
     /// Held (an advisory `flock`) while the store is open.
     _lock: File,
 }
@@ -379,7 +384,6 @@ impl FileStore {
                 bounds: Bounds { oldest, head },
                 bytes,
             }),
-            fsyncs: AtomicU64::new(0),
             _lock: lock,
         });
         let (tx, rx) = mpsc::channel();
@@ -428,7 +432,7 @@ impl FileStore {
 
     /// fdatasync calls made so far: fewer than appends when group commit shares them.
     pub fn fsyncs(&self) -> u64 {
-        self.inner.fsyncs.load(Ordering::Relaxed)
+        self.inner.metrics.fsyncs().0
     }
 
     /// The data directory.
@@ -716,11 +720,7 @@ impl Writer {
     fn sync(&mut self) -> io::Result<()> {
         let started = Instant::now();
         self.file.sync_data()?;
-        self.inner
-            .metrics
-            .fsync_seconds
-            .observe(started.elapsed().as_secs_f64());
-        self.inner.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.observe_fsync(started.elapsed());
         self.dirty = false;
         Ok(())
     }

@@ -260,9 +260,12 @@ pub fn read(
     // segment's.
     let start = out.len();
     let read = |out: &Vec<Record>| out.len() - start;
-    // Enough for the wanted records plus the skipped ones before them (at most an index gap).
+    // A first guess at what the wanted records take (the byte limit, or small records of
+    // about 256 bytes, whichever is less), plus the records skipped before `from` (at most an
+    // index gap); a read that needs more reads on. Reading the whole byte limit each time
+    // would copy megabytes for a batch of a thousand small events.
     let mut want = max_bytes
-        .saturating_add(max_records.saturating_mul(HEADER + 32))
+        .min(max_records.saturating_mul(256))
         .saturating_add(INDEX_EVERY_BYTES as usize * 2)
         .clamp(64 * 1024, 4 * 1024 * 1024);
     while offset < len && read(out) < max_records && (bytes < max_bytes || read(out) == 0) {
