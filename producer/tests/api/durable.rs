@@ -14,7 +14,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -104,6 +104,19 @@ async fn crash_test(fsync: &str) {
         );
         assert_eq!(producer.log_id.as_deref(), Some(&*log_id), "kill {kill}");
         proxy.retarget(producer.addr);
+        let opened = producer
+            .wait_for_log("the store's recovery", |l| {
+                l["message"] == "file store opened"
+            })
+            .await;
+        eprintln!("kill {kill}: {opened}");
+        for warning in producer
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("\"WARN\""))
+        {
+            eprintln!("kill {kill}: {warning}");
+        }
 
         let paused = published.pause().await;
         let log = read_log(&reader, &log_id).await;
@@ -117,7 +130,9 @@ async fn crash_test(fsync: &str) {
         );
     }
 
-    published.stop(publishers).await;
+    if let Err(err) = published.stop(publishers).await {
+        panic!("{err}\nthe producer's log:\n{}", producer.log_text());
+    }
     let log = read_log(&reader, &log_id).await;
     published.check(&log, "at the end");
     let head = log.len() as u64;
@@ -158,14 +173,24 @@ async fn subscribers_resume_across_a_sigterm_restart_with_nothing_lost_or_repeat
     }
 
     producer.sigterm();
+    producer.wait_exit(PROMPTLY).await;
+    let stopped_log = producer.log_text();
     let status = producer.restart().await;
-    assert!(status.success(), "a SIGTERM exits 0: {status:?}");
+    assert!(
+        status.success(),
+        "a SIGTERM exits 0: {status:?}; its log:\n{stopped_log}"
+    );
     assert_eq!(producer.log_id.as_deref(), Some(&*log_id));
     proxy.retarget(producer.addr);
     let acked = published.acked_calls();
     published.wait_for_acks(acked + 20).await;
 
-    published.stop(publishers).await;
+    if let Err(err) = published.stop(publishers).await {
+        panic!(
+            "{err}\nthe stopped producer's log:\n{stopped_log}\nthe restarted one's:\n{}",
+            producer.log_text()
+        );
+    }
     let log = read_log(&client(proxy.addr).await, &log_id).await;
     published.check(&log, "after the restart");
     for subscriber in &subscribers {
@@ -359,7 +384,9 @@ impl Published {
                         drop(open);
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
-                    Err(_) => panic!("a Publish hung for {PROMPTLY:?}"),
+                    Err(_) => panic!(
+                        "publisher {publisher}'s call {call} ({size} events) hung for {PROMPTLY:?}"
+                    ),
                 }
             }
         })
@@ -378,9 +405,8 @@ impl Published {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CallId, Call>> {
-        self.calls
-            .lock()
-            .expect("no publisher panics holding the lock")
+        // A check that failed holding it poisons it; the other tasks need not fail for that.
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn acked_calls(&self) -> usize {
@@ -407,14 +433,17 @@ impl Published {
             .expect("the calls in flight are answered")
     }
 
-    async fn stop(&self, publishers: Vec<JoinHandle<()>>) {
+    /// Stops the publishers; an error says what went wrong in one (each panics on failure).
+    async fn stop(&self, publishers: Vec<JoinHandle<()>>) -> Result<(), String> {
         self.stop.store(true, Ordering::Relaxed);
         for publisher in publishers {
-            tokio::time::timeout(PROMPTLY, publisher)
-                .await
-                .expect("a publisher stops")
-                .expect("a publisher saw nothing wrong");
+            match tokio::time::timeout(PROMPTLY, publisher).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => return Err(format!("a publisher failed: {err:?}")),
+                Err(_) => return Err(format!("a publisher did not stop within {PROMPTLY:?}")),
+            }
         }
+        Ok(())
     }
 
     /// The log holds exactly what was published, with no call in flight: sequences gapless
@@ -453,11 +482,17 @@ impl Published {
         }
         for (id, call) in calls.iter() {
             let in_log = found.get(id);
-            if let Some(&(_, count)) = in_log {
+            if let Some(&(first, count)) = in_log {
+                let acked = if call.acked.is_some() {
+                    "acknowledged"
+                } else {
+                    "not acknowledged"
+                };
                 assert_eq!(
                     count,
                     call.events.len(),
-                    "{when}: call {id:?} only partly in the log"
+                    "{when}: call {id:?} ({acked}) only partly in the log: at {first}.., of {} events",
+                    log.len()
                 );
             }
             if let Some((first, last)) = call.acked {
@@ -739,7 +774,7 @@ impl Drop for Subscriber {
 }
 
 fn lock(state: &Mutex<SubscriberState>) -> std::sync::MutexGuard<'_, SubscriberState> {
-    state.lock().expect("no subscriber panics holding the lock")
+    state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 // ------------------------------------------------------------------------------- consumers
