@@ -430,7 +430,7 @@ impl Published {
 
     /// Holds the publishers off (once their calls in flight are answered) until dropped.
     async fn pause(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
-        tokio::time::timeout(PROMPTLY, self.gate.write())
+        tokio::time::timeout(PHASE + PROMPTLY, self.gate.write())
             .await
             .expect("the calls in flight are answered")
     }
@@ -439,10 +439,15 @@ impl Published {
     async fn stop(&self, publishers: Vec<JoinHandle<()>>) -> Result<(), String> {
         self.stop.store(true, Ordering::Relaxed);
         for publisher in publishers {
-            match tokio::time::timeout(PROMPTLY, publisher).await {
+            match tokio::time::timeout(PHASE + PROMPTLY, publisher).await {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => return Err(format!("a publisher failed: {err:?}")),
-                Err(_) => return Err(format!("a publisher did not stop within {PROMPTLY:?}")),
+                Err(_) => {
+                    return Err(format!(
+                        "a publisher did not stop within {:?}",
+                        PHASE + PROMPTLY
+                    ));
+                }
             }
         }
         Ok(())
