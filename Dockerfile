@@ -25,15 +25,16 @@
 ARG RUST_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
-# What both final images share: the base, an unprivileged user, the checkpoint directory.
+# What both final images share: the base, an unprivileged user, the directories they write.
 FROM ${RUNTIME_IMAGE} AS runtime-base
 # A fixed uid/gid, so a volume's ownership means the same thing in every image built from here.
-# /var/lib/pushpull belongs to that user: Docker copies its ownership into a new named volume
-# mounted there, which is where the consumers keep their checkpoints.
+# /var/lib/pushpull and /data belong to that user: Docker copies a directory's ownership into a
+# new named volume mounted on it. The consumers keep their checkpoints in /var/lib/pushpull, the
+# producer its log in /data (docker-compose.yml mounts a volume on each).
 RUN groupadd --system --gid 10001 pushpull \
     && useradd --system --uid 10001 --gid pushpull --home-dir /var/lib/pushpull \
         --no-create-home --shell /usr/sbin/nologin pushpull \
-    && install -d -o pushpull -g pushpull -m 0750 /var/lib/pushpull
+    && install -d -o pushpull -g pushpull -m 0750 /var/lib/pushpull /data
 WORKDIR /var/lib/pushpull
 CMD ["producer"]
 

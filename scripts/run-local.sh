@@ -2,6 +2,8 @@
 # Runs the pair on this machine without Docker: a producer with its demo source and three
 # consumers (push, poll, long-poll) side by side, logs interleaved. Ctrl-C stops them all.
 # The dashboard is at http://127.0.0.1:8080/; metrics at :8080/metrics and :9464-9466/metrics.
+# The producer keeps its log on disk in $DATA_DIR (./data), so a second run continues the same
+# log; `rm -rf data` starts a fresh one. DEMO_RATE (20) sets the demo source's events per second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +17,7 @@ stop() {
 trap stop INT TERM EXIT
 
 "$bin/producer" --listen 127.0.0.1:50051 --http-listen 127.0.0.1:8080 --demo-rate "${DEMO_RATE:-20}" \
+  --store file --data-dir "${DATA_DIR:-data}" \
   --consumers http://127.0.0.1:50061,http://127.0.0.1:50062,http://127.0.0.1:50063 &
 pids+=($!)
 sleep 0.5

@@ -116,6 +116,7 @@ impl Proc {
             .arg(role.name())
             .arg("--")
             .args(args)
+            .env("PRODUCER_STORE", "memory") // unless a scenario passes --store: flags beat env
             .env(
                 "RUST_LOG",
                 std::env::var("BENCH_CHILD_LOG").unwrap_or_else(|_| "warn".into()),

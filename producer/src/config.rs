@@ -21,7 +21,7 @@ pub struct Config {
 
     /// Where the log lives: `file` (segments under --data-dir; survives restarts and crashes)
     /// or `memory` (gone when the producer stops; for tests and benchmarks).
-    #[arg(long, env = "PRODUCER_STORE", value_enum, default_value_t = StoreKind::Memory)]
+    #[arg(long, env = "PRODUCER_STORE", value_enum, default_value_t = StoreKind::File)]
     pub store: StoreKind,
 
     /// Directory of the file store's log (created if missing). One producer at a time: a
@@ -236,6 +236,11 @@ mod tests {
         assert_eq!(config.demo_rate, 0, "the demo source is off by default");
         assert!(config.max_message_bytes > config.max_payload_bytes);
         assert_eq!(config.http_listen.addr(), Some(([0, 0, 0, 0], 8080).into()));
+        assert_eq!(
+            config.store,
+            StoreKind::File,
+            "durable unless asked otherwise"
+        );
         assert_eq!(config.fsync, FsyncPolicy::Always);
         assert_eq!(config.retention_age, None);
     }

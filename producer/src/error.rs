@@ -333,4 +333,66 @@ mod tests {
             Some(RETRY_AFTER_SHUTDOWN)
         );
     }
+
+    #[test]
+    fn storage_errors_name_the_directory_and_say_whether_to_retry() {
+        use crate::store::StoreError;
+        let full = Error::from_store(
+            StoreError::Full {
+                dir: "/var/lib/pushpull".into(),
+                detail: "cannot write: No space left on device (os error 28)".into(),
+            },
+            "append",
+        );
+        let status = Status::from(full);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(
+            status.message().contains("/var/lib/pushpull"),
+            "{}",
+            status.message()
+        );
+        assert!(
+            status
+                .message()
+                .contains("nothing of this request was stored")
+        );
+        assert_eq!(
+            pushpull::errors::reason(&status),
+            Some(ErrorReason::StorageFull)
+        );
+        assert_eq!(
+            status.get_details_retry_info().unwrap().retry_delay,
+            Some(RETRY_AFTER_STORAGE_FULL)
+        );
+        let io = Status::from(Error::from_store(
+            StoreError::Io {
+                dir: "/d".into(),
+                detail: "cannot write: Input/output error".into(),
+            },
+            "append",
+        ));
+        assert_eq!(io.code(), Code::Unavailable);
+        assert_eq!(
+            pushpull::errors::reason(&io),
+            Some(ErrorReason::StorageUnavailable)
+        );
+        let corrupt = Status::from(Error::from_store(
+            StoreError::Corrupt {
+                path: "/d/00000000000000000001.log".into(),
+                offset: 40,
+                detail: "checksum mismatch".into(),
+            },
+            "read",
+        ));
+        assert_eq!(corrupt.code(), Code::DataLoss);
+        assert!(
+            corrupt
+                .message()
+                .contains("00000000000000000001.log at byte 40")
+        );
+        assert_eq!(
+            Error::from_store(StoreError::Closed, "append"),
+            Error::ShuttingDown
+        );
+    }
 }

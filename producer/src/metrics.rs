@@ -88,6 +88,7 @@ struct Inner {
     lagged: Family<TransportLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
     durations: Family<RequestLabels, Histogram>,
+    store: StoreMetrics,
 }
 
 impl Metrics {
@@ -165,11 +166,18 @@ impl Metrics {
                 lagged,
                 rejected,
                 durations,
+                store: store.clone(),
             }),
         }
     }
 
     /// The Prometheus / OpenMetrics text exposition of every metric.
+    /// fdatasync calls so far and the seconds they took in all.
+    pub fn fsyncs(&self) -> (u64, f64) {
+        let (count, took) = self.inner.store.fsyncs();
+        (count, took.as_secs_f64())
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail; a metric that fails to encode is a bug worth seeing.

@@ -42,15 +42,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A fresh producer without the demo source, so the test knows every event in the log; a
-# long-poll consumer reading from the earliest event, as in the README's run command.
-"$bin/producer" --listen "127.0.0.1:$producer_port" --http-listen off 2>"$logs/producer.log" &
+# A fresh producer without the demo source, so the test knows every event in the log (the memory
+# store: nothing from an earlier run, and no ./data lock shared with another test); a long-poll
+# consumer reading from the earliest event, as in the README's run command.
+"$bin/producer" --store memory --listen "127.0.0.1:$producer_port" --http-listen off 2>"$logs/producer.log" &
 pids+=($!)
 "$bin/consumer" --listen "127.0.0.1:$consumer_port" --mode long-poll --from earliest \
   --producer "http://127.0.0.1:$producer_port" 2>"$logs/consumer.log" &
 pids+=($!)
 # The README's second producer (its localhost:50052), which keeps 2 events: an expired cursor.
-"$bin/producer" --listen "127.0.0.1:$retention_port" --http-listen off --retention-events 2 \
+"$bin/producer" --store memory --listen "127.0.0.1:$retention_port" --http-listen off --retention-events 2 \
   2>"$logs/retention-producer.log" &
 pids+=($!)
 

@@ -25,7 +25,7 @@ trap cleanup EXIT
 
 # A small retention: the scenario publishes past it to expire a cursor.
 retention=20
-target/debug/producer --listen "127.0.0.1:$port" --http-listen off --retention-events $retention \
+target/debug/producer --store memory --listen "127.0.0.1:$port" --http-listen off --retention-events $retention \
   2>"$tmp/producer.log" &
 pid=$!
 for _ in $(seq 100); do

@@ -5,11 +5,16 @@
 #      has every event of the log; the services run as a non-root user, each container declares
 #      only its own ports, the image's binaries are stripped, and the logs are plain text (no
 #      ANSI colour codes in `logs`);
-#   3. the producer restarts (stop, observe, start): the consumers notice, reconnect, count one
-#      log change and read the new log from its first event, still 0 missed / 0 duplicated;
+#   3. the producer's log is on a named volume, so it outlives the producer: after a stop (observed)
+#      and start, a `restart`, and a `kill -s KILL` and start, the consumers reconnect to the same
+#      log (same log_id, no log change) and carry on from their cursors: 0 missed, 0 duplicated,
+#      still every event of the log exactly once;
 #   4. the consumers stop, their containers are removed, and new ones start: each resumes
 #      exactly after the checkpoint on its named volume;
-#   5. `down -v` leaves no container and no volume behind (also on failure: trap).
+#   5. `down` keeps the volumes: after `up`, new containers carry on in the same log, from their
+#      checkpoints; `down -v` deletes them: the next `up` starts a new log (a new log_id), which
+#      the consumers read from its first event;
+#   6. `down -v` leaves no container and no volume behind (also on failure: trap).
 # Run once per Compose available: `docker compose` (v2) and `docker-compose` (1.29). Under CI
 # both must be there (.ci/install.d/50-docker.sh installs them).
 #
@@ -138,8 +143,33 @@ all_healthy() {
 checkpoint_field() { docker cp "$(container "$1"):/var/lib/pushpull/cursor" - | tar -xO | sed -n "s/^$2=//p"; }
 # The consumer has seen the producer go away.
 disconnected() { stats "$1" && [ "${STATS[connected]}" = false ]; }
-# The consumer reads the new log: one log change, connected, and at least a few events in.
-on_new_log() { stats "$1" && [ "${STATS[log_changes]}" = 1 ] && [ "${STATS[connected]}" = true ] && [ "${STATS[last_sequence]}" -ge 10 ]; }
+# After the producer came back on the same volume: each consumer reconnects to the same log and
+# goes on past where it was (the sequences in the associative array named $2, which is updated),
+# with 0 missed, 0 duplicated and every event of the log exactly once (it read from the first).
+# Sets STATS_AFTER[service/reconnects].
+declare -A STATS_AFTER=()
+same_log_after() {
+  local what=$1 service
+  local -n where=$2
+  for service in "${CONSUMERS[@]}"; do
+    if ! check "$service: back and past $((${where[$service]:-0} + 10)) after $what" \
+      wait_for 40 past "$service" $((${where[$service]:-0} + 10)); then continue; fi
+    check "$service: same log_id after $what" eq "${STATS[log_id]}" "$log_id"
+    check "$service: no log change after $what" eq "${STATS[log_changes]}" 0
+    check "$service: 0 missed after $what" eq "${STATS[events_missed]}" 0
+    check "$service: 0 duplicates after $what" eq "${STATS[duplicates_dropped]}" 0
+    check "$service: every event of the log once after $what (received = last_sequence)" \
+      eq "${STATS[events_received]}" "${STATS[last_sequence]}"
+    STATS_AFTER[$service/reconnects]=${STATS[reconnects]}
+    where[$service]=${STATS[last_sequence]}
+  done
+}
+# When the services' containers last started, one line each.
+started() {
+  local service
+  for service in "$@"; do docker inspect -f '{{.State.StartedAt}}' "$(container "$service")"; done
+}
+not_running() { [ "$(docker inspect -f '{{.State.Running}}' "$(container "$1")")" = false ]; }
 # The consumer is connected again and past the given sequence.
 past() { stats "$1" && [ "${STATS[connected]}" = true ] && [ "${STATS[last_sequence]}" -gt "$2" ]; }
 eq() { [ "$1" = "$2" ] || { echo "       expected $2, got $1"; return 1; }; }
@@ -235,31 +265,41 @@ scenario() {
   done
   check "logs are plain text: no ANSI escape (ESC [) in any service's logs" plain_logs
 
-  # -------- the producer restarts: stopped, observed, started (a `restart` with a look inside)
-  step "producer restart"
+  # -------- the producer goes away and comes back, three ways; its log is on the producer-data
+  # volume, so each time it is the same log and the consumers carry on from their cursors
+  step "producer stop, observed, and start"
   check "stop producer" dcq stop -t 10 producer
-  declare -A at_stop=()
   for service in "${CONSUMERS[@]}"; do
     check "$service: notices the producer is gone" wait_for 20 disconnected "$service"
-    at_stop[$service]=${STATS[events_received]:-0}
-    check "$service: had every event of the old log" eq "${STATS[events_received]:-}" "${STATS[last_sequence]:-x}"
+    last[$service]=${STATS[last_sequence]:-0}
+    check "$service: had every event of the log" eq "${STATS[events_received]:-}" "${STATS[last_sequence]:-x}"
   done
   check "start producer" dcq start producer
   check "producer healthy again" wait_for 60 is_healthy producer
-  local new_log=""
+  same_log_after "the stop and start" last
   for service in "${CONSUMERS[@]}"; do
-    if ! check "$service: reconnects and reads the new log (log_changes 1)" wait_for 40 on_new_log "$service"; then continue; fi
-    [ -n "$new_log" ] || new_log=${STATS[log_id]}
-    check "$service: new log_id" ne "${STATS[log_id]}" "$log_id"
-    check "$service: same new log as the others" eq "${STATS[log_id]}" "$new_log"
-    check "$service: 0 missed after the restart" eq "${STATS[events_missed]}" 0
-    check "$service: 0 duplicates after the restart" eq "${STATS[duplicates_dropped]}" 0
-    # Old log's events plus the new log's from its first: nothing skipped, nothing twice.
-    check "$service: new log read from its first event" \
-      eq $((STATS[events_received] - STATS[last_sequence])) "${at_stop[$service]}"
-    check "$service: reconnects counted" gt "${STATS[reconnects]}" 0
-    last[$service]=${STATS[last_sequence]}
+    check "$service: reconnects counted" gt "${STATS_AFTER[$service/reconnects]:-0}" 0
   done
+
+  step "docker compose restart producer"
+  local consumers_started
+  consumers_started=$(started "${CONSUMERS[@]}")
+  check "restart producer" dcq restart -t 10 producer
+  check "producer healthy after the restart" wait_for 60 is_healthy producer
+  check "the consumers were not restarted with it" eq "$(started "${CONSUMERS[@]}")" "$consumers_started"
+  same_log_after "the restart" last
+
+  step "docker compose kill -s KILL producer, then start"
+  local started_before
+  started_before=$(started producer)
+  check "kill -s KILL producer" dcq kill -s KILL producer
+  check "the producer is gone" wait_for 10 not_running producer
+  check "the producer died of SIGKILL (exit 137)" eq "$(docker inspect -f '{{.State.ExitCode}}' "$(container producer)")" 137
+  # Docker does not restart a container it was told to kill (restart: unless-stopped): start it.
+  check "start producer" dcq start producer
+  check "producer healthy after the kill" wait_for 60 is_healthy producer
+  check "the producer is a new process" ne "$(started producer)" "$started_before"
+  same_log_after "the kill" last
 
   # -------- the consumers stop and start again, in new containers (only the named volumes
   # carry over): each resumes right after its checkpoint
@@ -268,8 +308,8 @@ scenario() {
   declare -A saved=()
   for service in "${CONSUMERS[@]}"; do
     saved[$service]=$(checkpoint_field "$service" after_sequence || true)
-    check "$service: checkpoint saved at stop, on the new log" \
-      eq "$(checkpoint_field "$service" log_id || true)" "$new_log"
+    check "$service: checkpoint saved at stop, on the log" \
+      eq "$(checkpoint_field "$service" log_id || true)" "$log_id"
     check "$service: checkpoint at or past what it had read" ge "${saved[$service]:-0}" "${last[$service]:-1}"
   done
   check "remove the consumers' containers" dcq rm -f "${CONSUMERS[@]}"
@@ -285,9 +325,51 @@ scenario() {
     # Fresh counters in a new process: everything received came after the checkpoint.
     check "$service: resumed right after its checkpoint" \
       eq $((STATS[last_sequence] - STATS[events_received])) "${saved[$service]:-x}"
-    check "$service: same log, no log change" eq "${STATS[log_id]}/${STATS[log_changes]}" "$new_log/0"
+    check "$service: same log, no log change" eq "${STATS[log_id]}/${STATS[log_changes]}" "$log_id/0"
     check "$service: 0 missed after resuming" eq "${STATS[events_missed]}" 0
     check "$service: 0 duplicates after resuming" eq "${STATS[duplicates_dropped]}" 0
+  done
+  check "all healthy" wait_for 30 all_healthy
+
+  # -------- down keeps the volumes: new containers, the same log (this is what the producer-data
+  # volume is for; a restart alone keeps the container's own files too)
+  step "down, then up: the same log, from the volume"
+  for service in "${CONSUMERS[@]}"; do
+    stats "$service" && last[$service]=${STATS[last_sequence]}
+  done
+  check "down (keeping the volumes)" dcq down -t 5
+  check "the four volumes are kept" eq "$(docker volume ls -q --filter "label=com.docker.compose.project=$project" | wc -l)" 4
+  if ! check "up -d after down" dcq up -d; then show_state; return; fi
+  for service in producer "${CONSUMERS[@]}"; do CID[$service]=$(dc ps -a -q "$service"); done
+  if ! check "all four services healthy after down and up" wait_for 90 all_healthy; then show_state; return; fi
+  for service in "${CONSUMERS[@]}"; do
+    if ! check "$service: back and past $((${last[$service]:-0} + 10))" wait_for 40 past "$service" $((${last[$service]:-0} + 10)); then continue; fi
+    check "$service: same log_id after down and up" eq "${STATS[log_id]}" "$log_id"
+    check "$service: no log change after down and up" eq "${STATS[log_changes]}" 0
+    check "$service: resumed from its checkpoint, not from the start" \
+      ge $((STATS[last_sequence] - STATS[events_received])) "${last[$service]:-1}"
+    check "$service: 0 missed after down and up" eq "${STATS[events_missed]}" 0
+    check "$service: 0 duplicates after down and up" eq "${STATS[duplicates_dropped]}" 0
+  done
+
+  # -------- down -v deletes the log with its volume: the next up is a new log, read from 1
+  step "down -v, then up: a fresh log"
+  check "down -v" dcq down -v --remove-orphans -t 5
+  check "no volume left after down -v" eq "$(docker volume ls -q --filter "label=com.docker.compose.project=$project" | wc -l)" 0
+  if ! check "up -d again" dcq up -d; then show_state; return; fi
+  for service in producer "${CONSUMERS[@]}"; do CID[$service]=$(dc ps -a -q "$service"); done
+  if ! check "all four services healthy again within 90 s" wait_for 90 all_healthy; then show_state; return; fi
+  local fresh_log=""
+  for service in "${CONSUMERS[@]}"; do
+    if ! check "$service: reads the fresh log" wait_for 40 past "$service" 10; then continue; fi
+    [ -n "$fresh_log" ] || fresh_log=${STATS[log_id]}
+    check "$service: a new log_id" ne "${STATS[log_id]}" "$log_id"
+    check "$service: same fresh log as the others" eq "${STATS[log_id]}" "$fresh_log"
+    check "$service: no log change (its checkpoint went with its volume)" eq "${STATS[log_changes]}" 0
+    check "$service: 0 missed on the fresh log" eq "${STATS[events_missed]}" 0
+    check "$service: 0 duplicates on the fresh log" eq "${STATS[duplicates_dropped]}" 0
+    check "$service: every event of the fresh log (received = last_sequence)" \
+      eq "${STATS[events_received]}" "${STATS[last_sequence]}"
   done
   check "all healthy at the end" wait_for 30 all_healthy
 

@@ -23,7 +23,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_http() { for _ in $(seq 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "no answer from $1"; return 1; }
 
 grpc=$(free_port); http=$(free_port); cgrpc=$(free_port); cmetrics=$(free_port)
-"$bin/producer" --listen 127.0.0.1:$grpc --http-listen 127.0.0.1:$http 2>"$work/producer.log" & pids+=($!)
+"$bin/producer" --store memory --listen 127.0.0.1:$grpc --http-listen 127.0.0.1:$http 2>"$work/producer.log" & pids+=($!)
 wait_http "http://127.0.0.1:$http/metrics"
 "$bin/consumer" --producer http://127.0.0.1:$grpc --listen 127.0.0.1:$cgrpc --mode push --from earliest \
   --metrics-listen 127.0.0.1:$cmetrics 2>"$work/consumer.log" & pids+=($!)

@@ -31,10 +31,11 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 grpc=$(free_port); http=$(free_port); c1=$(free_port); c2=$(free_port); c3=$(free_port)
 consumers="http://127.0.0.1:$c1,http://127.0.0.1:$c2,http://127.0.0.1:$c3"
-# The producer runs under a keeper that starts it again when it exits (the test SIGTERMs it).
+# The producer runs under a keeper that starts it again when it exits (the test SIGTERMs it). The
+# memory store: each start is a new log, which the page must notice and follow.
 (
   while true; do
-    "$bin/producer" --listen 127.0.0.1:$grpc --http-listen 127.0.0.1:$http --demo-rate 5 \
+    "$bin/producer" --store memory --listen 127.0.0.1:$grpc --http-listen 127.0.0.1:$http --demo-rate 5 \
       --consumers "$consumers" 2>>"$work/producer.log" &
     echo $! >"$work/producer.pid"
     wait $! || true

@@ -6,12 +6,16 @@
 //! - [`served`]: a service's `run(config, listener, shutdown)` as a task of the test, on a
 //!   listener bound to port 0.
 //! - [`process`]: a service's real binary as a child process, on ports the kernel chose and
-//!   learnt from its own log lines, with SIGTERM, SIGKILL and a bounded wait for its exit.
+//!   learnt from its own log lines, with SIGTERM, SIGKILL, a bounded wait for its exit and a
+//!   restart on the same data directory.
+//! - [`proxy`]: a TCP proxy that cuts connections, or follows a producer to a new port.
+//! - [`producer_flags`]: the one rule for which store a test's producer uses.
 //!
 //! Each crate keeps its domain helpers (`TestProducer`, `Proxy`, …) in its own `helpers.rs`,
 //! built on these.
 
 pub mod process;
+pub mod proxy;
 pub mod served;
 
 use std::{net::SocketAddr, sync::Once, time::Duration};
@@ -22,6 +26,7 @@ use tonic_health::pb::{
 };
 
 pub use process::ServiceProcess;
+pub use proxy::Proxy;
 pub use served::{Served, Shutdown, bind, bind_if};
 
 /// Bound for anything that should take milliseconds. Generous because these machines are
@@ -38,6 +43,29 @@ pub fn init_test_log() {
             pushpull::telemetry::init(pushpull::telemetry::LogFormat::Text);
         }
     });
+}
+
+/// The flags an in-process test producer is given: `args`, after `--store memory` unless `args`
+/// choose a store or a data directory themselves. The file store is the producer's default, on
+/// `./data`: tests running in parallel would share that directory and fail on its lock, and
+/// where durability is not what a test is about, memory is faster. A test of the file store
+/// says so, with a directory of its own. (A producer binary gets a fresh directory instead:
+/// see [`ServiceProcess::producer`].)
+pub fn producer_flags<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let chosen = has_flag(args, "--store") || has_flag(args, "--data-dir");
+    let default: &[&str] = if chosen { &[] } else { &["--store", "memory"] };
+    default.iter().chain(args).copied().collect()
+}
+
+/// Whether `args` give the flag `name`, as `name VALUE` or `name=VALUE`.
+fn has_flag<S: AsRef<str>>(args: &[S], name: &str) -> bool {
+    args.iter().any(|arg| {
+        let arg = arg.as_ref();
+        arg == name
+            || arg
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('='))
+    })
 }
 
 /// Whether the run asked for logs (`TEST_LOG` set to anything).
@@ -94,4 +122,26 @@ pub fn closable_incoming(
         tokio_stream::wrappers::ReceiverStream::new(rx),
         acceptor.abort_handle(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_test_producer_uses_memory_unless_the_test_chooses() {
+        assert_eq!(
+            producer_flags(&["--demo-rate", "5"]),
+            ["--store", "memory", "--demo-rate", "5"]
+        );
+        for chosen in [
+            &["--store", "file", "--data-dir", "/tmp/x"][..],
+            &["--store=file"],
+            &["--data-dir", "/tmp/x"],
+            &["--data-dir=/tmp/x"],
+        ] {
+            assert_eq!(producer_flags(chosen), chosen, "{chosen:?}");
+        }
+        assert!(!has_flag(&["--store-thing"], "--store"));
+    }
 }

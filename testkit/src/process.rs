@@ -5,20 +5,35 @@
 //! from its own "serving" lines, so no port is ever guessed (a port found free a moment earlier
 //! can be taken by the time the child binds it). The child's log lines are kept for
 //! [`ServiceProcess::wait_for_log`], and echoed to the test's stderr with `TEST_LOG` set.
+//!
+//! A producer gets a data directory of its own (a fresh temporary one unless the test names
+//! one), so tests running in parallel never meet on the default `./data` and its lock, and a
+//! [`ServiceProcess::restart`] after a SIGKILL finds the log the killed process left.
 
-use std::{net::SocketAddr, process::ExitStatus, process::Stdio, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{ExitStatus, Stdio},
+    time::Duration,
+};
 
 use serde_json::Value;
+use tempfile::TempDir;
 use tokio::{
     io::{AsyncBufReadExt as _, BufReader},
     process::{Child, Command},
     sync::mpsc,
 };
 
-use crate::{PROMPTLY, test_log};
+use crate::{PROMPTLY, has_flag, test_log};
 
 /// How many of the child's last log lines a failure message shows.
 const LINES_SHOWN: usize = 20;
+
+/// The flags every producer child gets first: both listeners on port 0.
+const PRODUCER_FIXED: [&str; 4] = ["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+/// The flags every consumer child gets first.
+const CONSUMER_FIXED: [&str; 2] = ["--listen", "127.0.0.1:0"];
 
 /// A producer or consumer binary running as a child of the test, killed (SIGKILL) if the test
 /// ends without waiting for it.
@@ -28,7 +43,18 @@ pub struct ServiceProcess {
     pub addr: SocketAddr,
     /// The producer's HTTP address; `None` for a consumer.
     pub http: Option<SocketAddr>,
+    /// The producer's `log_id`, from its "producer serving" line; `None` for a consumer.
+    pub log_id: Option<String>,
     name: &'static str,
+    program: String,
+    /// The caller's flags (and the data directory added for a producer): a restart passes the
+    /// same ones again.
+    args: Vec<String>,
+    /// The producer's `--data-dir`, whether the test named it or it is `temp_dir`.
+    data_dir: Option<PathBuf>,
+    /// The temporary data directory made for a producer whose test named none: removed when
+    /// this handle is dropped, after the child is gone, and kept across restarts.
+    temp_dir: Option<TempDir>,
     child: Child,
     /// The child's stderr, one parsed line at a time (a line that is not JSON, such as a panic
     /// message, arrives as a JSON string). Unbounded because the reader must never stop
@@ -41,29 +67,117 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts the producer binary at `program` (`env!("CARGO_BIN_EXE_producer")`) with gRPC and
     /// HTTP on 127.0.0.1:0, and `args` after those; returns once it has logged both addresses.
+    /// Unless `args` name a `--data-dir`, the producer gets a fresh temporary one, which lives
+    /// as long as this handle (see [`Self::data_dir`]); `args` still choose the store.
     pub async fn producer(program: &str, args: &[&str]) -> Self {
-        let fixed = ["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
-        let mut process = Self::spawn("producer", program, &fixed, args);
-        process.addr = process.logged_addr(|m| m == "producer serving").await;
-        // The message goes on to list the routes, which may change; its start does not.
-        process.http = Some(process.logged_addr(|m| m.starts_with("HTTP serving")).await);
-        process
+        let (args, temp_dir) = producer_args(args);
+        Self::start("producer", program, args, temp_dir).await
     }
 
     /// Starts the consumer binary at `program` (`env!("CARGO_BIN_EXE_consumer")`) with gRPC on
     /// 127.0.0.1:0, and `args` after that; returns once it has logged its address.
     pub async fn consumer(program: &str, args: &[&str]) -> Self {
-        let fixed = ["--listen", "127.0.0.1:0"];
-        let mut process = Self::spawn("consumer", program, &fixed, args);
-        process.addr = process.logged_addr(|m| m == "consumer serving").await;
+        let args = args.iter().map(|&arg| arg.to_owned()).collect();
+        Self::start("consumer", program, args, None).await
+    }
+
+    /// Starts a producer as [`Self::producer`] does, expecting it to refuse to start: to exit
+    /// before it serves. Returns its exit status and its log (one line per line). Panics if it
+    /// serves, or is still running after [`PROMPTLY`].
+    pub async fn producer_refused(program: &str, args: &[&str]) -> (ExitStatus, String) {
+        let (args, temp_dir) = producer_args(args);
+        let mut process = Self::spawn("producer", program, args, temp_dir);
+        let deadline = tokio::time::Instant::now() + PROMPTLY;
+        loop {
+            match tokio::time::timeout_at(deadline, process.lines.recv()).await {
+                Ok(Some(line)) => {
+                    let serving = line["message"] == "producer serving";
+                    process.seen.push(line);
+                    assert!(
+                        !serving,
+                        "the producer started serving; its last lines:\n{}",
+                        process.last_lines()
+                    );
+                }
+                // Its stderr closed: it has exited, or is about to.
+                Ok(None) => break,
+                Err(_) => panic!(
+                    "the producer was still running {PROMPTLY:?} after it started; its last \
+                     lines:\n{}",
+                    process.last_lines()
+                ),
+            }
+        }
+        let status = process
+            .wait_exit(PROMPTLY)
+            .await
+            .expect("a child whose stderr closed exits");
+        let log: Vec<String> = process.seen.iter().map(line_text).collect();
+        (status, log.join("\n"))
+    }
+
+    /// Starts the same binary again with the same flags, so a producer opens the same data
+    /// directory, on new ports learnt again. The previous process must be gone or going (after
+    /// [`Self::sigkill`] or [`Self::sigterm`]); returns how it ended. Panics if it does not end
+    /// within [`PROMPTLY`].
+    pub async fn restart(&mut self) -> ExitStatus {
+        let Some(status) = self.wait_exit(PROMPTLY).await else {
+            panic!(
+                "{} was still running {PROMPTLY:?} after it was told to stop; its last lines:\n{}",
+                self.name,
+                self.last_lines()
+            );
+        };
+        let args = std::mem::take(&mut self.args);
+        let temp_dir = self.temp_dir.take();
+        *self = Self::start(self.name, &self.program.clone(), args, temp_dir).await;
+        status
+    }
+
+    /// The producer's data directory: the one its `--data-dir` named, or the temporary one
+    /// made for it. `None` for a consumer.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_deref()
+    }
+
+    async fn start(
+        name: &'static str,
+        program: &str,
+        args: Vec<String>,
+        temp_dir: Option<TempDir>,
+    ) -> Self {
+        let mut process = Self::spawn(name, program, args, temp_dir);
+        if name == "producer" {
+            let serving = process.logged_addr_line(|m| m == "producer serving").await;
+            process.addr = process.parse_addr(&serving);
+            process.log_id = serving["log_id"].as_str().map(str::to_owned);
+            // The message goes on to list the routes, which may change; its start does not.
+            let http = process
+                .logged_addr_line(|m| m.starts_with("HTTP serving"))
+                .await;
+            process.http = Some(process.parse_addr(&http));
+        } else {
+            let serving = process.logged_addr_line(|m| m == "consumer serving").await;
+            process.addr = process.parse_addr(&serving);
+        }
         process
     }
 
-    fn spawn(name: &'static str, program: &str, fixed: &[&str], args: &[&str]) -> Self {
+    fn spawn(
+        name: &'static str,
+        program: &str,
+        args: Vec<String>,
+        temp_dir: Option<TempDir>,
+    ) -> Self {
+        let fixed: &[&str] = if name == "producer" {
+            &PRODUCER_FIXED
+        } else {
+            &CONSUMER_FIXED
+        };
         let mut child = Command::new(program)
             .args(fixed)
             .args(["--log-format", "json"])
-            .args(args)
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -85,10 +199,18 @@ impl ServiceProcess {
                 let _ = tx.send(value);
             }
         });
+        let data_dir = (name == "producer")
+            .then(|| flag_value(&args, "--data-dir"))
+            .flatten();
         Self {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             http: None,
+            log_id: None,
             name,
+            program: program.to_owned(),
+            args,
+            data_dir,
+            temp_dir,
             child,
             lines,
             seen: Vec::new(),
@@ -129,13 +251,15 @@ impl ServiceProcess {
         }
     }
 
-    /// The `addr` field of the first line whose message `matches`.
-    async fn logged_addr(&mut self, matches: impl Fn(&str) -> bool) -> SocketAddr {
-        let line = self
-            .wait_for_log("the address it serves on", |line| {
-                line["message"].as_str().is_some_and(&matches) && line["addr"].is_string()
-            })
-            .await;
+    /// The first line whose message `matches` and that has an `addr` field.
+    async fn logged_addr_line(&mut self, matches: impl Fn(&str) -> bool) -> Value {
+        self.wait_for_log("the address it serves on", |line| {
+            line["message"].as_str().is_some_and(&matches) && line["addr"].is_string()
+        })
+        .await
+    }
+
+    fn parse_addr(&self, line: &Value) -> SocketAddr {
         let addr = line["addr"].as_str().expect("matched a string addr");
         addr.parse()
             .unwrap_or_else(|err| panic!("{} logged addr {addr:?}: {err}", self.name))
@@ -144,6 +268,16 @@ impl ServiceProcess {
     fn last_lines(&self) -> String {
         let skip = self.seen.len().saturating_sub(LINES_SHOWN);
         let lines: Vec<String> = self.seen[skip..].iter().map(Value::to_string).collect();
+        lines.join("\n")
+    }
+
+    /// Every log line so far that is already read, as text (see [`Self::wait_for_log`] to
+    /// wait for one).
+    pub fn log_text(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        let lines: Vec<String> = self.seen.iter().map(line_text).collect();
         lines.join("\n")
     }
 
@@ -166,6 +300,61 @@ impl ServiceProcess {
     pub async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         let waited = tokio::time::timeout(within, self.child.wait()).await.ok()?;
         Some(waited.expect("wait for the child"))
+    }
+}
+
+impl Drop for ServiceProcess {
+    /// Kills the child and, when it has a temporary data directory, waits (briefly, blocking)
+    /// for it to be gone before the directory is removed under it.
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        if self.temp_dir.is_some() {
+            for _ in 0..200 {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+/// A producer's flags: `args`, and `--data-dir` with a fresh temporary directory unless they
+/// name one.
+fn producer_args(args: &[&str]) -> (Vec<String>, Option<TempDir>) {
+    let mut owned: Vec<String> = args.iter().map(|&arg| arg.to_owned()).collect();
+    if has_flag(args, "--data-dir") {
+        return (owned, None);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("pushpull-producer-")
+        .tempdir()
+        .expect("make a temporary data directory");
+    owned.push("--data-dir".into());
+    owned.push(dir.path().display().to_string());
+    (owned, Some(dir))
+}
+
+/// The value of `name` in `args`, given as `name VALUE` or `name=VALUE`; the last one wins, as
+/// for clap.
+fn flag_value(args: &[String], name: &str) -> Option<PathBuf> {
+    let mut value = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == name {
+            value = args.next().map(PathBuf::from);
+        } else if let Some(v) = arg.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+            value = Some(PathBuf::from(v));
+        }
+    }
+    value
+}
+
+/// A log line as a person reads it: a string line as it was, a JSON line as JSON.
+fn line_text(line: &Value) -> String {
+    match line {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -215,6 +404,38 @@ mod tests {
         assert_eq!(status.signal(), Some(15), "{status:?}");
         let status = killed.wait_exit(PROMPTLY).await.expect("exits");
         assert_eq!(status.signal(), Some(9), "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn a_restart_runs_the_same_flags_again_once_the_child_is_gone() {
+        let mut consumer = ServiceProcess::consumer(FAKE_CONSUMER, &["--mode", "poll"]).await;
+
+        consumer.sigkill();
+        let status = consumer.restart().await;
+
+        assert_eq!(status.signal(), Some(9), "{status:?}");
+        let args = consumer
+            .wait_for_log("the new child's serving line", |l| l["args"].is_string())
+            .await["args"]
+            .clone();
+        assert_eq!(args, "--listen 127.0.0.1:0 --log-format json --mode poll");
+        assert_eq!(consumer.wait_exit(Duration::from_millis(50)).await, None);
+    }
+
+    #[test]
+    fn a_producer_gets_a_data_dir_of_its_own_unless_the_test_names_one() {
+        let (args, temp) = producer_args(&["--store", "file"]);
+        let temp = temp.expect("a temporary directory");
+        let dir = flag_value(&args, "--data-dir").expect("--data-dir added");
+        assert_eq!(dir, temp.path());
+        assert!(dir.is_dir());
+        assert_eq!(args[..2], ["--store", "file"]);
+
+        for named in [&["--data-dir", "/x"][..], &["--data-dir=/x"]] {
+            let (args, temp) = producer_args(named);
+            assert!(temp.is_none(), "{named:?}");
+            assert_eq!(flag_value(&args, "--data-dir"), Some("/x".into()));
+        }
     }
 
     #[tokio::test]

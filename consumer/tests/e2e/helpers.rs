@@ -1,12 +1,8 @@
-//! Test helpers: a producer, a consumer, and a TCP proxy that can cut connections or switch
-//! to another producer. What both crates' tests share (`PROMPTLY`, the gRPC channel, servers
-//! on port 0, the binaries as child processes) is in `testkit`.
+//! Test helpers: a producer and a consumer in this process. What both crates' tests share
+//! (`PROMPTLY`, the gRPC channel, servers on port 0, the binaries as child processes, the TCP
+//! proxy that cuts connections or switches to another producer) is in `testkit`.
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use clap::Parser as _;
@@ -14,16 +10,13 @@ use pushpull::pb::{
     self, consumer_service_client::ConsumerServiceClient,
     producer_service_client::ProducerServiceClient,
 };
-use testkit::{Served, bind, bind_if};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    task::AbortHandle,
-};
+use testkit::{Served, bind, bind_if, producer_flags};
 use tonic::transport::Channel;
 
-pub use testkit::{PROMPTLY, channel};
+pub use testkit::{PROMPTLY, Proxy, channel};
 
-/// A producer serving gRPC on 127.0.0.1:0 (no HTTP side), in this process.
+/// A producer serving gRPC on 127.0.0.1:0 (no HTTP side), in this process, on the memory store
+/// unless `args` choose (see [`producer_flags`]).
 pub struct TestProducer {
     pub addr: SocketAddr,
     pub client: ProducerServiceClient<Channel>,
@@ -31,8 +24,8 @@ pub struct TestProducer {
 }
 
 pub async fn spawn_producer(args: &[&str]) -> TestProducer {
-    let config =
-        producer::Config::parse_from(std::iter::once("producer").chain(args.iter().copied()));
+    let flags = producer_flags(args);
+    let config = producer::Config::parse_from(std::iter::once("producer").chain(flags));
     let (listener, addr) = bind().await;
     let server = Served::spawn(|shutdown| producer::run(config, listener, shutdown));
     let client = ProducerServiceClient::new(channel(addr).await);
@@ -184,87 +177,6 @@ impl TestConsumer {
             .stop()
             .await
             .expect("the consumer stops cleanly");
-    }
-}
-
-/// A TCP proxy in front of a producer. `cut()` drops every open connection (the consumer sees
-/// a broken transport, as when a network path or a load balancer fails); `retarget()` sends
-/// new connections to another address (a producer restarted elsewhere).
-pub struct Proxy {
-    pub addr: SocketAddr,
-    state: Arc<Mutex<ProxyState>>,
-    accept: AbortHandle,
-}
-
-struct ProxyState {
-    target: SocketAddr,
-    connections: Vec<AbortHandle>,
-    accepted: usize,
-}
-
-impl Proxy {
-    pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(ProxyState {
-            target,
-            connections: Vec::new(),
-            accepted: 0,
-        }));
-        let accept_state = Arc::clone(&state);
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                let _ = inbound.set_nodelay(true);
-                let target = accept_state.lock().unwrap().target;
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = outbound.set_nodelay(true);
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                let mut state = accept_state.lock().unwrap();
-                state.connections.push(task.abort_handle());
-                state.accepted += 1;
-            }
-        })
-        .abort_handle();
-        Self {
-            addr,
-            state,
-            accept,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Connections accepted so far: more than one means a client reconnected.
-    pub fn accepted(&self) -> usize {
-        self.state.lock().unwrap().accepted
-    }
-
-    /// Drops every open connection through the proxy.
-    pub fn cut(&self) {
-        for conn in self.state.lock().unwrap().connections.drain(..) {
-            conn.abort();
-        }
-    }
-
-    /// New connections go to `target`; open ones are cut.
-    pub fn retarget(&self, target: SocketAddr) {
-        self.state.lock().unwrap().target = target;
-        self.cut();
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
     }
 }
 

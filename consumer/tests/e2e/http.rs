@@ -74,6 +74,8 @@ async fn the_producer_serves_its_consumers_stats_to_the_dashboard() {
 
     let config = producer::Config::parse_from([
         "producer",
+        "--store",
+        "memory",
         "--consumers",
         &format!("http://{consumer_addr},http://{nobody}"),
     ]);

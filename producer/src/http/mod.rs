@@ -5,6 +5,7 @@
 //! - `GET /poll`, `POST /publish`: HTTP (long) polling and publishing in JSON ([`poll`]);
 //! - `GET /metrics`: Prometheus text ([`crate::metrics`]);
 //! - `GET /consumers`: the consumers' `GetStats` in JSON ([`consumers`]);
+//! - `GET /store`: the store's kind, size on disk, segments, cache and fsyncs ([`store`]);
 //! - `GET /`: the live dashboard (`dashboard.html`, embedded).
 //!
 //! JSON shapes are in [`json`]; errors become responses in one place, [`error`].
@@ -15,6 +16,7 @@ pub mod json;
 pub mod params;
 pub mod poll;
 pub mod sse;
+pub mod store;
 pub mod ws;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -47,6 +49,8 @@ pub struct AppState {
     /// Largest request body (`POST /publish`): the gRPC message limit.
     pub max_body_bytes: usize,
     pub consumers: Arc<Vec<ConsumerLink>>,
+    /// What `GET /store` reports of the configuration.
+    pub store: Arc<store::StoreSetup>,
 }
 
 impl AppState {
@@ -63,6 +67,7 @@ impl AppState {
             metrics,
             max_body_bytes: config.max_message_bytes,
             consumers: Arc::new(consumers),
+            store: Arc::new(store::StoreSetup::new(config)),
         })
     }
 
@@ -80,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/publish", post(poll::publish))
         .route("/metrics", get(metrics))
         .route("/consumers", get(consumers::stats))
+        .route("/store", get(store::store))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(middleware::map_response_with_state(
             state.clone(),

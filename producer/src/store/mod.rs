@@ -30,7 +30,10 @@ use std::{
     future::Future,
     path::PathBuf,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -153,6 +156,28 @@ const FSYNC_BUCKETS: [f64; 20] = [
 pub struct StoreMetrics {
     /// Seconds per fdatasync (the file store's group commits).
     pub fsync_seconds: Histogram,
+    /// The same calls' count and total time, for `GET /store` (the histogram's own are not
+    /// readable outside its tests).
+    fsyncs: Arc<AtomicU64>,
+    fsync_nanos: Arc<AtomicU64>,
+}
+
+impl StoreMetrics {
+    /// Records one fdatasync.
+    pub fn observe_fsync(&self, took: Duration) {
+        self.fsync_seconds.observe(took.as_secs_f64());
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.fsync_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// fdatasync calls so far, and the time they took in all.
+    pub fn fsyncs(&self) -> (u64, Duration) {
+        (
+            self.fsyncs.load(Ordering::Relaxed),
+            Duration::from_nanos(self.fsync_nanos.load(Ordering::Relaxed)),
+        )
+    }
 }
 
 impl Default for StoreMetrics {
@@ -161,6 +186,8 @@ impl Default for StoreMetrics {
             // Fine below a few milliseconds, where a local disk's syncs fall (about 0.16 ms
             // here), so a p99 can be read off to within a bucket; coarse up to seconds.
             fsync_seconds: Histogram::new(FSYNC_BUCKETS.iter().copied()),
+            fsyncs: Arc::default(),
+            fsync_nanos: Arc::default(),
         }
     }
 }

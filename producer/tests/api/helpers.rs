@@ -7,7 +7,7 @@ use bytes::Bytes;
 use clap::Parser as _;
 use producer::{Config, RunError};
 use pushpull::pb::{self, producer_service_client::ProducerServiceClient};
-use testkit::{Served, bind, bind_if};
+use testkit::{Served, bind, bind_if, producer_flags};
 use tonic::{Streaming, transport::Channel};
 
 pub use testkit::{PROMPTLY, channel};
@@ -21,7 +21,8 @@ pub struct TestProducer {
     server: Served<RunError>,
 }
 
-/// Starts a producer with these extra flags (as on the command line).
+/// Starts a producer with these extra flags (as on the command line), on the memory store
+/// unless they choose (see [`producer_flags`]).
 pub async fn spawn_producer(args: &[&str]) -> TestProducer {
     start(args, false).await
 }
@@ -32,7 +33,8 @@ pub async fn spawn_http_producer(args: &[&str]) -> TestProducer {
 }
 
 async fn start(args: &[&str], with_http: bool) -> TestProducer {
-    let config = Config::parse_from(std::iter::once("producer").chain(args.iter().copied()));
+    let flags = producer_flags(args);
+    let config = Config::parse_from(std::iter::once("producer").chain(flags));
     let (grpc, addr) = bind().await;
     let (http, http_addr) = bind_if(with_http).await;
     let listeners = producer::Listeners { grpc, http };

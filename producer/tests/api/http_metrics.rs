@@ -187,3 +187,54 @@ async fn metrics_follow_appends_readers_deliveries_and_rejections() {
     }
     producer.stop().await.unwrap();
 }
+
+/// `GET /store` and the store metrics report the file store's work: what it holds on disk,
+/// its fdatasyncs, and reads from the cache versus the store.
+#[tokio::test]
+async fn the_file_store_reports_its_size_syncs_and_reads() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let producer = spawn_http_producer(&["--store", "file", "--data-dir", data_dir]).await;
+    let http = producer.http.unwrap();
+    producer.publish("t", &["a", "b", "c"]).await;
+    let store: serde_json::Value = reqwest::get(url(http, "/store"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(store["store"], "file", "{store}");
+    assert_eq!(store["data_dir"], data_dir, "{store}");
+    assert_eq!(store["fsync"], "always", "{store}");
+    assert_eq!(store["events"], 3, "{store}");
+    assert_eq!(store["head_sequence"], 3, "{store}");
+    assert_eq!(store["segments"], 1, "{store}");
+    let on_disk: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(store["bytes"], on_disk, "{store}");
+    assert!(store["fsyncs"].as_u64().unwrap() >= 1, "{store}");
+    assert!(store["fsync_mean_ms"].as_f64().unwrap() > 0.0, "{store}");
+
+    let m = scrape(http).await;
+    assert_eq!(
+        get(&m, r#"pushpull_producer_store_info{store="file"}"#),
+        1.0
+    );
+    assert!(get(&m, "pushpull_producer_fsync_seconds_count") >= 1.0);
+    assert_eq!(get(&m, "pushpull_producer_retained_bytes"), on_disk as f64);
+    assert_eq!(get(&m, "pushpull_producer_store_segments"), 1.0);
+    // Just appended: a read from 0 is served by the tail cache, not the disk.
+    let cache_reads = get(&m, "pushpull_producer_cache_reads_total");
+    reqwest::get(url(http, "/poll?after=0")).await.unwrap();
+    let m = scrape(http).await;
+    assert_eq!(
+        get(&m, "pushpull_producer_cache_reads_total"),
+        cache_reads + 1.0
+    );
+    assert_eq!(get(&m, "pushpull_producer_store_reads_total"), 0.0);
+    producer.stop().await.unwrap();
+}

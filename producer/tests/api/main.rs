@@ -1,6 +1,7 @@
 //! The producer's gRPC API, tested from the outside: every test runs the real server on port 0
 //! and talks to it with the generated client. One binary for all, so it links once.
 
+mod durable;
 mod errors;
 mod health_reflection;
 mod helpers;

@@ -97,6 +97,24 @@ async fn sigterm_with_subscribers_attached_exits_zero_promptly() {
     );
 }
 
+/// A SIGTERM the moment the producer serves (as `docker stop` just after a start) is a clean
+/// stop too, not the default action's kill: the handlers are in place before it serves.
+#[tokio::test]
+async fn sigterm_right_after_start_exits_zero() {
+    for _ in 0..3 {
+        let mut child = ServiceProcess::producer(env!("CARGO_BIN_EXE_producer"), &[]).await;
+
+        child.sigterm();
+
+        let status = child.wait_exit(PROMPTLY).await.expect("exits");
+        assert!(
+            status.success(),
+            "{status:?}; its log:\n{}",
+            child.log_text()
+        );
+    }
+}
+
 #[tokio::test]
 async fn shutdown_ends_sse_streams_websockets_and_http_long_polls_promptly() {
     use crate::http_client::*;

@@ -28,11 +28,7 @@ use std::{
     io,
     os::unix::fs::FileExt as _,
     path::{Path, PathBuf},
-    sync::{
-        Arc, Mutex, MutexGuard, RwLock,
-        atomic::{AtomicU64, Ordering},
-        mpsc,
-    },
+    sync::{Arc, Mutex, MutexGuard, RwLock, mpsc},
     thread::JoinHandle,
     time::{Instant, SystemTime},
 };
@@ -64,6 +60,16 @@ pub enum FsyncPolicy {
     /// Written to the OS before a Publish is answered; synced when a segment is full and at
     /// shutdown. Survives a producer crash, not a machine crash.
     Never,
+}
+
+impl FsyncPolicy {
+    /// As `--fsync` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FsyncPolicy::Always => "always",
+            FsyncPolicy::Never => "never",
+        }
+    }
 }
 
 /// How the file store is set up.
@@ -162,7 +168,6 @@ struct Inner {
     metrics: StoreMetrics,
     /// What is committed: readers never look past it.
     segments: RwLock<Segments>,
-    fsyncs: AtomicU64,
     /// Held (an advisory `flock`) while the store is open.
     _lock: File,
 }
@@ -267,9 +272,10 @@ impl FileStore {
             let is_last = i == last_index;
             let end = match scanned.end {
                 // Only the last write can be cut short: a sealed segment was synced whole.
-                segment::End::Torn { offset, .. } if !is_last => segment::End::Corrupt {
+                segment::End::Torn { offset, detail, .. } if !is_last => segment::End::Corrupt {
                     offset,
-                    detail: "a record is cut short in a segment that is not the last".into(),
+                    cut: offset,
+                    detail: format!("{detail}, in a segment that is not the last"),
                 },
                 end => end,
             };
@@ -279,31 +285,41 @@ impl FileStore {
                 .len();
             match end {
                 segment::End::Clean => {}
-                segment::End::Torn { offset, bytes } => {
+                segment::End::Torn {
+                    offset,
+                    bytes,
+                    detail,
+                } => {
                     warn!(
                         file = %path.display(),
                         offset,
                         bytes_dropped = bytes,
-                        "torn tail after a crash: truncating the last segment to its last whole record"
+                        %detail,
+                        "torn tail after a crash: truncating the last segment to its last whole batch"
                     );
                     truncate(&file, offset)
                         .map_err(|e| io_err("cannot truncate a torn tail", e))?;
                     recovery.truncated.push((path.clone(), offset, bytes));
                 }
-                segment::End::Corrupt { offset, detail } => {
+                segment::End::Corrupt {
+                    offset,
+                    cut: cut_at,
+                    detail,
+                } => {
                     if !options.truncate_corrupt {
                         return Err(corrupt(offset, detail));
                     }
-                    let dropped = file_len - offset;
+                    let dropped = file_len - cut_at;
                     error!(
                         file = %path.display(),
                         offset,
+                        cut_at,
                         bytes_dropped = dropped,
                         %detail,
-                        "corrupt record: --truncate-corrupt cuts the log here"
+                        "corrupt record: --truncate-corrupt cuts the log at the last whole batch before it"
                     );
-                    truncate(&file, offset).map_err(|e| io_err("cannot truncate", e))?;
-                    recovery.truncated.push((path.clone(), offset, dropped));
+                    truncate(&file, cut_at).map_err(|e| io_err("cannot truncate", e))?;
+                    recovery.truncated.push((path.clone(), cut_at, dropped));
                     cut = true;
                 }
             }
@@ -379,7 +395,6 @@ impl FileStore {
                 bounds: Bounds { oldest, head },
                 bytes,
             }),
-            fsyncs: AtomicU64::new(0),
             _lock: lock,
         });
         let (tx, rx) = mpsc::channel();
@@ -428,7 +443,7 @@ impl FileStore {
 
     /// fdatasync calls made so far: fewer than appends when group commit shares them.
     pub fn fsyncs(&self) -> u64 {
-        self.inner.fsyncs.load(Ordering::Relaxed)
+        self.inner.metrics.fsyncs().0
     }
 
     /// The data directory.
@@ -716,11 +731,7 @@ impl Writer {
     fn sync(&mut self) -> io::Result<()> {
         let started = Instant::now();
         self.file.sync_data()?;
-        self.inner
-            .metrics
-            .fsync_seconds
-            .observe(started.elapsed().as_secs_f64());
-        self.inner.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.observe_fsync(started.elapsed());
         self.dirty = false;
         Ok(())
     }
@@ -742,13 +753,16 @@ impl Writer {
         let mut buf = Vec::with_capacity(size);
         let mut index = Vec::new();
         let mut last_indexed = self.last_indexed;
-        for entry in group.iter().flat_map(|(entries, _)| entries) {
-            let at = self.len + buf.len() as u64;
-            if last_indexed.is_none_or(|o| at >= o + segment::INDEX_EVERY_BYTES) {
-                index.push((entry.event.sequence, at));
-                last_indexed = Some(at);
+        for (entries, _) in &group {
+            for (i, entry) in entries.iter().enumerate() {
+                let at = self.len + buf.len() as u64;
+                if last_indexed.is_none_or(|o| at >= o + segment::INDEX_EVERY_BYTES) {
+                    index.push((entry.event.sequence, at));
+                    last_indexed = Some(at);
+                }
+                let batch_end = i + 1 == entries.len();
+                segment::frame(entry.event.sequence, &entry.encoded, batch_end, &mut buf);
             }
-            segment::frame(entry.event.sequence, &entry.encoded, &mut buf);
         }
         if let Err(err) = self.file.write_all_at(&buf, self.len) {
             let err = self.inner.io_error(&err, "cannot write");

@@ -3,14 +3,16 @@
 //! A record is a 16-byte header and a body:
 //!
 //! ```text
-//! offset 0   u32 LE  body length
-//! offset 4   u32 LE  CRC32C of bytes 8.. (the sequence and the body)
+//! offset 0   u32 LE  body length; the top bit set on the last record of a Publish's batch
+//! offset 4   u32 LE  CRC32C of bytes 8.. (the sequence and the body), then of that bit as a byte
 //! offset 8   u64 LE  sequence
 //! offset 16  body    the event's pushpull.v1.Event encoding, as readers receive it
 //! ```
 //!
 //! The checksum covers the sequence too, so a record moved or duplicated by a bad write is
-//! caught as surely as a flipped bit. See docs/storage.md.
+//! caught as surely as a flipped bit. The batch-end bit keeps a Publish atomic across a crash:
+//! records after the last batch end were a batch cut short, and recovery drops them all. See
+//! docs/storage.md.
 
 use std::{
     fs::File,
@@ -48,28 +50,39 @@ pub fn parse_name(name: &str) -> Option<u64> {
         .flatten()
 }
 
-/// Appends one framed record to `out`.
-pub fn frame(sequence: u64, body: &[u8], out: &mut Vec<u8>) {
+/// The length field's top bit: this record ends its batch.
+const BATCH_END: u32 = 1 << 31;
+
+/// Appends one framed record to `out`; `batch_end` marks the last record of a Publish.
+pub fn frame(sequence: u64, body: &[u8], batch_end: bool, out: &mut Vec<u8>) {
     let start = out.len();
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    let len = body.len() as u32 | if batch_end { BATCH_END } else { 0 };
+    out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&sequence.to_le_bytes());
     out.extend_from_slice(body);
-    let crc = crc32c::crc32c(&out[start + 8..]);
+    let crc = checksum(&out[start + 8..], batch_end);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn checksum(sequence_and_body: &[u8], batch_end: bool) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(sequence_and_body), &[u8::from(batch_end)])
 }
 
 /// A header's fields.
 #[derive(Debug, Clone, Copy)]
 struct Header {
     len: usize,
+    batch_end: bool,
     crc: u32,
     sequence: u64,
 }
 
 fn header(bytes: &[u8]) -> Header {
+    let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
     Header {
-        len: u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize,
+        len: (len & !BATCH_END) as usize,
+        batch_end: len & BATCH_END != 0,
         crc: u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")),
         sequence: u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")),
     }
@@ -78,7 +91,7 @@ fn header(bytes: &[u8]) -> Header {
 /// True when `frame` (a header and at least `len` body bytes) holds a record whose checksum
 /// matches.
 fn checksum_ok(h: &Header, frame: &[u8]) -> bool {
-    crc32c::crc32c(&frame[8..HEADER + h.len]) == h.crc
+    checksum(&frame[8..HEADER + h.len], h.batch_end) == h.crc
 }
 
 /// How a segment's scan ended.
@@ -86,21 +99,30 @@ fn checksum_ok(h: &Header, frame: &[u8]) -> bool {
 pub enum End {
     /// Every byte belongs to a good record.
     Clean,
-    /// The bytes from `offset` to the end are no record: a write cut short by a crash (a
-    /// partial record, or blocks never written and read back as zeros), with no good record
-    /// after it.
-    Torn { offset: u64, bytes: u64 },
+    /// The bytes from `offset` to the end are a write cut short by a crash: a partial record,
+    /// blocks never written and read back as zeros, or whole records of a batch whose last
+    /// record is missing, with no good record after them.
+    Torn {
+        offset: u64,
+        bytes: u64,
+        detail: String,
+    },
     /// A record at `offset` is bad, yet good records follow (or the bad record is not at the
-    /// end): not a cut-short write but damage.
-    Corrupt { offset: u64, detail: String },
+    /// end): not a cut-short write but damage. `cut` is where the log can be cut to keep only
+    /// whole batches (`--truncate-corrupt`).
+    Corrupt {
+        offset: u64,
+        cut: u64,
+        detail: String,
+    },
 }
 
 /// What the recovery scan learnt of one segment.
 #[derive(Debug, Clone)]
 pub struct Scanned {
-    /// Sequence of the last good record; `first - 1` when there is none.
+    /// Sequence of the last good record that ends a batch; `first - 1` when there is none.
     pub last: u64,
-    /// Bytes of good records from the start: where the next record goes.
+    /// Bytes of good, whole batches from the start: where the next record goes.
     pub len: u64,
     /// (sequence, offset) of the first record and then one record at least every
     /// [`INDEX_EVERY_BYTES`].
@@ -121,8 +143,9 @@ pub fn scan(file: &File, first: u64, max_body: usize) -> io::Result<Scanned> {
     let mut pos = 0usize; // within the chunk
     let mut chunk = Vec::new();
     let mut last_indexed: Option<u64> = None;
-    let mut last_record: Option<(u64, usize)> = None; // (offset, body len)
-    let end = loop {
+    // The end of the last whole batch: (bytes, last sequence, its record's offset and length).
+    let mut whole: (u64, u64, Option<(u64, usize)>) = (0, first - 1, None);
+    let bad = loop {
         // Refill when less than a header, or less than the record in hand, is buffered.
         let buffered = chunk.len() - pos;
         let need = if buffered >= HEADER {
@@ -143,43 +166,75 @@ pub fn scan(file: &File, first: u64, max_body: usize) -> io::Result<Scanned> {
         }
         let at = offset + pos as u64;
         if buffered == 0 {
-            break End::Clean;
+            break None;
         }
         let bad = |detail: String| classify(file, file_len, at, next, max_body, detail);
         if buffered < HEADER {
-            break bad(format!("{buffered} bytes, less than a record header"))?;
+            break Some(bad(format!("{buffered} bytes, less than a record header"))?);
         }
         let h = header(&chunk[pos..]);
         if h.len > max_body {
-            break bad(format!(
+            break Some(bad(format!(
                 "record length {} exceeds the largest possible event ({max_body})",
                 h.len
-            ))?;
+            ))?);
         }
         if buffered < HEADER + h.len {
-            break bad(format!(
+            break Some(bad(format!(
                 "a record of {} bytes is cut off after {buffered}",
                 HEADER + h.len
-            ))?;
+            ))?);
         }
         if !checksum_ok(&h, &chunk[pos..]) {
-            break bad("checksum mismatch".to_owned())?;
+            break Some(bad("checksum mismatch".to_owned())?);
         }
         if h.sequence != next {
-            break bad(format!("sequence {} where {next} was expected", h.sequence))?;
+            break Some(bad(format!(
+                "sequence {} where {next} was expected",
+                h.sequence
+            ))?);
         }
         if last_indexed.is_none_or(|o| at >= o + INDEX_EVERY_BYTES) {
             index.push((next, at));
             last_indexed = Some(at);
         }
-        last_record = Some((at, h.len));
         next += 1;
         pos += HEADER + h.len;
+        if h.batch_end {
+            whole = (at + (HEADER + h.len) as u64, h.sequence, Some((at, h.len)));
+        }
     };
-    let len = match &end {
-        End::Clean => file_len,
-        End::Torn { offset, .. } | End::Corrupt { offset, .. } => *offset,
+    let (len, last, last_record) = whole;
+    let end = match bad {
+        Some(Bad::Corrupt { offset, detail }) => End::Corrupt {
+            offset,
+            cut: len,
+            detail,
+        },
+        Some(Bad::Torn { offset, detail }) if len == offset => End::Torn {
+            offset,
+            bytes: file_len - offset,
+            detail,
+        },
+        Some(Bad::Torn { offset, detail }) => End::Torn {
+            offset: len,
+            bytes: file_len - len,
+            detail: format!(
+                "{detail} at byte {offset}, after {} records of a batch whose last record is missing",
+                next - 1 - last
+            ),
+        },
+        None if len == file_len => End::Clean,
+        None => End::Torn {
+            offset: len,
+            bytes: file_len - len,
+            detail: format!(
+                "{} whole records of a batch whose last record is missing",
+                next - 1 - last
+            ),
+        },
     };
+    index.retain(|&(_, o)| o < len);
     let last_time = match last_record {
         Some((at, body_len)) => {
             let mut body = vec![0; body_len];
@@ -189,12 +244,18 @@ pub fn scan(file: &File, first: u64, max_body: usize) -> io::Result<Scanned> {
         None => None,
     };
     Ok(Scanned {
-        last: next - 1,
+        last,
         len,
         index,
         last_time,
         end,
     })
+}
+
+/// A bad spot found by the scan, before the cut point is known.
+enum Bad {
+    Torn { offset: u64, detail: String },
+    Corrupt { offset: u64, detail: String },
 }
 
 /// Decides whether a bad record at `at` is a torn tail or damage: a torn write leaves nothing
@@ -207,13 +268,13 @@ fn classify(
     next: u64,
     max_body: usize,
     detail: String,
-) -> io::Result<End> {
+) -> io::Result<Bad> {
     let mut rest = vec![0; (file_len - at) as usize];
     file.read_exact_at(&mut rest, at)?;
     if rest.iter().all(|&b| b == 0) {
-        return Ok(End::Torn {
+        return Ok(Bad::Torn {
             offset: at,
-            bytes: rest.len() as u64,
+            detail: format!("{} zero bytes, never written", rest.len()),
         });
     }
     for start in 1..rest.len().saturating_sub(HEADER - 1) {
@@ -223,7 +284,7 @@ fn classify(
             && h.len <= max_body
             && start + HEADER + h.len <= rest.len();
         if plausible && checksum_ok(&h, &rest[start..]) {
-            return Ok(End::Corrupt {
+            return Ok(Bad::Corrupt {
                 offset: at,
                 detail: format!(
                     "{detail}, and a good record (sequence {}) follows at byte {}",
@@ -233,10 +294,7 @@ fn classify(
             });
         }
     }
-    Ok(End::Torn {
-        offset: at,
-        bytes: rest.len() as u64,
-    })
+    Ok(Bad::Torn { offset: at, detail })
 }
 
 /// Reads the records of sequences `from..=to` from one segment, starting at `offset` (an index
@@ -256,12 +314,19 @@ pub fn read(
     out: &mut Vec<Record>,
 ) -> Result<(), ReadError> {
     let mut bytes = 0usize;
-    // Enough for the wanted records plus the skipped ones before them (at most an index gap).
+    // `out` may hold records of earlier segments of the same read: the limits count this
+    // segment's.
+    let start = out.len();
+    let read = |out: &Vec<Record>| out.len() - start;
+    // A first guess at what the wanted records take (the byte limit, or small records of
+    // about 256 bytes, whichever is less), plus the records skipped before `from` (at most an
+    // index gap); a read that needs more reads on. Reading the whole byte limit each time
+    // would copy megabytes for a batch of a thousand small events.
     let mut want = max_bytes
-        .saturating_add(max_records.saturating_mul(HEADER + 32))
+        .min(max_records.saturating_mul(256))
         .saturating_add(INDEX_EVERY_BYTES as usize * 2)
         .clamp(64 * 1024, 4 * 1024 * 1024);
-    while offset < len && out.len() < max_records && (bytes < max_bytes || out.is_empty()) {
+    while offset < len && read(out) < max_records && (bytes < max_bytes || read(out) == 0) {
         let size = want.min((len - offset) as usize);
         let mut buf = BytesMut::zeroed(size);
         file.read_exact_at(&mut buf, offset)
@@ -285,9 +350,7 @@ pub fn read(
             if h.sequence < from {
                 continue;
             }
-            if h.sequence > to
-                || out.len() >= max_records
-                || (bytes >= max_bytes && !out.is_empty())
+            if h.sequence > to || read(out) >= max_records || (bytes >= max_bytes && read(out) > 0)
             {
                 return Ok(());
             }
@@ -350,11 +413,16 @@ mod tests {
     #[test]
     fn a_frame_checks_out_and_a_flipped_bit_does_not() {
         let mut out = Vec::new();
-        frame(7, b"body", &mut out);
+        frame(7, b"body", true, &mut out);
         assert_eq!(out.len(), HEADER + 4);
         let h = header(&out);
-        assert_eq!((h.len, h.sequence), (4, 7));
+        assert_eq!((h.len, h.sequence, h.batch_end), (4, 7, true));
         assert!(checksum_ok(&h, &out));
+        // The batch-end bit is covered too: a record cannot lose or gain it unnoticed.
+        let mut unmarked = out.clone();
+        unmarked[3] ^= 0x80;
+        assert!(!header(&unmarked).batch_end);
+        assert!(!checksum_ok(&header(&unmarked), &unmarked));
         for i in 4..out.len() {
             let mut bad = out.clone();
             bad[i] ^= 0x10;
