@@ -597,7 +597,7 @@ impl Inner {
             if bytes >= range.max_bytes && !out.is_empty() {
                 break;
             }
-            let (file, path, offset, len, last) = {
+            let (file, path, offset, len, last, record_size) = {
                 let segments = self.segments();
                 let oldest = segments.bounds.oldest;
                 let found = segments.list.range(..=from).next_back();
@@ -609,12 +609,14 @@ impl Inner {
                 }
                 let i = seg.index.partition_point(|&(s, _)| s <= from);
                 let offset = i.checked_sub(1).map_or(0, |i| seg.index[i].1);
+                let records = (seg.last + 1 - seg.first).max(1);
                 (
                     Arc::clone(&seg.file),
                     seg.path.clone(),
                     offset,
                     seg.len,
                     seg.last,
+                    (seg.len / records) as usize,
                 )
             };
             let before = out.len();
@@ -627,6 +629,7 @@ impl Inner {
                 range.to.min(last),
                 range.max_records.max(1) - out.len(),
                 range.max_bytes.saturating_sub(bytes).max(1),
+                record_size.max(segment::HEADER),
                 &mut out,
             )
             .map_err(|err| match err {

@@ -22,7 +22,7 @@ use std::{
     time::SystemTime,
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pushpull::wire::EventView;
 
 use crate::store::Record;
@@ -299,8 +299,8 @@ fn classify(
 
 /// Reads the records of sequences `from..=to` from one segment, starting at `offset` (an index
 /// entry at or before `from`) and never past `len` (what is committed), stopping after
-/// `max_records` records or `max_bytes` of bodies. Checks every checksum: damage is an error,
-/// never data.
+/// `max_records` records or `max_bytes` of bodies. `record_size` (header included) sizes the
+/// first `pread`. Checks every checksum: damage is an error, never data.
 #[allow(clippy::too_many_arguments)]
 pub fn read(
     file: &File,
@@ -311,6 +311,7 @@ pub fn read(
     to: u64,
     max_records: usize,
     max_bytes: usize,
+    record_size: usize,
     out: &mut Vec<Record>,
 ) -> Result<(), ReadError> {
     let mut bytes = 0usize;
@@ -318,66 +319,90 @@ pub fn read(
     // segment's.
     let start = out.len();
     let read = |out: &Vec<Record>| out.len() - start;
-    // A first guess at what the wanted records take (the byte limit, or small records of
-    // about 256 bytes, whichever is less), plus the records skipped before `from` (at most an
-    // index gap); a read that needs more reads on. Reading the whole byte limit each time
-    // would copy megabytes for a batch of a thousand small events.
+    // A first guess at what the wanted records take (the byte limit, or that many records of
+    // the segment's average size `record_size`, whichever is less), plus the records skipped
+    // before `from` (at most an index gap); a read that needs more reads on. Reading the whole
+    // byte limit each time would copy megabytes for a batch of a thousand small events.
     let mut want = max_bytes
-        .min(max_records.saturating_mul(256))
-        .saturating_add(INDEX_EVERY_BYTES as usize * 2)
-        .clamp(64 * 1024, 4 * 1024 * 1024);
+        .min(max_records.saturating_mul(record_size))
+        .saturating_add(INDEX_EVERY_BYTES as usize + record_size)
+        .clamp(16 * 1024, 4 * 1024 * 1024);
     while offset < len && read(out) < max_records && (bytes < max_bytes || read(out) == 0) {
         let size = want.min((len - offset) as usize);
-        let mut buf = BytesMut::zeroed(size);
-        file.read_exact_at(&mut buf, offset)
-            .map_err(|err| ReadError::Io(path.to_owned(), err))?;
-        let buf: Bytes = buf.freeze();
-        let mut pos = 0usize;
-        while pos + HEADER <= buf.len() {
-            let h = header(&buf[pos..]);
-            if pos + HEADER + h.len > buf.len() {
-                break;
+        // The `pread` goes into this thread's scratch buffer, reused from read to read, and
+        // only the wanted records are copied out, into one allocation they then share: a fresh
+        // buffer per read costed more in page faults than the read itself.
+        let (pos, done) = SCRATCH.with_borrow_mut(|buf| -> Result<(usize, bool), ReadError> {
+            if buf.len() < size {
+                buf.resize(size, 0);
             }
-            let at = offset + pos as u64;
-            if !checksum_ok(&h, &buf[pos..]) {
-                return Err(ReadError::Corrupt {
-                    path: path.to_owned(),
-                    offset: at,
-                    detail: format!("checksum mismatch (record of sequence {})", h.sequence),
-                });
-            }
-            pos += HEADER + h.len;
-            if h.sequence < from {
-                continue;
-            }
-            if h.sequence > to || read(out) >= max_records || (bytes >= max_bytes && read(out) > 0)
-            {
-                return Ok(());
-            }
-            bytes += h.len;
-            out.push(Record {
-                sequence: h.sequence,
-                encoded: buf.slice(pos - h.len..pos),
-            });
-        }
-        if pos == 0 {
-            // One record larger than the buffer: read it whole next time, unless it runs past
-            // what is committed, which a committed segment never does.
-            let need = (buf.len() >= HEADER).then(|| HEADER + header(&buf).len);
-            match need {
-                Some(need) if offset + need as u64 <= len => want = need,
-                _ => {
+            let buf = &mut buf[..size];
+            file.read_exact_at(buf, offset)
+                .map_err(|err| ReadError::Io(path.to_owned(), err))?;
+            let mut pos = 0usize;
+            let mut wanted: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
+            let mut done = false;
+            while pos + HEADER <= buf.len() {
+                let h = header(&buf[pos..]);
+                if pos + HEADER + h.len > buf.len() {
+                    break;
+                }
+                let at = offset + pos as u64;
+                if !checksum_ok(&h, &buf[pos..]) {
                     return Err(ReadError::Corrupt {
                         path: path.to_owned(),
-                        offset,
-                        detail: "a record runs past the committed end of the segment".into(),
+                        offset: at,
+                        detail: format!("checksum mismatch (record of sequence {})", h.sequence),
                     });
                 }
+                pos += HEADER + h.len;
+                if h.sequence < from {
+                    continue;
+                }
+                let taken = read(out) + wanted.len();
+                if h.sequence > to || taken >= max_records || (bytes >= max_bytes && taken > 0) {
+                    done = true;
+                    break;
+                }
+                bytes += h.len;
+                wanted.push((h.sequence, pos - h.len..pos));
             }
+            if let (Some(first), Some(last)) = (wanted.first(), wanted.last()) {
+                let base = first.1.start;
+                let shared = Bytes::copy_from_slice(&buf[base..last.1.end]);
+                out.extend(wanted.into_iter().map(|(sequence, body)| Record {
+                    sequence,
+                    encoded: shared.slice(body.start - base..body.end - base),
+                }));
+            }
+            if pos == 0 {
+                // One record larger than the buffer: read it whole next time, unless it runs
+                // past what is committed, which a committed segment never does.
+                let need = (buf.len() >= HEADER).then(|| HEADER + header(buf).len);
+                match need {
+                    Some(need) if offset + need as u64 <= len => want = need,
+                    _ => {
+                        return Err(ReadError::Corrupt {
+                            path: path.to_owned(),
+                            offset,
+                            detail: "a record runs past the committed end of the segment".into(),
+                        });
+                    }
+                }
+            }
+            Ok((pos, done))
+        })?;
+        if done {
+            return Ok(());
         }
         offset += pos as u64;
     }
     Ok(())
+}
+
+thread_local! {
+    /// Each reading thread's `pread` buffer (the blocking pool's threads): up to 4 MiB, kept.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Why [`read`] failed.
