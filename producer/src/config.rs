@@ -48,8 +48,8 @@ pub struct Config {
     pub truncate_corrupt: bool,
 
     /// Bytes of the newest events (topics + payloads + 64 per event) kept in memory in front
-    /// of the store: live subscribers and short catch-ups are served from it, older reads go
-    /// to the store.
+    /// of the file store: live subscribers and short catch-ups are served from it, older reads
+    /// go to the disk. (The memory store is its own cache.)
     #[arg(long, env = "PRODUCER_CACHE_BYTES", default_value_t = DEFAULT_CACHE_BYTES)]
     pub cache_bytes: usize,
 

@@ -187,7 +187,13 @@ async fn open_log(config: &Config, metrics: &StoreMetrics) -> Result<EventLog, R
         max_events: config.max_publish_events,
         max_payload_bytes: config.max_payload_bytes,
     };
-    let tail = Arc::new(Tail::new(config.cache_bytes));
+    // The memory store is its own cache: a tail cache in front of it would hold the same
+    // events twice, and cost every append a second copy.
+    let cache_bytes = match config.store {
+        StoreKind::Memory => 0,
+        StoreKind::File => config.cache_bytes,
+    };
+    let tail = Arc::new(Tail::new(cache_bytes));
     let store: Arc<dyn Store> = match config.store {
         StoreKind::Memory => Arc::new(MemoryStore::new(retention, Arc::clone(&tail))),
         StoreKind::File => {

@@ -188,18 +188,24 @@ pub struct ReadLimits {
 /// How a reader takes events: decoded [`Event`]s for the JSON transports, or
 /// [`EncodedEvent`]s, the bytes encoded once at append, for gRPC.
 pub trait Take: Sized + Send + 'static {
+    /// Whether [`Take::from_record`] needs the record's fields; a reader that takes the bytes
+    /// as they are does not, and an unfiltered read then parses nothing.
+    const PARSES: bool;
     /// From the tail cache.
     fn from_entry(entry: &Entry) -> Self;
-    /// From a store record, already parsed.
-    fn from_record(record: &Record, view: &EventView<'_>) -> Self;
+    /// From a store record; `view` is its parse, given whenever [`Take::PARSES`].
+    fn from_record(record: &Record, view: Option<&EventView<'_>>) -> Self;
 }
 
 impl Take for Event {
+    const PARSES: bool = true;
+
     fn from_entry(entry: &Entry) -> Self {
         entry.event.clone()
     }
 
-    fn from_record(record: &Record, view: &EventView<'_>) -> Self {
+    fn from_record(record: &Record, view: Option<&EventView<'_>>) -> Self {
+        let view = view.expect("an Event is taken from a parsed record");
         Event {
             sequence: record.sequence,
             topic: Arc::from(view.topic),
@@ -214,7 +220,9 @@ impl Take for EncodedEvent {
         EncodedEvent(entry.encoded.clone())
     }
 
-    fn from_record(record: &Record, _: &EventView<'_>) -> Self {
+    const PARSES: bool = false;
+
+    fn from_record(record: &Record, _: Option<&EventView<'_>>) -> Self {
         EncodedEvent(record.encoded.clone())
     }
 }
@@ -320,9 +328,11 @@ impl Tail {
             let mut state = self.write_state();
             for entry in entries {
                 debug_assert_eq!(entry.event.sequence, state.bounds.head + 1);
-                state.bytes += entry.charged_bytes();
                 state.bounds.head = entry.event.sequence;
-                state.entries.push_back(entry);
+                if self.cache_bytes > 0 {
+                    state.bytes += entry.charged_bytes();
+                    state.entries.push_back(entry);
+                }
             }
             state.bounds = Bounds {
                 oldest: bounds.oldest,
@@ -342,6 +352,12 @@ impl Tail {
     /// moved `oldest`. The head never moves back.
     pub fn set_bounds(&self, bounds: Bounds) {
         self.commit(Vec::new(), bounds);
+    }
+
+    /// Whether this tail caches events at all: a store that is itself in memory commits
+    /// bounds only.
+    pub fn caches(&self) -> bool {
+        self.cache_bytes > 0
     }
 
     /// The bounds of the last commit: what readers may see.
@@ -581,7 +597,8 @@ impl EventLog {
                 "read",
             ));
         }
-        let mut events = Vec::new();
+        let parse = E::PARSES || !filter.is_all();
+        let mut events = Vec::with_capacity(records.len());
         let mut bytes = 0usize;
         let mut next_after = start;
         for record in &records {
@@ -599,22 +616,29 @@ impl EventLog {
                     "read",
                 ));
             }
-            let view = EventView::parse(&record.encoded).map_err(|err| {
-                self.store_error(
-                    StoreError::Corrupt {
-                        path: "(read)".into(),
-                        offset: 0,
-                        detail: format!("sequence {}: {err}", record.sequence),
-                    },
-                    "read",
-                )
-            })?;
-            if filter.matches(view.topic) {
+            let view = if parse {
+                Some(EventView::parse(&record.encoded).map_err(|err| {
+                    self.store_error(
+                        StoreError::Corrupt {
+                            path: "(read)".into(),
+                            offset: 0,
+                            detail: format!("sequence {}: {err}", record.sequence),
+                        },
+                        "read",
+                    )
+                })?)
+            } else {
+                None
+            };
+            if view.as_ref().is_none_or(|v| filter.matches(v.topic)) {
                 if events.len() >= max_events || (bytes >= limits.max_bytes && !events.is_empty()) {
                     break;
                 }
-                bytes += view.topic.len() + view.payload.len();
-                events.push(E::from_record(record, &view));
+                // Unparsed, the whole encoding counts: a few bytes more than topic and payload.
+                bytes += view
+                    .as_ref()
+                    .map_or(record.encoded.len(), |v| v.topic.len() + v.payload.len());
+                events.push(E::from_record(record, view.as_ref()));
             }
             next_after = record.sequence;
         }

@@ -27,7 +27,8 @@ impl StoreSetup {
             store: config.store.name(),
             data_dir: file.then(|| config.data_dir.clone()),
             fsync: file.then_some(config.fsync.name()),
-            cache_capacity_bytes: config.cache_bytes,
+            // The memory store is its own cache: no tail cache in front of it.
+            cache_capacity_bytes: if file { config.cache_bytes } else { 0 },
         }
     }
 }

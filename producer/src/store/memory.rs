@@ -4,7 +4,7 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
     time::SystemTime,
 };
 
@@ -20,9 +20,9 @@ pub struct MemoryStore {
     log_id: String,
     retention: Retention,
     tail: Arc<Tail>,
-    /// Held while appending (encoding included) and while committing to the tail, so commits
-    /// reach the tail in sequence order. Readers mostly read the tail, not this.
-    state: Mutex<State>,
+    /// Written while appending (encoding included) and while committing to the tail, so
+    /// commits reach the tail in sequence order; readers share it.
+    state: RwLock<State>,
 }
 
 #[derive(Debug)]
@@ -49,7 +49,7 @@ impl MemoryStore {
                 ..retention
             },
             tail,
-            state: Mutex::new(State {
+            state: RwLock::new(State {
                 entries: VecDeque::new(),
                 bounds: Bounds::EMPTY,
                 bytes: 0,
@@ -58,10 +58,15 @@ impl MemoryStore {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> RwLockWriteGuard<'_, State> {
         // Every change to `State` is complete before anything that could panic, so a poisoned
         // lock still guards a consistent state.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Readers share the lock: many subscribers read at once.
+    fn read_lock(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Drops the oldest events over the limits. Count and byte limits always keep the newest
@@ -98,7 +103,7 @@ impl Store for MemoryStore {
     }
 
     fn bounds(&self) -> Bounds {
-        self.lock().bounds
+        self.read_lock().bounds
     }
 
     fn append(&self, batch: NewBatch) -> StoreFuture<'_, (u64, u64)> {
@@ -113,13 +118,21 @@ impl Store for MemoryStore {
             let first = state.bounds.head + 1;
             let entries = encode_entries(first, batch, now);
             let last = first + entries.len() as u64 - 1;
-            for entry in &entries {
+            // With no cache in front (what the producer runs: this store is its own cache),
+            // the entries move straight in and the tail gets the bounds only.
+            let caches = self.tail.caches();
+            let mut cached = Vec::with_capacity(if caches { entries.len() } else { 0 });
+            state.entries.reserve(entries.len());
+            for entry in entries {
                 state.bytes += entry.charged_bytes();
-                state.entries.push_back(entry.clone());
+                if caches {
+                    cached.push(entry.clone());
+                }
+                state.entries.push_back(entry);
             }
             state.bounds.head = last;
             self.evict(&mut state, now);
-            self.tail.commit(entries, state.bounds);
+            self.tail.commit(cached, state.bounds);
             Ok((first, last))
         })();
         Box::pin(std::future::ready(result))
@@ -127,7 +140,7 @@ impl Store for MemoryStore {
 
     fn read(&self, range: ReadRange) -> StoreFuture<'_, Vec<Record>> {
         let result = (|| {
-            let state = self.lock();
+            let state = self.read_lock();
             let oldest = state.bounds.oldest;
             if range.from < oldest {
                 return Err(StoreError::Expired {
@@ -166,7 +179,7 @@ impl Store for MemoryStore {
     }
 
     fn stats(&self) -> StoreStats {
-        let state = self.lock();
+        let state = self.read_lock();
         StoreStats {
             events: state.entries.len() as u64,
             bytes: state.bytes as u64,

@@ -257,8 +257,14 @@ const ENCODING_HEADROOM: usize = 48;
 
 /// Encodes a batch as the entries of sequences `first..`, all with the same `produced_at`, in
 /// one allocation: every entry's encoding and payload is a slice of it. Stores call it once
-/// they know the batch's first sequence.
-pub fn encode_entries(first: u64, batch: NewBatch, produced_at: SystemTime) -> Vec<Entry> {
+/// they know the batch's first sequence. An iterator, so a store that keeps the entries in
+/// memory moves them straight into place: collecting ten thousand of them first costs a
+/// megabyte of fresh pages per Publish.
+pub fn encode_entries(
+    first: u64,
+    batch: NewBatch,
+    produced_at: SystemTime,
+) -> impl ExactSizeIterator<Item = Entry> {
     let capacity = batch
         .events
         .iter()
@@ -272,12 +278,8 @@ pub fn encode_entries(first: u64, batch: NewBatch, produced_at: SystemTime) -> V
         spans.push((start..buf.len(), payload_at));
     }
     let buf = buf.freeze();
-    batch
-        .events
-        .into_iter()
-        .zip(spans)
-        .enumerate()
-        .map(|(i, ((topic, _), (whole, payload)))| Entry {
+    batch.events.into_iter().zip(spans).enumerate().map(
+        move |(i, ((topic, _), (whole, payload)))| Entry {
             event: Event {
                 sequence: first + i as u64,
                 topic,
@@ -285,6 +287,6 @@ pub fn encode_entries(first: u64, batch: NewBatch, produced_at: SystemTime) -> V
                 produced_at,
             },
             encoded: buf.slice(whole),
-        })
-        .collect()
+        },
+    )
 }

@@ -495,7 +495,7 @@ impl Store for FileStore {
                 return Err(StoreError::Closed);
             };
             // Taken under the queue lock, so `produced_at` never decreases along the log.
-            let entries = encode_entries(first, batch, SystemTime::now());
+            let entries: Vec<Entry> = encode_entries(first, batch, SystemTime::now()).collect();
             let count = entries.len() as u64;
             let (reply, done) = oneshot::channel();
             tx.send(Job::Append { entries, reply })
