@@ -236,6 +236,27 @@ impl ConsumerStats {
             .map_err(|s| format!("GetStats: {s}"))
     }
 
+    /// Polls the stats until the consumer has received `events` or 15 s have passed (unlike
+    /// [`Self::wait_received`], a shortfall is no error: the caller reports it), noting
+    /// the wait in `progress`; returns the last stats read.
+    pub async fn wait_for_events(
+        &mut self,
+        events: u64,
+        progress: &mut crate::Progress,
+    ) -> Result<pb::GetStatsResponse, String> {
+        let mut s = self.get().await?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while s.events_received < events && Instant::now() < deadline {
+            progress.note(&format!(
+                "waiting for the consumer: {} of {events}",
+                s.events_received
+            ));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            s = self.get().await?;
+        }
+        Ok(s)
+    }
+
     /// Waits until the consumer has a cursor on the log (its first response arrived).
     pub async fn wait_ready(&mut self) -> Result<pb::GetStatsResponse, String> {
         let deadline = Instant::now() + Duration::from_secs(20);

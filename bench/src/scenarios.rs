@@ -190,16 +190,7 @@ pub async fn latency(
     let published = publish_at_rate_isolated(&producer.url(), rate, settings.window).await?;
     // Let the last events arrive: a poller may be a whole interval away from its next call.
     tokio::time::sleep(mode.interval.unwrap_or_default() + Duration::from_millis(300)).await;
-    let mut s = stats.get().await?;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while s.events_received < published.events && Instant::now() < deadline {
-        progress.note(&format!(
-            "waiting for the consumer: {} of {}",
-            s.events_received, published.events
-        ));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        s = stats.get().await?;
-    }
+    let s = stats.wait_for_events(published.events, progress).await?;
     let (p1, c1) = (producer.usage(), consumer.usage_towards(producer.addr));
     let (p, c) = (p1.since(&p0), c1.since(&c0));
     consumer.stop().await;

@@ -429,16 +429,7 @@ pub async fn publish_latency(
     let published =
         publish_at_rate_isolated(&producer.url(), settings.rate, settings.window).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut s = stats.get().await?;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while s.events_received < published.events && Instant::now() < deadline {
-        progress.note(&format!(
-            "waiting for the consumer: {} of {}",
-            s.events_received, published.events
-        ));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        s = stats.get().await?;
-    }
+    let s = stats.wait_for_events(published.events, progress).await?;
     let m1 = scrape(&producer).await?;
     consumer.stop().await;
     producer.stop().await;

@@ -352,7 +352,8 @@ impl Collector for LogCollector {
             ),
             (
                 "store_reads",
-                "Reads older than the tail cache, served by the store",
+                "Reads the tail cache could not serve, served by the store (every read with \
+                 --store memory, which is its own cache)",
                 cache.misses,
             ),
         ] {
