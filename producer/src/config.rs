@@ -24,6 +24,27 @@ pub struct Config {
     #[arg(long, env = "PRODUCER_STORE", value_enum, default_value_t = StoreKind::File)]
     pub store: StoreKind,
 
+    /// NATS servers of the JetStream store (`--store jetstream`), a comma list: the client
+    /// connects to one and fails over to the others.
+    #[arg(
+        long,
+        env = "PRODUCER_NATS_URLS",
+        value_delimiter = ',',
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_urls: Vec<String>,
+
+    /// The JetStream stream holding the log (`--store jetstream`). Created if missing (subject
+    /// `pushpull.<stream>`, limits from the --retention-* flags); an existing one must match.
+    /// Every producer pointed at the same stream serves the same log.
+    #[arg(long, env = "PRODUCER_NATS_STREAM", default_value = "PUSHPULL")]
+    pub nats_stream: String,
+
+    /// Replicas of the stream when the producer creates it (1, 3 or 5; at most the cluster's
+    /// size).
+    #[arg(long, env = "PRODUCER_NATS_REPLICAS", default_value_t = 1)]
+    pub nats_replicas: usize,
+
     /// Directory of the file store's log (created if missing). One producer at a time: a
     /// second one on the same directory refuses to start.
     #[arg(long, env = "PRODUCER_DATA_DIR", default_value = "data")]

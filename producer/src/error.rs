@@ -129,9 +129,14 @@ impl Error {
             StoreError::Full { .. } => Error::StorageFull { doing, detail },
             StoreError::Corrupt { .. } => Error::StorageCorrupt { doing, detail },
             StoreError::Closed => Error::ShuttingDown,
-            StoreError::Io { .. } | StoreError::Expired { .. } => {
+            StoreError::Io { .. } | StoreError::Expired { .. } | StoreError::Unavailable { .. } => {
                 Error::StorageUnavailable { doing, detail }
             }
+            StoreError::TooLarge { size, max } => Error::PayloadTooLarge {
+                field: "events".into(),
+                size,
+                max,
+            },
         }
     }
 

@@ -58,6 +58,7 @@ use crate::{
     store::{
         Retention, Store, StoreKind, StoreMetrics,
         file::{FileOptions, FileStore},
+        jetstream::{JetStreamOptions, JetStreamStore},
         memory::MemoryStore,
     },
 };
@@ -154,6 +155,13 @@ pub async fn run_with(
             shutdown_grace: config.shutdown_grace,
         },
     )?;
+    if config.store == StoreKind::Jetstream {
+        tokio::spawn(report_store_health(
+            log.clone(),
+            server.health(),
+            stop.clone(),
+        ));
+    }
     // Whatever ends the gRPC server cancels `stop`, which ends the HTTP side, the demo source
     // and every stream and long poll.
     let served = server.serve(listener, shutdown, stop.clone()).await;
@@ -191,7 +199,7 @@ async fn open_log(config: &Config, metrics: &StoreMetrics) -> Result<EventLog, R
     // events twice, and cost every append a second copy.
     let cache_bytes = match config.store {
         StoreKind::Memory => 0,
-        StoreKind::File => config.cache_bytes,
+        StoreKind::File | StoreKind::Jetstream => config.cache_bytes,
     };
     let tail = Arc::new(Tail::new(cache_bytes));
     let store: Arc<dyn Store> = match config.store {
@@ -214,8 +222,49 @@ async fn open_log(config: &Config, metrics: &StoreMetrics) -> Result<EventLog, R
                     .map_err(|err| RunError::Store(err.to_string()))?;
             Arc::new(opened.map_err(|err| RunError::Store(err.to_string()))?)
         }
+        StoreKind::Jetstream => {
+            let options = JetStreamOptions {
+                urls: config.nats_urls.clone(),
+                stream: config.nats_stream.clone(),
+                replicas: config.nats_replicas,
+                retention,
+                connect_timeout: NATS_CONNECT_TIMEOUT,
+            };
+            let opened = JetStreamStore::open(options, Arc::clone(&tail)).await;
+            Arc::new(opened.map_err(|err| RunError::Store(err.to_string()))?)
+        }
     };
     Ok(EventLog::new(store, tail, limits))
+}
+
+/// How long the producer keeps trying to reach NATS at start (`--store jetstream`): in a
+/// compose file or a cluster's start, NATS may come up after the producer.
+const NATS_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How often the health of a remote store is looked at.
+const STORE_HEALTH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// NOT_SERVING while the store says it cannot serve (NATS unreachable, the stream without a
+/// leader), SERVING again once it can: load balancers and healthchecks move clients to a
+/// producer that can publish. Streams and long polls stay open meanwhile.
+async fn report_store_health(log: EventLog, health: grpc::Health, stop: CancellationToken) {
+    let mut serving = true;
+    let mut tick = tokio::time::interval(STORE_HEALTH_EVERY);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = log.store().unavailable().is_none();
+        if now != serving {
+            serving = now;
+            if serving {
+                health.set_serving().await;
+            } else {
+                health.set_not_serving().await;
+            }
+        }
+    }
 }
 
 /// How often age retention (`--retention-age`) is applied; count and byte retention are

@@ -354,6 +354,32 @@ impl Tail {
         self.commit(Vec::new(), bounds);
     }
 
+    /// Starts the tail over at `bounds`, dropping the cache: for a store whose log moved on
+    /// without it (a JetStream follower that finds retention dropped messages it had not
+    /// read yet). The head never moves back.
+    pub fn jump(&self, bounds: Bounds) {
+        {
+            let mut state = self.write_state();
+            state.entries.clear();
+            state.bytes = 0;
+            state.bounds = Bounds {
+                oldest: bounds.oldest,
+                head: state.bounds.head.max(bounds.head),
+            };
+        }
+        self.head.send_if_modified(|head| {
+            let new = self.bounds().head;
+            let changed = *head != new;
+            *head = new;
+            changed
+        });
+    }
+
+    /// A receiver of the head sequence (see [`EventLog::watch_head`]).
+    pub fn watch_head(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
     /// Whether this tail caches events at all: a store that is itself in memory commits
     /// bounds only.
     pub fn caches(&self) -> bool {

@@ -14,6 +14,7 @@
 //! Each crate keeps its domain helpers (`TestProducer`, `Proxy`, …) in its own `helpers.rs`,
 //! built on these.
 
+pub mod nats;
 pub mod process;
 pub mod proxy;
 pub mod served;

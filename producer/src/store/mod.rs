@@ -20,6 +20,7 @@
 //! whose append fails commits nothing of that batch.
 
 pub mod file;
+pub mod jetstream;
 pub mod memory;
 
 #[cfg(test)]
@@ -53,6 +54,9 @@ pub enum StoreKind {
     File,
     /// The producer's memory: gone when the process ends.
     Memory,
+    /// A NATS JetStream stream (`--nats-urls`, `--nats-stream`): replicated by the NATS
+    /// cluster, shared by every producer pointed at it.
+    Jetstream,
 }
 
 impl StoreKind {
@@ -61,6 +65,7 @@ impl StoreKind {
         match self {
             StoreKind::File => "file",
             StoreKind::Memory => "memory",
+            StoreKind::Jetstream => "jetstream",
         }
     }
 }
@@ -215,6 +220,15 @@ pub enum StoreError {
     /// The store has been closed.
     #[error("the store is closed")]
     Closed,
+    /// A remote store cannot be reached, or cannot take writes now (no stream leader): says
+    /// what is down. Nothing of the batch was appended, or (a lost acknowledgement) it may
+    /// have been; the caller may retry.
+    #[error("{detail}")]
+    Unavailable { detail: String },
+    /// The batch does not fit in one of the store's writes (a JetStream message is at most
+    /// the server's `max_payload`): nothing was appended.
+    #[error("the batch's events take {size} bytes; one Publish may hold at most {max}")]
+    TooLarge { size: usize, max: usize },
 }
 
 /// A backend of the event log. See the module docs for the commit rule.
@@ -249,6 +263,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Flushes what is not yet durable and stops the store's I/O; later calls fail with
     /// [`StoreError::Closed`].
     fn close(&self) -> StoreFuture<'_, ()>;
+
+    /// Why the store cannot serve now (a remote store that is unreachable), or `None`: the
+    /// producer reports NOT_SERVING on gRPC health while it is `Some`. Local stores are always
+    /// reachable.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Upper bound of an event's encoding beyond its topic and payload: sequence, timestamp, field

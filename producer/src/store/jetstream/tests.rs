@@ -1,0 +1,247 @@
+//! The conformance suite and the JetStream store's own checks, against a real `nats-server`
+//! (one node; `.ci/install.d/40-nats.sh` installs it). Each test gets a stream of its own.
+
+use std::sync::{Arc, OnceLock, atomic::AtomicUsize};
+
+use super::*;
+use crate::{
+    log::EventLog,
+    store::conformance::{self, Fixture, Options},
+};
+
+/// One server for the whole test binary: starting one per test would cost more than the tests.
+fn server() -> &'static testkit::nats::NatsServer {
+    static SERVER: OnceLock<testkit::nats::NatsServer> = OnceLock::new();
+    SERVER.get_or_init(testkit::nats::NatsServer::start)
+}
+
+fn stream_name() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "T{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub(crate) fn options(stream: &str, retention: Retention) -> JetStreamOptions {
+    JetStreamOptions {
+        urls: vec![server().url()],
+        stream: stream.to_owned(),
+        replicas: 1,
+        retention,
+        connect_timeout: Duration::from_secs(10),
+    }
+}
+
+pub(crate) async fn open(options: Options) -> Fixture {
+    let tail = Arc::new(Tail::new(options.cache_bytes));
+    let store = JetStreamStore::open(
+        self::options(&stream_name(), options.retention),
+        Arc::clone(&tail),
+    )
+    .await
+    .expect("opens");
+    Fixture {
+        log: EventLog::new(Arc::new(store), tail, options.limits),
+        guard: Box::new(()),
+    }
+}
+
+conformance::suite!(crate::store::jetstream::tests::open);
+
+fn keep_all() -> Retention {
+    Retention {
+        max_events: usize::MAX,
+        max_bytes: usize::MAX,
+        max_age: None,
+    }
+}
+
+const LIMITS: crate::log::PublishLimits = crate::log::PublishLimits {
+    max_events: 10_000,
+    max_payload_bytes: 1 << 20,
+};
+
+async fn producer(stream: &str) -> EventLog {
+    let tail = Arc::new(Tail::new(crate::log::DEFAULT_CACHE_BYTES));
+    let store = JetStreamStore::open(options(stream, keep_all()), Arc::clone(&tail))
+        .await
+        .expect("opens");
+    EventLog::new(Arc::new(store), tail, LIMITS)
+}
+
+fn events(n: usize, tag: &str) -> Vec<crate::log::NewEvent> {
+    (0..n)
+        .map(|i| crate::log::NewEvent {
+            topic: format!("t.{tag}"),
+            payload: bytes::Bytes::from(format!("{tag}-{i}")),
+        })
+        .collect()
+}
+
+async fn read_everything(log: &EventLog) -> Vec<crate::log::Event> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let batch = log
+            .read::<crate::log::Event>(
+                after,
+                &crate::log::TopicFilter::default(),
+                crate::log::ReadLimits {
+                    max_events: 1000,
+                    max_bytes: usize::MAX,
+                },
+            )
+            .await
+            .unwrap();
+        if batch.events.is_empty() {
+            return out;
+        }
+        after = batch.next_after;
+        out.extend(batch.events);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_producers_on_one_stream_make_one_gapless_log() {
+    let stream = stream_name();
+    // Opened at once on a new stream: both find it empty and publish the genesis; one stays.
+    let (a, b) = tokio::join!(producer(&stream), producer(&stream));
+    assert_eq!(a.log_id(), b.log_id(), "the log_id comes from the stream");
+    let publish = |log: EventLog, tag: &'static str| async move {
+        let mut acks = Vec::new();
+        for i in 0..40 {
+            let n = 1 + (i % 7);
+            let (first, last) = log.append(events(n, tag)).await.unwrap();
+            assert_eq!(
+                last - first + 1,
+                n as u64,
+                "a Publish's events are consecutive"
+            );
+            acks.push((first, last, tag, n));
+        }
+        acks
+    };
+    let (acks, more) = tokio::join!(
+        tokio::spawn(publish(a.clone(), "a")),
+        tokio::spawn(publish(b.clone(), "b"))
+    );
+    let mut acks = acks.unwrap();
+    acks.extend(more.unwrap());
+    acks.sort();
+    // The acknowledged ranges tile 1..=head with no gap and no overlap.
+    let mut next = 1;
+    for (first, last, _, _) in &acks {
+        assert_eq!(*first, next, "acks: {acks:?}");
+        next = last + 1;
+    }
+    let head = next - 1;
+    let from_a = read_everything(&a).await;
+    // b may not have followed everything a published yet: wait for its head.
+    let mut watch = b.watch_head();
+    tokio::time::timeout(testkit::PROMPTLY, watch.wait_for(|h| *h >= head))
+        .await
+        .expect("b follows the stream")
+        .unwrap();
+    let from_b = read_everything(&b).await;
+    assert_eq!(from_a.len() as u64, head);
+    assert_eq!(from_a, from_b, "the same log whichever producer is read");
+    // Each Publish's events sit together, in its order.
+    for (first, last, tag, n) in acks {
+        let got: Vec<_> = from_a[(first - 1) as usize..last as usize]
+            .iter()
+            .map(|e| String::from_utf8(e.payload.to_vec()).unwrap())
+            .collect();
+        let want: Vec<_> = (0..n).map(|i| format!("{tag}-{i}")).collect();
+        assert_eq!(got, want);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_producer_reads_the_log_others_wrote_from_the_stream() {
+    let stream = stream_name();
+    let a = producer(&stream).await;
+    for i in 0..30 {
+        a.append(events(1 + i % 3, "x")).await.unwrap();
+    }
+    let written = read_everything(&a).await;
+    // A producer started later has nothing of it cached: every read goes to the stream.
+    let late = producer(&stream).await;
+    assert_eq!(late.bounds(), a.bounds());
+    assert_eq!(read_everything(&late).await, written);
+    assert_eq!(late.log_id(), a.log_id());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_stream_with_other_limits_is_refused_naming_them() {
+    let stream = stream_name();
+    let _first = producer(&stream).await;
+    let mut other = options(&stream, keep_all());
+    other.retention.max_events = 500;
+    other.retention.max_age = Some(Duration::from_secs(3600));
+    let err = JetStreamStore::open(other, Arc::new(Tail::new(0)))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("stream {stream} exists")), "{err}");
+    assert!(
+        err.contains("max_msgs is -1, --retention-events asks for 500"),
+        "{err}"
+    );
+    assert!(err.contains("--retention-age"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_larger_than_one_message_is_refused_whole() {
+    let stream = stream_name();
+    let log = producer(&stream).await;
+    log.append(events(1, "ok")).await.unwrap();
+    // 9 events of 1 MiB: more than the server's 8 MB max_payload.
+    let big: Vec<_> = (0..9)
+        .map(|_| crate::log::NewEvent {
+            topic: "big".into(),
+            payload: bytes::Bytes::from(vec![7u8; 1 << 20]),
+        })
+        .collect();
+    let err = log.append(big).await.unwrap_err();
+    assert!(
+        matches!(&err, crate::error::Error::PayloadTooLarge { field, .. } if field == "events"),
+        "{err:?}"
+    );
+    assert_eq!(log.bounds(), (1, 1), "nothing of it was stored");
+    assert_eq!(log.append(events(2, "after")).await.unwrap(), (2, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_calls_queued_together_share_one_message() {
+    let stream = stream_name();
+    let log = producer(&stream).await;
+    let calls: Vec<_> = (0..50)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(events(2, &format!("c{i}"))).await.unwrap() })
+        })
+        .collect();
+    let mut ranges = Vec::new();
+    for call in calls {
+        ranges.push(call.await.unwrap());
+    }
+    ranges.sort();
+    assert_eq!(ranges.first(), Some(&(1, 2)));
+    assert_eq!(ranges.last(), Some(&(99, 100)));
+    let js = jetstream::new(async_nats::connect(server().url()).await.unwrap());
+    let info = js
+        .get_stream(&stream)
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap();
+    // The genesis plus fewer messages than calls: concurrent calls were grouped.
+    assert!(
+        info.state.messages < 51,
+        "{} messages for 50 concurrent Publish calls",
+        info.state.messages
+    );
+}
