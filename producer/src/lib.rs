@@ -230,7 +230,7 @@ async fn open_log(config: &Config, metrics: &StoreMetrics) -> Result<EventLog, R
                 retention,
                 connect_timeout: NATS_CONNECT_TIMEOUT,
             };
-            let opened = JetStreamStore::open(options, Arc::clone(&tail)).await;
+            let opened = JetStreamStore::open(options, Arc::clone(&tail), metrics.clone()).await;
             Arc::new(opened.map_err(|err| RunError::Store(err.to_string()))?)
         }
     };

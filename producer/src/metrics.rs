@@ -142,6 +142,22 @@ impl Metrics {
              Publish calls that arrived while the previous one ran",
             store.fsync_seconds.clone(),
         );
+        registry.register(
+            "jetstream_messages_published",
+            "Messages the JetStream store published: one per group of whole Publish calls",
+            store.jetstream_messages.clone(),
+        );
+        registry.register(
+            "jetstream_publish_conflicts",
+            "Messages the JetStream store renumbered and published again because another \
+             producer had published first (wrong last sequence)",
+            store.jetstream_conflicts.clone(),
+        );
+        registry.register(
+            "jetstream_publish_retries",
+            "JetStream publishes tried again after a timeout or a broken connection",
+            store.jetstream_retries.clone(),
+        );
         registry.register_collector(Box::new(LogCollector { log }));
         // Every series exists from the start at 0, so a scrape lists them all and `rate()`
         // has a starting point.
@@ -334,6 +350,12 @@ impl Collector for LogCollector {
                 "cache_events",
                 "Events in the tail cache (--cache-bytes), which serves live readers",
                 cache.events,
+            ),
+            (
+                "store_available",
+                "1 while the store can serve; 0 while it cannot (--store jetstream: NATS \
+                 unreachable, or the stream without a leader), when health is NOT_SERVING",
+                u64::from(self.log.store().unavailable().is_none()),
             ),
             (
                 "cache_bytes",

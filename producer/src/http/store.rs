@@ -17,18 +17,30 @@ pub struct StoreSetup {
     data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     fsync: Option<&'static str>,
+    /// The JetStream store's servers and stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nats_urls: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nats_stream: Option<String>,
     cache_capacity_bytes: usize,
 }
 
 impl StoreSetup {
     pub fn new(config: &Config) -> Self {
         let file = config.store == StoreKind::File;
+        let jetstream = config.store == StoreKind::Jetstream;
         Self {
             store: config.store.name(),
             data_dir: file.then(|| config.data_dir.clone()),
             fsync: file.then_some(config.fsync.name()),
+            nats_urls: jetstream.then(|| config.nats_urls.clone()),
+            nats_stream: jetstream.then(|| config.nats_stream.clone()),
             // The memory store is its own cache: no tail cache in front of it.
-            cache_capacity_bytes: if file { config.cache_bytes } else { 0 },
+            cache_capacity_bytes: if config.store == StoreKind::Memory {
+                0
+            } else {
+                config.cache_bytes
+            },
         }
     }
 }
@@ -52,6 +64,8 @@ pub struct StoreJson {
     fsyncs: u64,
     /// Mean fdatasync time since start (`null` before the first).
     fsync_mean_ms: Option<f64>,
+    /// Why the store cannot serve now (NATS unreachable, no stream leader); `null` when it can.
+    unavailable: Option<String>,
 }
 
 pub async fn store(State(state): State<AppState>) -> Json<StoreJson> {
@@ -74,5 +88,6 @@ pub async fn store(State(state): State<AppState>) -> Json<StoreJson> {
         store_reads: cache.misses,
         fsyncs,
         fsync_mean_ms: (fsyncs > 0).then(|| fsync_seconds * 1000.0 / fsyncs as f64),
+        unavailable: log.store().unavailable(),
     })
 }

@@ -39,7 +39,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 use pushpull::wire::encode_event;
 
 use crate::log::{EVENT_OVERHEAD_BYTES, Event};
@@ -165,6 +165,11 @@ pub struct StoreMetrics {
     /// readable outside its tests).
     fsyncs: Arc<AtomicU64>,
     fsync_nanos: Arc<AtomicU64>,
+    /// The JetStream store's messages published, renumbered after another producer's, and
+    /// retried after a timeout or a broken connection.
+    pub jetstream_messages: Counter,
+    pub jetstream_conflicts: Counter,
+    pub jetstream_retries: Counter,
 }
 
 impl StoreMetrics {
@@ -193,6 +198,9 @@ impl Default for StoreMetrics {
             fsync_seconds: Histogram::new(FSYNC_BUCKETS.iter().copied()),
             fsyncs: Arc::default(),
             fsync_nanos: Arc::default(),
+            jetstream_messages: Counter::default(),
+            jetstream_conflicts: Counter::default(),
+            jetstream_retries: Counter::default(),
         }
     }
 }

@@ -61,7 +61,7 @@ use tracing::{debug, error, info, warn};
 use self::body::Span;
 use super::{
     Bounds, NewBatch, ReadRange, Record, Retention, Store, StoreError, StoreFuture, StoreKind,
-    StoreStats,
+    StoreMetrics, StoreStats,
 };
 use crate::log::Tail;
 
@@ -129,6 +129,7 @@ struct Shared {
     js: jetstream::Context,
     stream: Stream,
     tail: Arc<Tail>,
+    metrics: StoreMetrics,
     /// Largest body one message may carry: the server's `max_payload` less the headers.
     max_body: usize,
     position: Mutex<Position>,
@@ -161,7 +162,11 @@ struct Position {
 impl JetStreamStore {
     /// Connects, creates the stream or checks the existing one, reads its bounds, and starts
     /// following it into `tail`.
-    pub async fn open(options: JetStreamOptions, tail: Arc<Tail>) -> Result<Self, StoreError> {
+    pub async fn open(
+        options: JetStreamOptions,
+        tail: Arc<Tail>,
+        metrics: StoreMetrics,
+    ) -> Result<Self, StoreError> {
         let urls = options.urls.join(",");
         let client = connect(&options).await?;
         let max_payload = client.server_info().max_payload;
@@ -189,6 +194,7 @@ impl JetStreamStore {
             js,
             stream,
             tail,
+            metrics,
             max_body: max_payload.saturating_sub(HEADER_ALLOWANCE),
             position: Mutex::new(Position {
                 stream_seq: 0,
@@ -432,21 +438,30 @@ async fn publish_genesis(js: &jetstream::Context, subject: &str) -> Result<(), S
         events: 0,
     }
     .write_headers(&mut headers);
-    let publish = PublishMessage::build()
-        .headers(headers)
-        .message_id(GENESIS_ID)
-        .payload(bytes::Bytes::new());
-    let acked = async { js.send_publish(subject.to_owned(), publish).await?.await }.await;
-    match acked {
-        Ok(ack) => {
-            info!(
-                sequence = ack.sequence,
-                duplicate = ack.duplicate,
-                "genesis message"
-            );
-            Ok(())
+    // A stream another producer is creating this moment may not listen on its subject yet
+    // (no responders): a few tries.
+    let mut tries = 0;
+    loop {
+        let publish = PublishMessage::build()
+            .headers(headers.clone())
+            .message_id(GENESIS_ID)
+            .payload(bytes::Bytes::new());
+        let acked = async { js.send_publish(subject.to_owned(), publish).await?.await }.await;
+        match acked {
+            Ok(ack) => {
+                info!(
+                    sequence = ack.sequence,
+                    duplicate = ack.duplicate,
+                    "genesis message"
+                );
+                return Ok(());
+            }
+            Err(err) if tries < 50 && err.kind() == PublishErrorKind::StreamNotFound => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => return Err(unavailable(format!("cannot publish to {subject}: {err}"))),
         }
-        Err(err) => Err(unavailable(format!("cannot publish to {subject}: {err}"))),
     }
 }
 
@@ -647,6 +662,7 @@ impl Shared {
             .await;
             match acked {
                 Ok(ack) if !ack.duplicate => {
+                    self.metrics.jetstream_messages.inc();
                     break (
                         ack.sequence,
                         Span {
@@ -691,6 +707,7 @@ impl Shared {
                     // try the same message again; the id makes a second copy a duplicate.
                     last_error = err.to_string();
                     debug!(error = %err, "publish failed; retrying");
+                    self.metrics.jetstream_retries.inc();
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }

@@ -1,19 +1,15 @@
 //! The conformance suite and the JetStream store's own checks, against a real `nats-server`
 //! (one node; `.ci/install.d/40-nats.sh` installs it). Each test gets a stream of its own.
 
-use std::sync::{Arc, OnceLock, atomic::AtomicUsize};
+use std::sync::{Arc, atomic::AtomicUsize};
+
+use testkit::nats::NatsServer;
 
 use super::*;
 use crate::{
     log::EventLog,
     store::conformance::{self, Fixture, Options},
 };
-
-/// One server for the whole test binary: starting one per test would cost more than the tests.
-fn server() -> &'static testkit::nats::NatsServer {
-    static SERVER: OnceLock<testkit::nats::NatsServer> = OnceLock::new();
-    SERVER.get_or_init(testkit::nats::NatsServer::start)
-}
 
 fn stream_name() -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -24,9 +20,9 @@ fn stream_name() -> String {
     )
 }
 
-pub(crate) fn options(stream: &str, retention: Retention) -> JetStreamOptions {
+pub(crate) fn options(server: &NatsServer, stream: &str, retention: Retention) -> JetStreamOptions {
     JetStreamOptions {
-        urls: vec![server().url()],
+        urls: vec![server.url()],
         stream: stream.to_owned(),
         replicas: 1,
         retention,
@@ -34,17 +30,21 @@ pub(crate) fn options(stream: &str, retention: Retention) -> JetStreamOptions {
     }
 }
 
+/// A log on a server of its own (a server per test: statics are never dropped, so a shared
+/// one would outlive the test binary).
 pub(crate) async fn open(options: Options) -> Fixture {
+    let server = NatsServer::start();
     let tail = Arc::new(Tail::new(options.cache_bytes));
     let store = JetStreamStore::open(
-        self::options(&stream_name(), options.retention),
+        self::options(&server, &stream_name(), options.retention),
         Arc::clone(&tail),
+        StoreMetrics::default(),
     )
     .await
     .expect("opens");
     Fixture {
         log: EventLog::new(Arc::new(store), tail, options.limits),
-        guard: Box::new(()),
+        guard: Box::new(server),
     }
 }
 
@@ -63,11 +63,15 @@ const LIMITS: crate::log::PublishLimits = crate::log::PublishLimits {
     max_payload_bytes: 1 << 20,
 };
 
-async fn producer(stream: &str) -> EventLog {
+async fn producer(server: &NatsServer, stream: &str) -> EventLog {
     let tail = Arc::new(Tail::new(crate::log::DEFAULT_CACHE_BYTES));
-    let store = JetStreamStore::open(options(stream, keep_all()), Arc::clone(&tail))
-        .await
-        .expect("opens");
+    let store = JetStreamStore::open(
+        options(server, stream, keep_all()),
+        Arc::clone(&tail),
+        StoreMetrics::default(),
+    )
+    .await
+    .expect("opens");
     EventLog::new(Arc::new(store), tail, LIMITS)
 }
 
@@ -105,9 +109,9 @@ async fn read_everything(log: &EventLog) -> Vec<crate::log::Event> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_producers_on_one_stream_make_one_gapless_log() {
-    let stream = stream_name();
+    let (server, stream) = (NatsServer::start(), stream_name());
     // Opened at once on a new stream: both find it empty and publish the genesis; one stays.
-    let (a, b) = tokio::join!(producer(&stream), producer(&stream));
+    let (a, b) = tokio::join!(producer(&server, &stream), producer(&server, &stream));
     assert_eq!(a.log_id(), b.log_id(), "the log_id comes from the stream");
     let publish = |log: EventLog, tag: &'static str| async move {
         let mut acks = Vec::new();
@@ -160,14 +164,14 @@ async fn two_producers_on_one_stream_make_one_gapless_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_producer_reads_the_log_others_wrote_from_the_stream() {
-    let stream = stream_name();
-    let a = producer(&stream).await;
+    let (server, stream) = (NatsServer::start(), stream_name());
+    let a = producer(&server, &stream).await;
     for i in 0..30 {
         a.append(events(1 + i % 3, "x")).await.unwrap();
     }
     let written = read_everything(&a).await;
     // A producer started later has nothing of it cached: every read goes to the stream.
-    let late = producer(&stream).await;
+    let late = producer(&server, &stream).await;
     assert_eq!(late.bounds(), a.bounds());
     assert_eq!(read_everything(&late).await, written);
     assert_eq!(late.log_id(), a.log_id());
@@ -175,12 +179,12 @@ async fn a_new_producer_reads_the_log_others_wrote_from_the_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_stream_with_other_limits_is_refused_naming_them() {
-    let stream = stream_name();
-    let _first = producer(&stream).await;
-    let mut other = options(&stream, keep_all());
+    let (server, stream) = (NatsServer::start(), stream_name());
+    let _first = producer(&server, &stream).await;
+    let mut other = options(&server, &stream, keep_all());
     other.retention.max_events = 500;
     other.retention.max_age = Some(Duration::from_secs(3600));
-    let err = JetStreamStore::open(other, Arc::new(Tail::new(0)))
+    let err = JetStreamStore::open(other, Arc::new(Tail::new(0)), StoreMetrics::default())
         .await
         .unwrap_err()
         .to_string();
@@ -194,8 +198,8 @@ async fn an_existing_stream_with_other_limits_is_refused_naming_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_larger_than_one_message_is_refused_whole() {
-    let stream = stream_name();
-    let log = producer(&stream).await;
+    let (server, stream) = (NatsServer::start(), stream_name());
+    let log = producer(&server, &stream).await;
     log.append(events(1, "ok")).await.unwrap();
     // 9 events of 1 MiB: more than the server's 8 MB max_payload.
     let big: Vec<_> = (0..9)
@@ -215,8 +219,8 @@ async fn a_publish_larger_than_one_message_is_refused_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_calls_queued_together_share_one_message() {
-    let stream = stream_name();
-    let log = producer(&stream).await;
+    let (server, stream) = (NatsServer::start(), stream_name());
+    let log = producer(&server, &stream).await;
     let calls: Vec<_> = (0..50)
         .map(|i| {
             let log = log.clone();
@@ -230,7 +234,7 @@ async fn publish_calls_queued_together_share_one_message() {
     ranges.sort();
     assert_eq!(ranges.first(), Some(&(1, 2)));
     assert_eq!(ranges.last(), Some(&(99, 100)));
-    let js = jetstream::new(async_nats::connect(server().url()).await.unwrap());
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
     let info = js
         .get_stream(&stream)
         .await
