@@ -6,6 +6,9 @@
 //! - [`scenarios`]: latency by mode and rate, throughput, fan-out, slow consumer.
 //! - [`storage`]: the memory and file stores side by side: publish throughput and latency next
 //!   to the store's fsync time, catch-up from disk, recovery and bytes per event.
+//! - [`jetstream`]: the JetStream store next to the file and memory stores and next to raw
+//!   JetStream: publish throughput, catch-up, push latency, two producers' fan-out.
+//! - [`nats`]: the `nats-server` processes it runs on (one node, a three-node cluster).
 //! - [`scrape`]: the producer's own counters and histograms, from its `/metrics`.
 //! - [`report`]: targets (pass/miss), tables, charts, machine description.
 //!
@@ -15,7 +18,9 @@
 //! ```
 
 mod child;
+mod jetstream;
 mod load;
+mod nats;
 mod report;
 mod scenarios;
 mod scrape;
@@ -61,6 +66,7 @@ enum Scenario {
     Fanout,
     Slow,
     Storage,
+    Jetstream,
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +164,7 @@ async fn run(
         (Scenario::Fanout, settings.fanout.len()),
         (Scenario::Slow, 1),
         (Scenario::Storage, storage::steps(&settings.storage)),
+        (Scenario::Jetstream, jetstream::steps(&settings.jetstream)),
     ]
     .into_iter()
     .filter(|(s, _)| wanted(*s))
@@ -294,6 +301,10 @@ async fn run(
 
     if wanted(Scenario::Storage) {
         storage::run(&settings, &mut progress, &mut results).await;
+    }
+
+    if wanted(Scenario::Jetstream) {
+        jetstream::run(&settings, &mut progress, &mut results).await;
     }
 
     results.finish();

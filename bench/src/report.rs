@@ -1,4 +1,7 @@
 //! The results: targets as pass/miss, the Markdown report, a JSON copy and the SVG charts.
+//! The JetStream section's are in [`jetstream`].
+
+mod jetstream;
 
 use std::{fmt::Write as _, path::Path, time::Duration};
 
@@ -7,6 +10,7 @@ use serde_json::json;
 
 use crate::{
     Progress,
+    jetstream::JetStreamResults,
     scenarios::{FanoutRun, LatencyRun, Settings, SlowRun, ThroughputRun, mib, ms},
     scrape::Quantile,
     storage::{Backend, StorageResults},
@@ -23,6 +27,7 @@ pub struct Results {
     pub fanout: Vec<FanoutRun>,
     pub slow: Option<SlowRun>,
     pub storage: StorageResults,
+    pub jetstream: JetStreamResults,
     pub errors: Vec<String>,
 }
 
@@ -37,6 +42,7 @@ impl Results {
             fanout: vec![],
             slow: None,
             storage: StorageResults::default(),
+            jetstream: JetStreamResults::default(),
             errors: vec![],
         }
     }
@@ -176,6 +182,7 @@ impl Results {
             });
         }
         t.extend(self.storage_targets());
+        t.extend(jetstream::targets(self));
         t
     }
 
@@ -590,6 +597,7 @@ fn markdown(r: &Results, targets: &[Target]) -> String {
     }
 
     storage_markdown(&mut o, r);
+    jetstream::markdown(&mut o, r);
 
     let _ = writeln!(
         o,
@@ -819,6 +827,7 @@ fn to_json(r: &Results, targets: &[Target]) -> serde_json::Value {
             "delivered_after": s.delivered_after, "stalled_lag": s.stalled_lag,
         })),
         "storage": storage_json(&r.storage),
+        "jetstream": jetstream::json(&r.jetstream),
         "errors": r.errors,
     })
 }
@@ -1124,6 +1133,7 @@ pub fn check(dir: &Path) -> Result<String, String> {
         "## Fan-out",
         "## Slow consumer",
         "## Storage",
+        "## JetStream",
     ] {
         if !md.contains(heading) {
             return Err(format!("results.md has no {heading:?}"));
@@ -1174,6 +1184,7 @@ pub fn check(dir: &Path) -> Result<String, String> {
         return Err("slow consumer: the others did not get every event".into());
     }
     check_storage(&r["storage"])?;
+    jetstream::check(&r["jetstream"])?;
     let targets = list("targets");
     if targets.is_empty()
         || targets

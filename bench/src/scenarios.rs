@@ -8,13 +8,15 @@
 //! 3. [`fanout`]: many Subscribe streams at 1,000 events/s; producer memory per subscriber.
 //! 4. [`slow_consumer`]: one subscriber stops reading; do the others notice?
 //!
-//! Every producer here uses the memory store; [`crate::storage`] measures the stores.
+//! Every producer here uses the memory store; [`crate::storage`] and [`crate::jetstream`]
+//! measure the stores.
 
 use std::time::{Duration, Instant};
 
 use crate::{
     Progress,
     child::{Proc, Role, Usage},
+    jetstream::JetStreamSettings,
     load::{
         self, ConsumerStats, MAX_PUBLISH, Subscribers, channel, channel_with, duration_of,
         producer_client, publish_at_rate, publish_at_rate_isolated, publish_flat_out,
@@ -39,6 +41,7 @@ pub struct Settings {
     pub slow_subscribers: usize,
     pub slow_window: Duration,
     pub storage: StorageSettings,
+    pub jetstream: JetStreamSettings,
 }
 
 impl Settings {
@@ -57,6 +60,7 @@ impl Settings {
             slow_subscribers: 100,
             slow_window: Duration::from_secs(5),
             storage: StorageSettings::full(),
+            jetstream: JetStreamSettings::full(),
         }
     }
 
@@ -75,6 +79,7 @@ impl Settings {
             slow_subscribers: 20,
             slow_window: Duration::from_secs(1),
             storage: StorageSettings::quick(),
+            jetstream: JetStreamSettings::quick(),
         }
     }
 }

@@ -37,10 +37,11 @@ use crate::{
 
 /// The fsync histogram's name on the producer's `/metrics`.
 const FSYNC: &str = "pushpull_producer_fsync_seconds";
-const STORE_READS: &str = "pushpull_producer_store_reads_total";
-const CACHE_READS: &str = "pushpull_producer_cache_reads_total";
+pub const STORE_READS: &str = "pushpull_producer_store_reads_total";
+pub const CACHE_READS: &str = "pushpull_producer_cache_reads_total";
 const SEGMENTS: &str = "pushpull_producer_store_segments";
 const RETAINED_BYTES: &str = "pushpull_producer_retained_bytes";
+pub const JETSTREAM_MESSAGES: &str = "pushpull_producer_jetstream_messages_published_total";
 
 /// How big and long the storage scenario's runs are.
 #[derive(Debug, Clone)]
@@ -97,9 +98,29 @@ pub enum Backend {
     FileAlways,
     /// `--store file --fsync never`.
     FileNever,
+    /// `--store jetstream` on a stream of this many replicas ([`crate::jetstream`] starts the
+    /// servers and names them).
+    JetStream(Replicas),
+}
+
+/// The replica counts the jetstream scenario runs: one node, and a three-node cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replicas {
+    One,
+    Three,
+}
+
+impl Replicas {
+    pub fn count(self) -> usize {
+        match self {
+            Replicas::One => 1,
+            Replicas::Three => 3,
+        }
+    }
 }
 
 impl Backend {
+    /// The stores of the storage scenario.
     pub const ALL: [Backend; 3] = [Backend::Memory, Backend::FileAlways, Backend::FileNever];
 
     pub fn name(self) -> &'static str {
@@ -107,11 +128,13 @@ impl Backend {
             Backend::Memory => "memory",
             Backend::FileAlways => "file, fsync always",
             Backend::FileNever => "file, fsync never",
+            Backend::JetStream(Replicas::One) => "jetstream, replicas 1",
+            Backend::JetStream(Replicas::Three) => "jetstream, replicas 3",
         }
     }
 
-    fn is_file(self) -> bool {
-        self != Backend::Memory
+    pub fn is_file(self) -> bool {
+        matches!(self, Backend::FileAlways | Backend::FileNever)
     }
 
     /// The producer flags for this store, with `dir` as a file store's `--data-dir`.
@@ -120,6 +143,11 @@ impl Backend {
             Backend::Memory => return Ok(strings(&["--store", "memory"])),
             Backend::FileAlways => "always",
             Backend::FileNever => "never",
+            Backend::JetStream(_) => {
+                return Err(
+                    "a jetstream store's flags name its servers: see crate::jetstream".into(),
+                );
+            }
         };
         let dir = dir.ok_or("a file store needs a data directory")?;
         Ok(strings(&[
@@ -144,7 +172,7 @@ fn retain_all() -> Vec<String> {
 }
 
 /// A fresh temporary data directory, removed when dropped.
-fn data_dir() -> Result<TempDir, String> {
+pub fn data_dir() -> Result<TempDir, String> {
     tempfile::Builder::new()
         .prefix("pushpull-bench-data-")
         .tempdir()
@@ -152,14 +180,14 @@ fn data_dir() -> Result<TempDir, String> {
 }
 
 /// Starts a producer on `backend` (in `dir` for a file store) with `extra` flags.
-async fn spawn(backend: Backend, dir: Option<&Path>, extra: &[String]) -> Result<Proc, String> {
+pub async fn spawn(backend: Backend, dir: Option<&Path>, extra: &[String]) -> Result<Proc, String> {
     let mut args = backend.args(dir)?;
     args.extend(retain_all());
     args.extend(extra.iter().cloned());
     Proc::spawn(Role::Producer, &args).await
 }
 
-async fn scrape(producer: &Proc) -> Result<Scrape, String> {
+pub async fn scrape(producer: &Proc) -> Result<Scrape, String> {
     Scrape::get(producer.http.ok_or("the producer serves no /metrics")?).await
 }
 
@@ -334,6 +362,9 @@ pub struct PublishRun {
     pub fsyncs: u64,
     pub fsync_p50: Option<Quantile>,
     pub fsync_p99: Option<Quantile>,
+    /// JetStream messages the store published over the run (one per group of Publish
+    /// calls); 0 for the other stores.
+    pub messages: u64,
     pub producer_cpu: Duration,
     /// Events/s of every try; the run kept is the fastest.
     pub tries: Vec<f64>,
@@ -345,8 +376,8 @@ impl PublishRun {
     }
 }
 
-/// Publishes `settings.publish_events` flat out from `publishers` callers, after a warm-up of
-/// a twentieth of that (the first segment file, allocator arenas, HTTP/2 windows).
+/// Publishes `settings.publish_events` flat out from `publishers` callers on a producer of its
+/// own: see [`publish_throughput_on`].
 pub async fn publish_throughput(
     backend: Backend,
     publishers: usize,
@@ -354,20 +385,39 @@ pub async fn publish_throughput(
 ) -> Result<PublishRun, String> {
     let dir = backend.is_file().then(data_dir).transpose()?;
     let producer = spawn(backend, dir.as_ref().map(TempDir::path), &[]).await?;
-    let url = producer.url();
-    let batch = settings.publish_batch;
-    publish_flat_out(&url, settings.publish_events / 20, publishers, batch).await?;
-    let (m0, p0) = (scrape(&producer).await?, producer.usage());
-    let published = publish_flat_out(&url, settings.publish_events, publishers, batch).await?;
-    let (m1, p1) = (scrape(&producer).await?, producer.usage());
+    let run = publish_throughput_on(
+        &producer,
+        backend,
+        publishers,
+        settings.publish_events,
+        settings.publish_batch,
+    )
+    .await;
     producer.stop().await;
+    run
+}
+
+/// Publishes `events` flat out to `producer` (on `backend`) from `publishers` callers, `batch`
+/// per call, after a warm-up of a twentieth of that (the first segment file, allocator arenas,
+/// HTTP/2 windows).
+pub async fn publish_throughput_on(
+    producer: &Proc,
+    backend: Backend,
+    publishers: usize,
+    events: u64,
+    batch: usize,
+) -> Result<PublishRun, String> {
+    let url = producer.url();
+    publish_flat_out(&url, events / 20, publishers, batch).await?;
+    let (m0, p0) = (scrape(producer).await?, producer.usage());
+    let published = publish_flat_out(&url, events, publishers, batch).await?;
+    let (m1, p1) = (scrape(producer).await?, producer.usage());
     let fsync = m1.histogram_since(&m0, FSYNC);
     if !published.complete {
         return Err(format!(
-            "publish ({}): {} of {} events",
+            "publish ({}): {} of {events} events",
             backend.name(),
             published.events,
-            settings.publish_events
         ));
     }
     Ok(PublishRun {
@@ -380,6 +430,7 @@ pub async fn publish_throughput(
         fsyncs: fsync.count(),
         fsync_p50: fsync.quantile(0.5),
         fsync_p99: fsync.quantile(0.99),
+        messages: m1.grew(&m0, JETSTREAM_MESSAGES),
         producer_cpu: p1.since(&p0).cpu,
         tries: vec![],
     })
@@ -408,8 +459,7 @@ pub struct LatencyRun {
     pub fsync_buckets: Buckets,
 }
 
-/// A push consumer at the head, and a publisher at `settings.rate` (one call in flight, what
-/// is due every millisecond). The fsync histogram is read before and after the window.
+/// [`publish_latency_on`] a producer of its own.
 pub async fn publish_latency(
     backend: Backend,
     settings: &StorageSettings,
@@ -417,22 +467,36 @@ pub async fn publish_latency(
 ) -> Result<LatencyRun, String> {
     let dir = backend.is_file().then(data_dir).transpose()?;
     let producer = spawn(backend, dir.as_ref().map(TempDir::path), &[]).await?;
+    let run =
+        publish_latency_on(&producer, backend, settings.rate, settings.window, progress).await;
+    producer.stop().await;
+    run
+}
+
+/// A push consumer at the head of `producer`, and a publisher at `rate` for `window` (one call
+/// in flight, what is due every millisecond). The fsync histogram is read before and after the
+/// window.
+pub async fn publish_latency_on(
+    producer: &Proc,
+    backend: Backend,
+    rate: u64,
+    window: Duration,
+    progress: &mut Progress,
+) -> Result<LatencyRun, String> {
     let push = Mode {
         name: consumer::Mode::Push.name(),
         args: strings(&["--mode", consumer::Mode::Push.name()]),
         interval: None,
     };
-    let consumer = Proc::spawn(Role::Consumer, &consumer_args(&producer, "latest", &push)).await?;
+    let consumer = Proc::spawn(Role::Consumer, &consumer_args(producer, "latest", &push)).await?;
     let mut stats = ConsumerStats::connect(&consumer.url()).await?;
     stats.wait_ready().await?;
-    let m0 = scrape(&producer).await?;
-    let published =
-        publish_at_rate_isolated(&producer.url(), settings.rate, settings.window).await?;
+    let m0 = scrape(producer).await?;
+    let published = publish_at_rate_isolated(&producer.url(), rate, window).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let s = stats.wait_for_events(published.events, progress).await?;
-    let m1 = scrape(&producer).await?;
+    let m1 = scrape(producer).await?;
     consumer.stop().await;
-    producer.stop().await;
     let calls = published
         .call_latency
         .unwrap_or_else(crate::load::new_histogram);
@@ -442,7 +506,7 @@ pub async fn publish_latency(
     let fsync = m1.histogram_since(&m0, FSYNC);
     Ok(LatencyRun {
         backend,
-        rate: settings.rate,
+        rate,
         published: published.events,
         received: s.events_received,
         publish_calls: published.rpcs,

@@ -2,6 +2,10 @@
 # Benchmark smoke test: runs `pushpull-bench --quick` (every scenario, small and short) and checks
 # that each scenario ran and every output is well-formed. It asserts nothing about speed.
 #
+# The jetstream scenario starts nats-server (one node and a three-node cluster); CI installs it
+# (.ci/install.d/40-nats.sh). Without it the run fails under CI=true; elsewhere the report says
+# the scenario was not run, and why.
+#
 # It uses the dev profile on purpose: `cargo test` has already built every dependency for it, so
 # only the bench crate itself compiles here (a release build of the workspace would cost minutes).
 set -uo pipefail
