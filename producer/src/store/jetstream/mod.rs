@@ -1038,6 +1038,10 @@ impl Store for JetStreamStore {
     }
 }
 
+/// The known messages nearest a sequence no known message holds: the one below (its stream
+/// sequence and span) and the one above (its stream sequence); either may be unknown.
+type Nearest = (Option<(u64, Span)>, Option<u64>);
+
 /// Positions of messages with events: log sequence of the first event → (stream sequence,
 /// events), and stream sequence → first event. Both grow together, which is what makes a
 /// binary search between two known messages work.
@@ -1072,17 +1076,21 @@ impl Index {
         }
     }
 
-    /// The message holding `sequence`, or the nearest known messages around it:
-    /// `Err((below, above))`, stream sequences (either may be unknown).
-    fn find(&self, sequence: u64) -> Result<u64, (Option<u64>, Option<u64>)> {
-        let below = self.by_sequence.range(..=sequence).next_back();
-        if let Some((&first, &(stream_seq, events))) = below
-            && (Span { first, events }).contains(sequence)
+    /// The message holding `sequence` (its stream sequence and span), or the nearest known
+    /// messages around it.
+    fn find(&self, sequence: u64) -> Result<(u64, Span), Nearest> {
+        let below = self
+            .by_sequence
+            .range(..=sequence)
+            .next_back()
+            .map(|(&first, &(stream_seq, events))| (stream_seq, Span { first, events }));
+        if let Some((stream_seq, span)) = below
+            && span.contains(sequence)
         {
-            return Ok(stream_seq);
+            return Ok((stream_seq, span));
         }
         let above = self.by_sequence.range(sequence + 1..).next();
-        Err((below.map(|(_, (s, _))| *s), above.map(|(_, (s, _))| *s)))
+        Err((below, above.map(|(_, (s, _))| *s)))
     }
 
     /// The first event of the known message at or before `stream_seq`.

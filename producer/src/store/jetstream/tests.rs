@@ -178,6 +178,48 @@ async fn a_new_producer_reads_the_log_others_wrote_from_the_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_from_the_stream_split_messages_anywhere_and_read_on() {
+    let (server, stream) = (NatsServer::start(), stream_name());
+    let a = producer(&server, &stream).await;
+    // Messages of 7 events each (one Publish at a time): reads of 1, 3, 7, 10 events start and
+    // end inside messages, at their edges, and across several.
+    for _ in 0..12 {
+        a.append(events(7, "m")).await.unwrap();
+    }
+    let written = read_everything(&a).await;
+    let late = producer(&server, &stream).await;
+    for max_events in [1, 3, 7, 10, 1000] {
+        for start in [0, 1, 6, 7, 8, 40] {
+            let (mut after, mut got) = (start, Vec::new());
+            loop {
+                let batch = late
+                    .read::<crate::log::Event>(
+                        after,
+                        &crate::log::TopicFilter::default(),
+                        crate::log::ReadLimits {
+                            max_events,
+                            max_bytes: usize::MAX,
+                        },
+                    )
+                    .await
+                    .unwrap();
+                if batch.events.is_empty() {
+                    break;
+                }
+                assert!(batch.events.len() <= max_events);
+                after = batch.next_after;
+                got.extend(batch.events);
+            }
+            assert_eq!(
+                got,
+                written[start as usize..],
+                "reads of {max_events} from after {start}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_stream_with_other_limits_is_refused_naming_them() {
     let (server, stream) = (NatsServer::start(), stream_name());
     let _first = producer(&server, &stream).await;
