@@ -173,18 +173,39 @@ impl JetStreamStore {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(ACK_TIMEOUT);
         let subject = format!("pushpull.{}", options.stream);
-        let stream = ensure_stream(&js, &options, &subject).await?;
-        let mut info = stream
-            .get_info()
-            .await
-            .map_err(|e| unavailable(format!("stream {}: {e}", options.stream)))?;
-        if info.state.last_sequence == 0 {
-            publish_genesis(&js, &subject).await?;
-            info = stream
-                .get_info()
-                .await
-                .map_err(|e| unavailable(format!("stream {}: {e}", options.stream)))?;
-        }
+        // A stream just created (by this producer or another) elects its leader first: its
+        // API calls time out meanwhile. Retried until the connect timeout; a config that
+        // does not match is not retried.
+        let deadline = Instant::now() + options.connect_timeout;
+        let (stream, info) = loop {
+            let opened = async {
+                let stream = match ensure_stream(&js, &options, &subject).await? {
+                    Ok(stream) => stream,
+                    Err(mismatch) => return Ok(Err(mismatch)),
+                };
+                let mut info = stream
+                    .get_info()
+                    .await
+                    .map_err(|e| unavailable(format!("stream {}: {e}", options.stream)))?;
+                if info.state.last_sequence == 0 {
+                    publish_genesis(&js, &subject).await?;
+                    info = stream
+                        .get_info()
+                        .await
+                        .map_err(|e| unavailable(format!("stream {}: {e}", options.stream)))?;
+                }
+                Ok::<_, StoreError>(Ok((stream, info)))
+            };
+            match opened.await {
+                Ok(Ok(opened)) => break opened,
+                Ok(Err(mismatch)) => return Err(mismatch),
+                Err(StoreError::Unavailable { detail }) if Instant::now() < deadline => {
+                    warn!(reason = %detail, "the stream is not ready yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        };
         let log_id = format!("{}:{}", options.stream, info.created.unix_timestamp_nanos());
         let shared = Arc::new(Shared {
             stream_name: options.stream.clone(),
@@ -392,12 +413,13 @@ fn differences(have: &StreamConfig, want: &StreamConfig) -> Vec<String> {
     diffs
 }
 
-/// Creates the stream, or checks that the existing one is what the flags ask for.
+/// Creates the stream, or checks that the existing one is what the flags ask for: the inner
+/// error says how it differs (not worth retrying), the outer one that NATS did not answer.
 async fn ensure_stream(
     js: &jetstream::Context,
     options: &JetStreamOptions,
     subject: &str,
-) -> Result<Stream, StoreError> {
+) -> Result<Result<Stream, StoreError>, StoreError> {
     let want = wanted_config(options, subject);
     let name = &options.stream;
     let stream = match js.get_stream(name).await {
@@ -420,13 +442,13 @@ async fn ensure_stream(
     };
     let diffs = differences(&stream.cached_info().config, &want);
     if !diffs.is_empty() {
-        return Err(unavailable(format!(
+        return Ok(Err(unavailable(format!(
             "stream {name} exists with a different config: {}; start with matching flags, or \
              delete the stream (its log with it) to have it created anew",
             diffs.join("; ")
-        )));
+        ))));
     }
-    Ok(stream)
+    Ok(Ok(stream))
 }
 
 /// Publishes the genesis: no events, the first sequence 1. Two producers finding the stream

@@ -141,13 +141,16 @@ async fn two_producers_on_one_stream_make_one_gapless_log() {
         next = last + 1;
     }
     let head = next - 1;
+    // Each has committed its own Publish calls; the other's last ones may still be on their
+    // way through its follower.
+    for log in [&a, &b] {
+        let mut watch = log.watch_head();
+        tokio::time::timeout(testkit::PROMPTLY, watch.wait_for(|h| *h >= head))
+            .await
+            .expect("each producer follows the stream")
+            .unwrap();
+    }
     let from_a = read_everything(&a).await;
-    // b may not have followed everything a published yet: wait for its head.
-    let mut watch = b.watch_head();
-    tokio::time::timeout(testkit::PROMPTLY, watch.wait_for(|h| *h >= head))
-        .await
-        .expect("b follows the stream")
-        .unwrap();
     let from_b = read_everything(&b).await;
     assert_eq!(from_a.len() as u64, head);
     assert_eq!(from_a, from_b, "the same log whichever producer is read");
