@@ -93,6 +93,9 @@ const APPEND_DEADLINE: Duration = Duration::from_secs(10);
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the store checks the connection and the stream (health, retention, sizes).
 const CHECK_EVERY: Duration = Duration::from_millis(500);
+/// How long the follower may receive nothing while the stream has messages it has not had
+/// before its consumer is recreated.
+const STALLED: Duration = Duration::from_secs(2);
 /// What the headers of a message take, at most, beside its body.
 const HEADER_ALLOWANCE: usize = 1024;
 /// Publish calls waiting for the writer.
@@ -143,6 +146,8 @@ struct Shared {
     down: Mutex<Option<String>>,
     bytes: AtomicU64,
     messages: AtomicU64,
+    /// The stream's last sequence as the last check saw it: the follower's watchdog.
+    stream_last: AtomicU64,
     /// Ids of this producer's messages: unique per process and stream.
     instance: String,
     next_message: AtomicU64,
@@ -227,6 +232,7 @@ impl JetStreamStore {
             down: Mutex::default(),
             bytes: AtomicU64::new(info.state.bytes),
             messages: AtomicU64::new(info.state.messages),
+            stream_last: AtomicU64::new(info.state.last_sequence),
             instance: format!(
                 "{:x}-{:08x}",
                 SystemTime::now()
@@ -819,9 +825,20 @@ impl Shared {
             };
             match messages {
                 Ok(mut messages) => loop {
+                    // The watchdog: an ordered consumer whose server went away can go quiet
+                    // without an error. Messages the stream has that did not arrive for
+                    // STALLED mean it is stuck: recreate it.
                     let next = tokio::select! {
                         () = stop.cancelled() => return,
                         next = messages.next() => next,
+                        () = self.stalled() => {
+                            warn!(
+                                at = self.lock_position().stream_seq,
+                                stream_last = self.stream_last.load(Ordering::Relaxed),
+                                "the follower stopped receiving; recreating its consumer"
+                            );
+                            break;
+                        }
                     };
                     match next {
                         Some(Ok(message)) => {
@@ -847,6 +864,27 @@ impl Shared {
                 () = tokio::time::sleep(delay) => {}
             }
             delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Resolves once the stream has had messages the follower has not received for
+    /// [`STALLED`].
+    async fn stalled(&self) {
+        let mut behind_since: Option<Instant> = None;
+        let mut at = self.lock_position().stream_seq;
+        loop {
+            tokio::time::sleep(CHECK_EVERY).await;
+            let now = self.lock_position().stream_seq;
+            let behind = self.stream_last.load(Ordering::Relaxed) > now;
+            if !behind || now != at {
+                behind_since = None;
+                at = now;
+                continue;
+            }
+            let since = *behind_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= STALLED {
+                return;
+            }
         }
     }
 
@@ -960,6 +998,8 @@ impl Shared {
             self.set_down(None);
             self.bytes.store(info.state.bytes, Ordering::Relaxed);
             self.messages.store(info.state.messages, Ordering::Relaxed);
+            self.stream_last
+                .store(info.state.last_sequence, Ordering::Relaxed);
             if let Err(err) = self
                 .retain(info.state.first_sequence, info.state.messages)
                 .await
