@@ -120,7 +120,11 @@ async fn serve(
         .map(|l| l.local_addr().map(|addr| (l, addr)))
         .transpose()?;
     let cursor = start_cursor(&config).await?;
-    let stats = Stats::new(config.mode, config.producer.clone(), config.topics.clone());
+    let stats = Stats::new(
+        config.mode,
+        vec![config.producer.clone()],
+        config.topics.clone(),
+    );
 
     // A lazy channel connects on first use and reconnects by itself after a failure; the reader
     // decides when to call again.
@@ -271,6 +275,7 @@ async fn log_summaries(stats: Stats, every: Duration, stop: CancellationToken) {
             rpcs_sent = now.rpcs_sent,
             rpcs_per_s = per_s(now.rpcs_sent - previous.rpcs_sent),
             reconnects = now.reconnects,
+            failovers = now.failovers,
             "summary"
         );
         previous = now;

@@ -614,7 +614,7 @@ mod tests {
             backoff_initial: Duration::from_millis(10),
             backoff_max: Duration::from_millis(100),
         };
-        let stats = Stats::new(Mode::Push, "test".into(), topics);
+        let stats = Stats::new(Mode::Push, vec!["test".into()], topics);
         let reader = Reader::new(
             ProducerServiceClient::new(channel),
             settings,
