@@ -8,7 +8,8 @@
 //! - [`process`]: a service's real binary as a child process, on ports the kernel chose and
 //!   learnt from its own log lines, with SIGTERM, SIGKILL, a bounded wait for its exit and a
 //!   restart on the same data directory.
-//! - [`proxy`]: a TCP proxy that cuts connections, or follows a producer to a new port.
+//! - [`proxy`]: a TCP proxy that cuts connections, refuses them while closed, or follows a
+//!   producer to a new port.
 //! - [`producer_flags`]: the one rule for which store a test's producer uses.
 //!
 //! Each crate keeps its domain helpers (`TestProducer`, `Proxy`, …) in its own `helpers.rs`,
