@@ -33,7 +33,7 @@ pub(crate) fn options(server: &NatsServer, stream: &str, retention: Retention) -
 /// A log on a server of its own (a server per test: statics are never dropped, so a shared
 /// one would outlive the test binary).
 pub(crate) async fn open(options: Options) -> Fixture {
-    let server = NatsServer::start();
+    let server = NatsServer::start().await;
     let tail = Arc::new(Tail::new(options.cache_bytes));
     let store = JetStreamStore::open(
         self::options(&server, &stream_name(), options.retention),
@@ -109,7 +109,7 @@ async fn read_everything(log: &EventLog) -> Vec<crate::log::Event> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_producers_on_one_stream_make_one_gapless_log() {
-    let (server, stream) = (NatsServer::start(), stream_name());
+    let (server, stream) = (NatsServer::start().await, stream_name());
     // Opened at once on a new stream: both find it empty and publish the genesis; one stays.
     let (a, b) = tokio::join!(producer(&server, &stream), producer(&server, &stream));
     assert_eq!(a.log_id(), b.log_id(), "the log_id comes from the stream");
@@ -167,7 +167,7 @@ async fn two_producers_on_one_stream_make_one_gapless_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_producer_reads_the_log_others_wrote_from_the_stream() {
-    let (server, stream) = (NatsServer::start(), stream_name());
+    let (server, stream) = (NatsServer::start().await, stream_name());
     let a = producer(&server, &stream).await;
     for i in 0..30 {
         a.append(events(1 + i % 3, "x")).await.unwrap();
@@ -182,7 +182,7 @@ async fn a_new_producer_reads_the_log_others_wrote_from_the_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_stream_with_other_limits_is_refused_naming_them() {
-    let (server, stream) = (NatsServer::start(), stream_name());
+    let (server, stream) = (NatsServer::start().await, stream_name());
     let _first = producer(&server, &stream).await;
     let mut other = options(&server, &stream, keep_all());
     other.retention.max_events = 500;
@@ -201,7 +201,7 @@ async fn an_existing_stream_with_other_limits_is_refused_naming_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_larger_than_one_message_is_refused_whole() {
-    let (server, stream) = (NatsServer::start(), stream_name());
+    let (server, stream) = (NatsServer::start().await, stream_name());
     let log = producer(&server, &stream).await;
     log.append(events(1, "ok")).await.unwrap();
     // 9 events of 1 MiB: more than the server's 8 MB max_payload.
@@ -222,7 +222,7 @@ async fn a_publish_larger_than_one_message_is_refused_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_calls_queued_together_share_one_message() {
-    let (server, stream) = (NatsServer::start(), stream_name());
+    let (server, stream) = (NatsServer::start().await, stream_name());
     let log = producer(&server, &stream).await;
     let calls: Vec<_> = (0..50)
         .map(|i| {
