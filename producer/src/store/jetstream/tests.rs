@@ -252,3 +252,62 @@ async fn publish_calls_queued_together_share_one_message() {
         info.state.messages
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_down_fails_publish_naming_it_and_everything_resumes_when_it_is_back() {
+    let (server, stream) = (NatsServer::start().await, stream_name());
+    let log = producer(&server, &stream).await;
+    assert_eq!(log.append(events(3, "before")).await.unwrap(), (1, 3));
+    assert_eq!(log.store().unavailable(), None);
+    let mut head = log.watch_head();
+
+    server.stop().await;
+    let err = log.append(events(1, "down")).await.unwrap_err();
+    assert!(
+        matches!(&err, crate::error::Error::StorageUnavailable { detail, .. }
+            if detail.contains("NATS") && detail.contains(&server.url())),
+        "{err:?}"
+    );
+    let deadline = Instant::now() + testkit::PROMPTLY;
+    while log.store().unavailable().is_none() {
+        assert!(Instant::now() < deadline, "still reported available");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(log.store().unavailable().unwrap().contains("NATS"));
+    // What was committed is still served from the cache meanwhile.
+    assert_eq!(read_everything(&log).await.len(), 3);
+
+    server.restart().await;
+    let deadline = Instant::now() + testkit::PROMPTLY;
+    let appended = loop {
+        match log.append(events(2, "after")).await {
+            Ok(range) => break range,
+            Err(err) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "publishing did not resume: {err}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(appended, (4, 5), "numbering goes on where it was");
+    tokio::time::timeout(testkit::PROMPTLY, head.wait_for(|h| *h >= 5))
+        .await
+        .expect("the follower resumes")
+        .unwrap();
+    let deadline = Instant::now() + testkit::PROMPTLY;
+    while log.store().unavailable().is_some() {
+        assert!(Instant::now() < deadline, "still reported unavailable");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let payloads: Vec<_> = read_everything(&log)
+        .await
+        .iter()
+        .map(|e| String::from_utf8(e.payload.to_vec()).unwrap())
+        .collect();
+    assert_eq!(
+        payloads,
+        ["before-0", "before-1", "before-2", "after-0", "after-1"]
+    );
+}
