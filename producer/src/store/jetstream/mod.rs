@@ -148,6 +148,9 @@ struct Shared {
     messages: AtomicU64,
     /// The stream's last sequence as the last check saw it: the follower's watchdog.
     stream_last: AtomicU64,
+    /// The last log sequence this producer published: what closing waits for the follower
+    /// to commit, so the last Publish calls are answered.
+    published: AtomicU64,
     /// Ids of this producer's messages: unique per process and stream.
     instance: String,
     next_message: AtomicU64,
@@ -233,6 +236,7 @@ impl JetStreamStore {
             bytes: AtomicU64::new(info.state.bytes),
             messages: AtomicU64::new(info.state.messages),
             stream_last: AtomicU64::new(info.state.last_sequence),
+            published: AtomicU64::new(0),
             instance: format!(
                 "{:x}-{:08x}",
                 SystemTime::now()
@@ -619,12 +623,24 @@ impl Shared {
                 group.push(next);
             }
             let batches: Vec<NewBatch> = group.iter().map(|a| a.batch.clone()).collect();
-            let result = self.append_group(&batches, &mut own).await;
-            for (i, append) in group.into_iter().enumerate() {
-                let _ = append
-                    .done
-                    .send(result.as_ref().map(|spans| spans[i]).map_err(Clone::clone));
-            }
+            let stored = self.append_group(&batches, &mut own).await;
+            // Answered once the follower has committed the message, while the writer
+            // publishes the next one: the wait for the follower is off the writer's path.
+            let shared = Arc::clone(&self);
+            tokio::spawn(async move {
+                let result = match stored {
+                    Ok((spans, last)) => shared
+                        .committed(last, Instant::now() + APPEND_DEADLINE)
+                        .await
+                        .map(|()| spans),
+                    Err(err) => Err(err),
+                };
+                for (i, append) in group.into_iter().enumerate() {
+                    let _ = append
+                        .done
+                        .send(result.as_ref().map(|spans| spans[i]).map_err(Clone::clone));
+                }
+            });
         }
         // Closed: whatever still queues is refused.
         queue.close();
@@ -636,13 +652,13 @@ impl Shared {
         }
     }
 
-    /// Publishes `batches` as one message, retrying until it is stored (or the deadline), and
-    /// waits for the follower to commit it. Returns each batch's (first, last).
+    /// Publishes `batches` as one message, retrying until it is stored (or the deadline).
+    /// Returns each batch's (first, last), and the message's last sequence.
     async fn append_group(
         &self,
         batches: &[NewBatch],
         own: &mut Option<(u64, u64)>,
-    ) -> Result<Vec<(u64, u64)>, StoreError> {
+    ) -> Result<(Vec<(u64, u64)>, u64), StoreError> {
         let deadline = Instant::now() + APPEND_DEADLINE;
         let id = format!(
             "{}-{}",
@@ -763,8 +779,8 @@ impl Shared {
                 .collect();
         }
         *own = Some((stream_seq, span.last()));
-        self.committed(span.last(), deadline).await?;
-        Ok(spans)
+        self.published.fetch_max(span.last(), Ordering::Relaxed);
+        Ok((spans, span.last()))
     }
 
     /// The stream's last message: its sequence, span and message id.
@@ -1081,6 +1097,13 @@ impl Store for JetStreamStore {
             if let Some(writer) = writer {
                 let _ = writer.await;
             }
+            // What was published gets committed, and its Publish calls answered, before the
+            // follower stops (bounded: the stream may be out).
+            let published = self.shared.published.load(Ordering::Relaxed);
+            let _ = self
+                .shared
+                .committed(published, Instant::now() + Duration::from_secs(5))
+                .await;
             self.stop.cancel();
             let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
             for task in tasks {
