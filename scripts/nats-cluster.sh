@@ -78,6 +78,13 @@ meta_leader() {
   { http_get "$(monitor "$1")/jsz" || true; } | tr -d '\n' |
     sed -n 's/.*"meta_cluster": *{[^}]*"leader": *"\([^"]*\)".*/\1/p'
 }
+# How many servers node $1 knows in the meta group (empty for a single server). A node can be
+# healthy, with a leader, while it knows only part of the group (2 of 3, seen on 2.9.10).
+# (Only meta_cluster has a cluster_size in /jsz; on the leader it follows a list of replicas.)
+meta_size() {
+  { http_get "$(monitor "$1")/jsz" || true; } | grep -o '"cluster_size": *[0-9]*' |
+    head -n 1 | grep -o '[0-9]*$' || true
+}
 # Healthy: `/healthz` answers 200, which 2.9 gives only once JetStream is up and, in a
 # cluster, in contact with a meta leader and current with it.
 healthy() { http_get "$(monitor "$1")/healthz" >/dev/null; }
@@ -148,7 +155,8 @@ start() {
           die "n$i did not start (its log is above, and in $(node_dir "$i")/nats.log)"
         fi
         pending+=" n$i"
-      elif ! healthy "$i" || { [ "$n" -gt 1 ] && [ -z "$(meta_leader "$i")" ]; }; then
+      elif ! healthy "$i" || { [ "$n" -gt 1 ] && { [ -z "$(meta_leader "$i")" ] ||
+        [ "$(meta_size "$i")" != "$n" ]; }; }; then
         pending+=" n$i"
       fi
     done

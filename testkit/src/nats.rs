@@ -166,8 +166,9 @@ impl NatsCluster {
         &self.nodes
     }
 
-    /// Waits until the cluster is ready: every running node healthy (`/healthz`), and all of
-    /// them naming the same meta leader, one of the running nodes. Nodes killed or stopped are
+    /// Waits until the cluster is ready: every running node healthy (`/healthz`) and aware of
+    /// the whole meta group (all the nodes), and all of them naming the same meta leader, one
+    /// of the running nodes. Nodes killed or stopped are
     /// left out, so this also waits for a new meta leader after the old one was killed. Panics,
     /// with each node's last log lines, after [`JETSTREAM_READY`].
     pub async fn wait_ready(&self) {
@@ -259,13 +260,22 @@ impl NatsCluster {
             if node.monitor("/healthz").await.is_none() {
                 return Some(format!("{} is not healthy yet", node.name()));
             }
-            let jsz = node.monitor("/jsz").await;
-            let leader = jsz
-                .as_ref()
-                .and_then(|jsz| jsz["meta_cluster"]["leader"].as_str())
-                .unwrap_or_default()
-                .to_owned();
-            leaders.push(leader);
+            let Some(jsz) = node.monitor("/jsz").await else {
+                return Some(format!("{} does not answer /jsz", node.name()));
+            };
+            let meta = &jsz["meta_cluster"];
+            // A node can be healthy with a leader while it knows only part of the meta group
+            // (2 of 3, seen on 2.9.10): a stream placed then may find too few peers. A node that
+            // is down stays in the group, so this holds after a kill too.
+            if meta["cluster_size"].as_u64() != Some(self.nodes.len() as u64) {
+                return Some(format!(
+                    "{} sees a meta group of {}, not {}",
+                    node.name(),
+                    meta["cluster_size"],
+                    self.nodes.len()
+                ));
+            }
+            leaders.push(meta["leader"].as_str().unwrap_or_default().to_owned());
         }
         let first = &leaders[0];
         if first.is_empty() || leaders.iter().any(|leader| leader != first) {
