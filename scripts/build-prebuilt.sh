@@ -6,6 +6,10 @@
 # image; target/release/ keeps them, for backtraces and profilers on the host.
 #
 #   scripts/build-prebuilt.sh && docker build --target prebuilt -t pushpull .
+#
+# Where nats-server is installed (Debian's package: .ci/install.d/40-nats.sh), a copy of it goes
+# to target/prebuilt/ too, for the `prebuilt` target of the compose `cluster` profile's NATS image
+# (deploy/nats/Dockerfile); PUSHPULL_NATS_SERVER names another binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,4 +26,16 @@ for bin in producer consumer; do
   fi
   mv "target/prebuilt/$bin.part" "target/prebuilt/$bin"
 done
-ls -l target/prebuilt/producer target/prebuilt/consumer
+staged=(target/prebuilt/producer target/prebuilt/consumer)
+
+nats_server=${PUSHPULL_NATS_SERVER:-$(command -v nats-server || echo /usr/sbin/nats-server)}
+if [ -x "$nats_server" ]; then
+  # Already stripped by Debian; copied as it is, under another name first like the others.
+  cp "$nats_server" target/prebuilt/nats-server.part
+  mv target/prebuilt/nats-server.part target/prebuilt/nats-server
+  staged+=(target/prebuilt/nats-server)
+else
+  echo "build-prebuilt: no nats-server here; the NATS image's prebuilt target needs one" \
+    "(.ci/install.d/40-nats.sh)" >&2
+fi
+ls -l "${staged[@]}"

@@ -42,7 +42,7 @@ pub enum Nats {
 impl Nats {
     /// One JetStream node, on a free port.
     pub async fn single() -> Result<Nats, String> {
-        tokio::task::spawn_blocking(NatsServer::start)
+        tokio::spawn(NatsServer::start())
             .await
             .map(Nats::Single)
             .map_err(|e| format!("starting nats-server: {e}"))

@@ -106,7 +106,7 @@ pub fn format_stats(s: &pb::GetStatsResponse) -> String {
     let after_sequence = s
         .after_sequence
         .map_or_else(|| "-".to_owned(), |a| a.to_string());
-    let fields: [(&str, String); 19] = [
+    let fields: [(&str, String); 21] = [
         ("mode", mode),
         ("events_received", s.events_received.to_string()),
         ("last_sequence", s.last_sequence.to_string()),
@@ -126,6 +126,8 @@ pub fn format_stats(s: &pb::GetStatsResponse) -> String {
         ("started_at", started_at),
         ("topics", s.topics.join(",")),
         ("producer", s.producer.clone()),
+        ("current_producer", s.current_producer.clone()),
+        ("failovers", s.failovers.to_string()),
     ];
     fields
         .iter()
@@ -168,10 +170,13 @@ mod tests {
             }),
             connected: true,
             topics: vec!["a".into(), "b".into()],
+            producer: "http://a:1,http://b:2".into(),
+            current_producer: "http://b:2".into(),
+            failovers: 3,
             ..Default::default()
         });
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 19, "{text}");
+        assert_eq!(lines.len(), 21, "{text}");
         assert_eq!(lines[0], "mode: READ_MODE_LONG_POLL");
         assert!(lines.contains(&"events_received: 12"), "{text}");
         assert!(lines.contains(&"after_sequence: 40"), "{text}");
@@ -179,5 +184,8 @@ mod tests {
         assert!(lines.contains(&"latency_p99: -"), "{text}");
         assert!(lines.contains(&"topics: a,b"), "{text}");
         assert!(lines.contains(&"connected: true"), "{text}");
+        assert!(lines.contains(&"producer: http://a:1,http://b:2"), "{text}");
+        assert!(lines.contains(&"current_producer: http://b:2"), "{text}");
+        assert!(lines.contains(&"failovers: 3"), "{text}");
     }
 }

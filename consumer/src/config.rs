@@ -9,13 +9,19 @@ use pushpull::{pb::ReadMode, telemetry::LogFormat};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "consumer", version, about, long_about = None)]
 pub struct Config {
-    /// The producer's gRPC address.
+    /// The producer's gRPC address, `http://host:port`; or several producers of one log (the
+    /// same log_id and sequences), comma-separated or by repeating the flag: the consumer reads
+    /// from the first, and when it fails moves on to the next with the same cursor (round
+    /// robin), backing off only once every one has failed in a row.
     #[arg(
         long,
         env = "CONSUMER_PRODUCER",
+        value_name = "URL",
+        value_delimiter = ',',
+        value_parser = producer_url,
         default_value = "http://127.0.0.1:50051"
     )]
-    pub producer: String,
+    pub producer: Vec<String>,
 
     /// How to read: `push` (Subscribe stream), `poll` (Poll every --poll-interval) or
     /// `long-poll` (back-to-back Polls waiting up to --max-wait).
@@ -199,9 +205,58 @@ impl FromStr for StartFrom {
     }
 }
 
+/// One `--producer` address, checked as clap reads it, so a typo is refused at start (clap's
+/// message names the address, this one says what is wrong with it) instead of being retried
+/// forever: an `http://host[:port]` URL and nothing more. Surrounding spaces (`a, b`) are
+/// dropped.
+///
+/// `https://` is refused too: this consumer is built without TLS, and tonic would then speak
+/// plaintext HTTP/2 to such an address without a word. A path would be ignored just as silently
+/// (gRPC requests have paths of their own), so it is refused as well.
+fn producer_url(address: &str) -> Result<String, String> {
+    let address = address.trim();
+    let expected = "expected http://host:port";
+    if address.is_empty() {
+        return Err(format!(
+            "an empty address (two commas in a row, or one at the end?); {expected}"
+        ));
+    }
+    let uri: tonic::codegen::http::Uri = address
+        .parse()
+        .map_err(|err| format!("not a URL ({err}); {expected}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "https is not supported (this consumer has no TLS, and would speak plaintext to it); {expected}"
+            ));
+        }
+        Some(other) => {
+            return Err(format!("the scheme {other:?} is not supported; {expected}"));
+        }
+        None => {
+            return Err(format!("no scheme; expected http://{address}"));
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("no host; {expected}"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "a path or a query, which gRPC would ignore; {expected}"
+        ));
+    }
+    Ok(address.to_owned())
+}
+
 impl Config {
     /// Checks values clap cannot: refused at start rather than misbehaving later.
     pub fn validate(&self) -> Result<(), String> {
+        for (i, address) in self.producer.iter().enumerate() {
+            if self.producer[..i].contains(address) {
+                return Err(format!("--producer lists {address} twice"));
+            }
+        }
         if self.mode == Mode::Poll && self.poll_interval.is_zero() {
             return Err("--poll-interval must be greater than zero".into());
         }
@@ -264,6 +319,71 @@ mod tests {
         assert_eq!(config.mode, Mode::LongPoll);
         assert_eq!(config.topics, vec!["a", "b.c"]);
         assert_eq!(config.from, StartFrom::After(7));
+        assert_eq!(config.producer, ["http://127.0.0.1:50051"]);
         config.validate().unwrap();
+    }
+
+    fn producers(args: &[&str]) -> Result<Vec<String>, String> {
+        let config =
+            Config::try_parse_from(std::iter::once("consumer").chain(args.iter().copied()))
+                .map_err(|err| err.to_string())?;
+        config.validate()?;
+        Ok(config.producer)
+    }
+
+    #[test]
+    fn producer_takes_one_address_a_comma_list_or_the_flag_repeated() {
+        assert_eq!(
+            producers(&["--producer", "http://a:1"]).unwrap(),
+            ["http://a:1"]
+        );
+        let three = ["http://a:1", "http://b:2", "http://[::1]:3"];
+        for args in [
+            &["--producer", "http://a:1,http://b:2,http://[::1]:3"][..],
+            &["--producer", "http://a:1, http://b:2 ,http://[::1]:3"],
+            &[
+                "--producer",
+                "http://a:1",
+                "--producer",
+                "http://b:2,http://[::1]:3",
+            ],
+            &[
+                "--producer=http://a:1",
+                "--producer",
+                "http://b:2",
+                "--producer",
+                "http://[::1]:3",
+            ],
+        ] {
+            assert_eq!(producers(args).unwrap(), three, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_producer_address_is_refused_with_a_message_naming_it() {
+        for (list, bad, why) in [
+            ("http://a:1,b:2", "b:2", "no scheme; expected http://b:2"),
+            (
+                "http://a:1,https://b:2",
+                "https://b:2",
+                "https is not supported",
+            ),
+            (
+                "grpc://b:2",
+                "grpc://b:2",
+                "the scheme \"grpc\" is not supported",
+            ),
+            ("http://a:1,http://b:2/v1", "http://b:2/v1", "a path"),
+            ("http://a b:1", "http://a b:1", "not a URL"),
+            ("http:///x", "http:///x", "not a URL"),
+        ] {
+            let err = producers(&["--producer", list]).unwrap_err();
+            let named = format!("invalid value '{bad}' for '--producer <URL>': {why}");
+            assert!(err.contains(&named), "{list}: {err}");
+        }
+        let err = producers(&["--producer", "http://a:1,,http://b:2"]).unwrap_err();
+        assert!(err.contains("an empty address"), "{err}");
+        let err = producers(&["--producer", "http://a:1,http://b:2,http://a:1"]).unwrap_err();
+        assert_eq!(err, "--producer lists http://a:1 twice");
     }
 }

@@ -3,6 +3,8 @@
 //! - [`config`]: flags and environment variables.
 //! - [`cli`]: the command line: those flags, or the `healthcheck` and `stats` subcommands.
 //! - [`reader`]: the push / poll / long-poll loop and its cursor, with reconnection.
+//! - [`producers`]: the producers of `--producer`, one gRPC client each, and the round-robin
+//!   rule for failing over between them.
 //! - [`backoff`]: reconnection delays.
 //! - [`checkpoint`]: the cursor on disk, written atomically and durably by a writer task, off the
 //!   runtime's workers.
@@ -18,6 +20,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod metrics;
+pub mod producers;
 pub mod reader;
 pub mod service;
 pub mod stats;
@@ -26,19 +29,16 @@ use std::{future::Future, net::SocketAddr, time::Duration};
 
 use pushpull::{
     grpc::{self, GrpcServer, ServerOptions},
-    pb::{
-        consumer_service_server::ConsumerServiceServer,
-        producer_service_client::ProducerServiceClient,
-    },
+    pb::consumer_service_server::ConsumerServiceServer,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 use tracing::{Instrument as _, info, info_span, warn};
 
 pub use config::{Config, Mode, StartFrom};
 
 use crate::{
+    producers::Producers,
     reader::{Cursor, Reader, ReaderSettings},
     service::ConsumerApi,
     stats::Stats,
@@ -121,20 +121,8 @@ async fn serve(
         .transpose()?;
     let cursor = start_cursor(&config).await?;
     let stats = Stats::new(config.mode, config.producer.clone(), config.topics.clone());
-
-    // A lazy channel connects on first use and reconnects by itself after a failure; the reader
-    // decides when to call again.
-    let channel = Endpoint::from_shared(config.producer.clone())
-        .map_err(|e| RunError::Config(format!("--producer {:?}: {e}", config.producer)))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(grpc::HTTP2_KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(grpc::HTTP2_KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .connect_lazy();
-    let client = ProducerServiceClient::new(channel)
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
+    let producers =
+        Producers::new(&config.producer, config.max_message_bytes).map_err(RunError::Config)?;
     let server = GrpcServer::new(
         ConsumerServiceServer::new(ConsumerApi::new(stats.clone())),
         ServerOptions {
@@ -158,7 +146,7 @@ async fn serve(
         None => (None, None),
     };
     let reader = Reader::new(
-        client,
+        producers,
         ReaderSettings::from(&config),
         cursor,
         stats.clone(),
@@ -181,7 +169,7 @@ async fn serve(
 
     info!(
         addr = addr.map(tracing::field::display),
-        producer = %config.producer,
+        producer = %config.producer.join(","),
         mode = %config.mode,
         "consumer serving"
     );
@@ -271,6 +259,7 @@ async fn log_summaries(stats: Stats, every: Duration, stop: CancellationToken) {
             rpcs_sent = now.rpcs_sent,
             rpcs_per_s = per_s(now.rpcs_sent - previous.rpcs_sent),
             reconnects = now.reconnects,
+            failovers = now.failovers,
             "summary"
         );
         previous = now;

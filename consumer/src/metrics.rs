@@ -5,6 +5,9 @@
 //!
 //! Each metric is named after its GetStats field (`rpcs_sent` → `pushpull_consumer_rpcs_sent_total`;
 //! counters get the `_total` suffix), so the two views of one counter are found by one name.
+//! `current_producer` is a string in GetStats; here it is a gauge with a `producer` label for
+//! each address of `--producer`, 1 for the one in use and 0 for the others, so its series
+//! exist from the first scrape on and a failover changes values, not series.
 
 use std::sync::Arc;
 
@@ -40,7 +43,8 @@ impl Metrics {
             "pushpull_consumer",
             [("mode".into(), mode.into())].into_iter(),
         );
-        registry.register_collector(Box::new(StatsCollector { stats }));
+        let producers = stats.producers();
+        registry.register_collector(Box::new(StatsCollector { stats, producers }));
         Self {
             registry: Arc::new(registry),
         }
@@ -59,6 +63,8 @@ impl Metrics {
 #[derive(Debug)]
 struct StatsCollector {
     stats: Stats,
+    /// `--producer`, asked once: fixed for the consumer's life.
+    producers: Vec<String>,
 }
 
 impl Collector for StatsCollector {
@@ -100,6 +106,11 @@ impl Collector for StatsCollector {
                 "Times the producer's log changed (a producer restart)",
                 s.log_changes,
             ),
+            (
+                "failovers",
+                "Moves to the next producer of --producer, with the cursor, after the one in use failed",
+                s.failovers,
+            ),
         ] {
             let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(
@@ -123,6 +134,17 @@ impl Collector for StatsCollector {
         ] {
             let gauge = ConstGauge::new(value);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let mut current = encoder.encode_descriptor(
+            "current_producer",
+            "1 for the producer (of --producer) the consumer reads from now, 0 for the others",
+            None,
+            MetricType::Gauge,
+        )?;
+        for producer in &self.producers {
+            let labels = [("producer", producer.as_str())];
+            let gauge = ConstGauge::new(i64::from(*producer == s.current_producer));
+            gauge.encode(current.encode_family(&labels)?)?;
         }
         let (counts, sum, count) = self.stats.latency_buckets(LATENCY_BOUNDS_US);
         let mut buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_US
@@ -194,7 +216,7 @@ mod tests {
     fn every_metric_is_named_after_a_get_stats_field_and_labelled_with_the_mode_name() {
         let fields = get_stats_fields();
         assert!(fields.contains("rpcs_sent"), "{fields:?}");
-        let text = Metrics::new(Stats::new(Mode::LongPoll, "p".into(), vec![])).render();
+        let text = Metrics::new(Stats::new(Mode::LongPoll, vec!["p".into()], vec![])).render();
         let families: Vec<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
@@ -215,6 +237,39 @@ mod tests {
         }
         assert!(
             text.contains("pushpull_consumer_rpcs_sent_total{mode=\"long-poll\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_current_producer_is_the_one_labelled_series_at_1_and_failovers_are_counted() {
+        let stats = Stats::new(
+            Mode::Push,
+            vec!["http://a:1".into(), "http://b:2".into()],
+            vec![],
+        );
+        let metrics = Metrics::new(stats.clone());
+        let series = |text: &str, producer: &str| {
+            let prefix = format!(
+                "pushpull_consumer_current_producer{{mode=\"push\",producer=\"{producer}\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+                .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+        };
+        let text = metrics.render();
+        assert_eq!(series(&text, "http://a:1"), "1", "{text}");
+        assert_eq!(series(&text, "http://b:2"), "0", "{text}");
+        assert!(
+            text.contains("pushpull_consumer_failovers_total{mode=\"push\"} 0"),
+            "{text}"
+        );
+        stats.failed_over("http://b:2");
+        let text = metrics.render();
+        assert_eq!(series(&text, "http://a:1"), "0", "{text}");
+        assert_eq!(series(&text, "http://b:2"), "1", "{text}");
+        assert!(
+            text.contains("pushpull_consumer_failovers_total{mode=\"push\"} 1"),
             "{text}"
         );
     }

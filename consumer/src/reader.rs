@@ -1,10 +1,13 @@
 //! The reading loop: push (one Subscribe stream) or pull (Poll, interval or long), with one
-//! cursor that survives every disconnect.
+//! cursor that survives every disconnect, and every move to another producer of the same log.
 //!
-//! The loop is a small state machine. A *session* is one connection's worth of calls; it ends
-//! with `Ok` when the consumer stops, or with the `Status` that broke it. Between sessions the
-//! reader backs off (capped, jittered, and at least the status's RetryInfo delay, within the
-//! cap), except after an OUT_OF_RANGE that the status itself explains: its
+//! The loop is a small state machine. A *session* is one connection's worth of calls to one
+//! producer; it ends with `Ok` when the consumer stops, or with the `Status` that broke it.
+//! After a failed session the reader moves on to the next producer of `--producer`, with the
+//! same cursor ([`crate::producers::Rotation`] decides which, and when a whole round has failed);
+//! it backs off (capped, jittered, and at least the status's RetryInfo delay, within the cap)
+//! only once every producer has failed in a row, which with one producer is after every
+//! failure. An OUT_OF_RANGE that the status itself explains is no failure: its
 //! `google.rpc.ErrorInfo` says whether the cursor expired (and how many events are gone) or
 //! belongs to another log, and [`after_out_of_range`] turns that into the next cursor with no
 //! extra call. Every response goes through [`Reader::accept`], which checks the
@@ -15,18 +18,19 @@
 //! leave out a field that has no value yet rather than print `None`, write names and numbers
 //! bare and free text (`detail`) quoted, and say each thing once:
 //! the first failure of an outage is a WARN (a producer shutting down, an INFO), its repeats
-//! are DEBUG until the reader is connected again.
+//! are DEBUG until the reader is connected again. A failure that moves the reader to another
+//! producer says from which to which (`from_producer`, `to_producer`), and why.
 
 use std::time::{Duration, SystemTime};
 
 use pushpull::{
     errors::{ErrorInfo, ErrorReason, key},
-    pb::{self, producer_service_client::ProducerServiceClient},
+    pb,
     time::proto_duration,
 };
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Request, Status, transport::Channel};
+use tonic::{Code, Request, Status};
 use tonic_types::StatusExt as _;
 use tracing::{debug, info, warn};
 
@@ -34,6 +38,7 @@ use crate::{
     backoff::Backoff,
     checkpoint::{self, Checkpoint},
     config::{Config, Mode},
+    producers::{Producers, Step},
     stats::{Received, Stats, latency},
 };
 
@@ -209,15 +214,17 @@ impl From<&Config> for ReaderSettings {
 
 /// Reads the producer's log until stopped.
 pub struct Reader {
-    client: ProducerServiceClient<Channel>,
+    /// The producers of `--producer`, and the one in use.
+    producers: Producers,
     settings: ReaderSettings,
     cursor: Cursor,
     stats: Stats,
     backoff: Backoff,
     connected: bool,
-    /// The code and reason of each failure logged since the reader was last connected: a
-    /// repeat is logged at DEBUG, so an outage reads as one line, not one per attempt.
-    failures: Vec<(Code, Option<ErrorReason>)>,
+    /// The producer (its index), code and reason of each failure logged since the reader was
+    /// last connected: a repeat is logged at DEBUG, so an outage reads as one line per
+    /// producer, not one per attempt.
+    failures: Vec<(usize, Code, Option<ErrorReason>)>,
     /// Where processed cursors go to be saved (`--checkpoint`); the writer task behind it does
     /// the file I/O, off this task.
     checkpoints: Option<checkpoint::Latest>,
@@ -227,7 +234,7 @@ impl Reader {
     /// A reader starting at `cursor` (from a checkpoint or `--from`), offering the cursors it
     /// processes to `checkpoints` when given.
     pub fn new(
-        client: ProducerServiceClient<Channel>,
+        producers: Producers,
         settings: ReaderSettings,
         cursor: Cursor,
         stats: Stats,
@@ -239,7 +246,7 @@ impl Reader {
         stats.set_cursor(cursor.after);
         let backoff = Backoff::new(settings.backoff_initial, settings.backoff_max);
         Self {
-            client,
+            producers,
             settings,
             cursor,
             stats,
@@ -261,6 +268,7 @@ impl Reader {
         info!(
             after_sequence = self.cursor.after,
             log_id = self.cursor.log_id.as_deref().map(tracing::field::display),
+            producer = %self.producers.current(),
             "reader starting"
         );
         loop {
@@ -277,7 +285,9 @@ impl Reader {
             if status.code() == Code::OutOfRange && self.out_of_range(&status) == Next::Now {
                 continue;
             }
-            self.note_failure(&status);
+            if self.move_on(&status) == Next::Now {
+                continue;
+            }
             let retry_after = status.get_details_retry_info().and_then(|r| r.retry_delay);
             let delay = self.backoff.next_delay_honouring(retry_after);
             debug!(
@@ -296,36 +306,90 @@ impl Reader {
         );
     }
 
-    /// True the first time since the reader was last connected that a failure with this code
-    /// and reason is seen.
-    fn first_failure_of_its_kind(&mut self, code: Code, reason: Option<ErrorReason>) -> bool {
-        let new = !self.failures.contains(&(code, reason));
+    /// True the first time since the reader was last connected that a failure of `producer`
+    /// (an index) with this code and reason is seen.
+    fn first_failure_of_its_kind(
+        &mut self,
+        producer: usize,
+        code: Code,
+        reason: Option<ErrorReason>,
+    ) -> bool {
+        let key = (producer, code, reason);
+        let new = !self.failures.contains(&key);
         if new {
-            self.failures.push((code, reason));
+            self.failures.push(key);
         }
         new
     }
 
-    /// Logs a failed session that the reader will retry after backoff.
-    fn note_failure(&mut self, status: &Status) {
+    /// After a failed session (one the status does not explain away): logs it, moves to the
+    /// next producer, and says whether to call that one at once or after backoff.
+    fn move_on(&mut self, status: &Status) -> Next {
+        let step = self.producers.failed();
+        self.note_failure(status, step);
+        if step.is_failover() {
+            self.stats.failed_over(self.producers.url(step.to));
+        }
+        if step.back_off {
+            Next::Backoff
+        } else {
+            Next::Now
+        }
+    }
+
+    /// Logs a failed session of producer `step.from`, and the move to `step.to` when it is
+    /// another producer; `backoff` says whether the reader waits first (every producer has
+    /// failed since the last answer).
+    fn note_failure(&mut self, status: &Status, step: Step) {
         let reason = pushpull::errors::reason(status);
-        let first = self.first_failure_of_its_kind(status.code(), reason);
-        if reason == Some(ErrorReason::ShuttingDown) {
+        let first = self.first_failure_of_its_kind(step.from, status.code(), reason);
+        let from = self.producers.url(step.from);
+        let shutting_down = reason == Some(ErrorReason::ShuttingDown);
+        if !step.is_failover() {
+            if shutting_down {
+                at_level!(
+                    if first { info } else { debug },
+                    after_sequence = self.cursor.after,
+                    producer = %from,
+                    "the producer is shutting down; reconnecting and resuming from the cursor"
+                );
+            } else {
+                at_level!(
+                    if first { warn } else { debug },
+                    code = %pushpull::errors::code_name(status.code()),
+                    reason = reason.map(|r| tracing::field::display(r.as_str_name())),
+                    detail = status.message(),
+                    cause = root_cause(status).as_deref(),
+                    after_sequence = self.cursor.after,
+                    producer = %from,
+                    "producer connection failed; reconnecting with backoff (until connected again, further failures are logged at DEBUG)"
+                );
+            }
+            return;
+        }
+        let to = self.producers.url(step.to);
+        if shutting_down {
             at_level!(
                 if first { info } else { debug },
+                from_producer = %from,
+                to_producer = %to,
                 after_sequence = self.cursor.after,
-                "the producer is shutting down; reconnecting and resuming from the cursor"
+                backoff = step.back_off,
+                "the producer is shutting down; failing over to the next producer, resuming from the cursor"
             );
             return;
         }
         at_level!(
             if first { warn } else { debug },
+            from_producer = %from,
+            to_producer = %to,
             code = %pushpull::errors::code_name(status.code()),
             reason = reason.map(|r| tracing::field::display(r.as_str_name())),
             detail = status.message(),
             cause = root_cause(status).as_deref(),
             after_sequence = self.cursor.after,
-            "producer connection failed; reconnecting with backoff (until connected again, further failures are logged at DEBUG)"
+            backoff = step.back_off,
+            "producer failed; failing over to the next producer, resuming from the cursor (until connected again, further failures of this producer are logged at DEBUG)"
         );
     }
 
@@ -334,9 +398,11 @@ impl Reader {
             info!(
                 after_sequence = self.cursor.after,
                 log_id = self.cursor.log_id.as_deref().map(tracing::field::display),
+                producer = %self.producers.current(),
                 "connected to producer"
             );
             self.backoff.reset();
+            self.producers.answered();
             self.failures.clear();
         }
         self.connected = connected;
@@ -352,9 +418,10 @@ impl Reader {
                 topics: self.settings.topics.clone(),
             };
             self.stats.rpc_sent();
+            let mut client = self.producers.client();
             let mut stream = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                response = self.client.subscribe(request) => response?.into_inner(),
+                response = client.subscribe(request) => response?.into_inner(),
             };
             loop {
                 let message = tokio::select! {
@@ -418,9 +485,10 @@ impl Reader {
             });
             request.set_timeout(deadline);
             self.stats.rpc_sent();
+            let mut client = self.producers.client();
             let response = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                response = self.client.poll(request) => response?.into_inner(),
+                response = client.poll(request) => response?.into_inner(),
             };
             self.set_connected(true);
             let more_waiting = response.next_after_sequence < response.head_sequence;
@@ -467,8 +535,11 @@ impl Reader {
                 Next::Now
             }
             OutOfRange::Ahead { head } => {
-                let first =
-                    self.first_failure_of_its_kind(Code::OutOfRange, info.map(|i| i.reason));
+                let first = self.first_failure_of_its_kind(
+                    self.producers.current_index(),
+                    Code::OutOfRange,
+                    info.map(|i| i.reason),
+                );
                 at_level!(
                     if first { warn } else { debug },
                     after_sequence = self.cursor.after,
@@ -478,8 +549,11 @@ impl Reader {
                 Next::Backoff
             }
             OutOfRange::Unexplained { why } => {
-                let first =
-                    self.first_failure_of_its_kind(Code::OutOfRange, info.map(|i| i.reason));
+                let first = self.first_failure_of_its_kind(
+                    self.producers.current_index(),
+                    Code::OutOfRange,
+                    info.map(|i| i.reason),
+                );
                 at_level!(
                     if first { warn } else { debug },
                     after_sequence = self.cursor.after,
@@ -517,7 +591,8 @@ impl Reader {
             old_log_id = self.cursor.log_id.as_deref().map(tracing::field::display),
             new_log_id = %log_id,
             after_sequence = self.cursor.after,
-            "the producer's log changed (it restarted); starting over from the new log's oldest event"
+            producer = %self.producers.current(),
+            "the producer's log changed (it restarted with a new log, or --producer lists producers of different logs); starting over from the new log's oldest event"
         );
         self.cursor = Cursor {
             log_id: Some(log_id.to_owned()),
@@ -600,10 +675,14 @@ impl Reader {
 mod tests {
     use super::*;
     use pushpull::time::timestamp;
-    use tonic::transport::Endpoint;
 
     fn reader(topics: Vec<String>, cursor: Cursor) -> (Reader, Stats) {
-        let channel = Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        reader_of(&["http://127.0.0.1:9"], topics, cursor)
+    }
+
+    /// A reader of the producers at `urls` (none of them called by these tests).
+    fn reader_of(urls: &[&str], topics: Vec<String>, cursor: Cursor) -> (Reader, Stats) {
+        let urls: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
         let settings = ReaderSettings {
             mode: Mode::Push,
             topics: topics.clone(),
@@ -614,9 +693,9 @@ mod tests {
             backoff_initial: Duration::from_millis(10),
             backoff_max: Duration::from_millis(100),
         };
-        let stats = Stats::new(Mode::Push, "test".into(), topics);
+        let stats = Stats::new(Mode::Push, urls.clone(), topics);
         let reader = Reader::new(
-            ProducerServiceClient::new(channel),
+            Producers::new(&urls, 1024).unwrap(),
             settings,
             cursor,
             stats.clone(),
@@ -930,9 +1009,9 @@ mod tests {
     fn producer_restart(r: &mut Reader) {
         r.set_connected(true);
         r.set_connected(false);
-        r.note_failure(&shutting_down());
+        r.move_on(&shutting_down());
         for _ in 0..3 {
-            r.note_failure(&Status::unavailable("tcp connect error"));
+            r.move_on(&Status::unavailable("tcp connect error"));
         }
         assert_eq!(
             r.out_of_range(&out_of_range(Some(ahead("new", 500, 1, 10)))),
@@ -948,7 +1027,7 @@ mod tests {
         producer_restart(&mut r);
         // A new outage is news again.
         r.set_connected(false);
-        r.note_failure(&Status::unavailable("tcp connect error"));
+        r.move_on(&Status::unavailable("tcp connect error"));
 
         let lines = out.lines();
         let at = |level: &str| -> Vec<&String> {
@@ -1010,12 +1089,87 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failure_fails_over_to_the_next_producer_at_once_and_backs_off_after_a_round() {
+        let (out, _guard) = capture(false);
+        let (mut r, stats) = reader_of(
+            &["http://a:1", "http://b:2"],
+            vec![],
+            cursor(Some("L"), Some(7)),
+        );
+        r.set_connected(true);
+        r.set_connected(false);
+        assert_eq!(
+            r.move_on(&Status::unavailable("tcp connect error")),
+            Next::Now
+        );
+        let s = stats.snapshot();
+        assert_eq!(
+            (s.current_producer.as_str(), s.failovers),
+            ("http://b:2", 1)
+        );
+        // B fails too: the whole list failed in a row, so back to A after a backoff.
+        assert_eq!(r.move_on(&shutting_down()), Next::Backoff);
+        // A fails again: B at once, as the round starts afresh.
+        assert_eq!(
+            r.move_on(&Status::unavailable("tcp connect error")),
+            Next::Now
+        );
+        // B answers: the cursor is the same, and a failure of B goes on to A at once.
+        r.set_connected(true);
+        r.set_connected(false);
+        assert_eq!(r.move_on(&Status::deadline_exceeded("deadline")), Next::Now);
+        let s = stats.snapshot();
+        assert_eq!(
+            (s.current_producer.as_str(), s.failovers),
+            ("http://a:1", 4)
+        );
+        assert_eq!(r.cursor(), &cursor(Some("L"), Some(7)));
+
+        let lines = out.lines();
+        let failovers: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains("failing over to the next producer"))
+            .collect();
+        assert_eq!(failovers.len(), 4, "{lines:#?}");
+        assert!(
+            failovers[0].trim_start().starts_with("WARN")
+                && failovers[0].contains(
+                    r#"from_producer=http://a:1 to_producer=http://b:2 code=UNAVAILABLE detail="tcp connect error" after_sequence=7 backoff=false"#
+                ),
+            "{}",
+            failovers[0]
+        );
+        assert!(
+            failovers[1].trim_start().starts_with("INFO")
+                && failovers[1].contains("the producer is shutting down")
+                && failovers[1].contains("from_producer=http://b:2 to_producer=http://a:1")
+                && failovers[1].contains("backoff=true"),
+            "{}",
+            failovers[1]
+        );
+        // The same failure of A again before any answer: a repeat, at DEBUG.
+        assert!(
+            failovers[2].trim_start().starts_with("DEBUG"),
+            "{}",
+            failovers[2]
+        );
+        assert!(
+            failovers[3].trim_start().starts_with("WARN")
+                && failovers[3].contains(
+                    "from_producer=http://b:2 to_producer=http://a:1 code=DEADLINE_EXCEEDED"
+                ),
+            "{}",
+            failovers[3]
+        );
+    }
+
+    #[tokio::test]
     async fn json_logs_carry_the_same_fields_and_omit_the_unknown() {
         let (out, _guard) = capture(true);
         let (mut r, _stats) = reader(vec![], cursor(None, None));
         r.set_connected(true);
         r.set_connected(false);
-        r.note_failure(&Status::unavailable("tcp connect error"));
+        r.move_on(&Status::unavailable("tcp connect error"));
         r.accept("L", events(&[7]), 7);
         r.start_over("M");
 

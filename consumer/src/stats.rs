@@ -30,7 +30,12 @@ pub struct Stats {
 #[derive(Debug)]
 struct Inner {
     mode: Mode,
-    producer: String,
+    /// `--producer`, in order: fixed for the consumer's life.
+    producers: Vec<String>,
+    /// The producer the reader uses now, one of `producers`.
+    current_producer: String,
+    /// Moves to another producer after the one in use failed.
+    failovers: u64,
     topics: Vec<String>,
     started_at: SystemTime,
     events_received: u64,
@@ -67,18 +72,23 @@ pub struct Summary {
     pub duplicates_dropped: u64,
     pub rpcs_sent: u64,
     pub reconnects: u64,
+    pub failovers: u64,
     pub p50: Duration,
     pub p99: Duration,
 }
 
 impl Stats {
-    pub fn new(mode: Mode, producer: String, topics: Vec<String>) -> Self {
+    /// Stats of a consumer reading from `producers` (the first in use), in this `mode`.
+    pub fn new(mode: Mode, producers: Vec<String>, topics: Vec<String>) -> Self {
         let latency_us = Histogram::new_with_bounds(1, MAX_TRACKED_LATENCY_US, 3)
             .expect("constant histogram bounds are valid");
+        let current_producer = producers.first().cloned().unwrap_or_default();
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 mode,
-                producer,
+                producers,
+                current_producer,
+                failovers: 0,
                 topics,
                 started_at: SystemTime::now(),
                 events_received: 0,
@@ -106,6 +116,18 @@ impl Stats {
     /// How this consumer reads: fixed for its life, so callers may ask once.
     pub fn mode(&self) -> Mode {
         self.lock().mode
+    }
+
+    /// The producers of `--producer`, in order: fixed for its life too.
+    pub fn producers(&self) -> Vec<String> {
+        self.lock().producers.clone()
+    }
+
+    /// The reader moved on to the producer `to` after the one in use failed.
+    pub fn failed_over(&self, to: &str) {
+        let mut inner = self.lock();
+        inner.failovers += 1;
+        inner.current_producer = to.to_owned();
     }
 
     pub fn rpc_sent(&self) {
@@ -174,6 +196,7 @@ impl Stats {
             duplicates_dropped: inner.duplicates_dropped,
             rpcs_sent: inner.rpcs_sent,
             reconnects: inner.reconnects,
+            failovers: inner.failovers,
             p50: percentile(&inner.latency_us, 50.0),
             p99: percentile(&inner.latency_us, 99.0),
         }
@@ -228,7 +251,9 @@ impl Stats {
             connected: inner.connected,
             started_at: Some(timestamp(inner.started_at)),
             topics: inner.topics.clone(),
-            producer: inner.producer.clone(),
+            producer: inner.producers.join(","),
+            current_producer: inner.current_producer.clone(),
+            failovers: inner.failovers,
         }
     }
 }
@@ -258,7 +283,7 @@ mod tests {
 
     #[test]
     fn record_accumulates_and_snapshot_reports_percentiles() {
-        let stats = Stats::new(Mode::Push, "p".into(), vec![]);
+        let stats = Stats::new(Mode::Push, vec!["p".into()], vec![]);
         let ms = Duration::from_millis;
         stats.record(
             Received {
@@ -286,8 +311,32 @@ mod tests {
     }
 
     #[test]
+    fn a_failover_is_counted_and_names_the_producer_now_in_use() {
+        let stats = Stats::new(
+            Mode::Push,
+            vec!["http://a:1".into(), "http://b:2".into()],
+            vec![],
+        );
+        let snap = stats.snapshot();
+        assert_eq!(snap.producer, "http://a:1,http://b:2");
+        assert_eq!(
+            (snap.current_producer.as_str(), snap.failovers),
+            ("http://a:1", 0)
+        );
+        stats.failed_over("http://b:2");
+        stats.failed_over("http://a:1");
+        stats.failed_over("http://b:2");
+        let snap = stats.snapshot();
+        assert_eq!(
+            (snap.current_producer.as_str(), snap.failovers),
+            ("http://b:2", 3)
+        );
+        assert_eq!(stats.summary().failovers, 3);
+    }
+
+    #[test]
     fn latency_buckets_count_each_latency_once() {
-        let stats = Stats::new(Mode::Poll, "p".into(), vec![]);
+        let stats = Stats::new(Mode::Poll, vec!["p".into()], vec![]);
         let ms = Duration::from_millis;
         stats.record(
             Received {

@@ -33,6 +33,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 producer_port=$(free_port)
 consumer_port=$(free_port)
 retention_port=$(free_port)
+second_port=$(free_port)
 logs=$(mktemp -d)
 pids=()
 cleanup() {
@@ -54,13 +55,19 @@ pids+=($!)
 "$bin/producer" --store memory --listen "127.0.0.1:$retention_port" --http-listen off --retention-events 2 \
   2>"$logs/retention-producer.log" &
 pids+=($!)
+# The README's second address of the first producer (its localhost:50053, "Several producers, one
+# log"): a TCP forwarder, as the README suggests with socat.
+python3 scripts/suites/tcp_forward.py "127.0.0.1:$second_port" "127.0.0.1:$producer_port" \
+  2>"$logs/forwarder.log" &
+pids+=($!)
 
 ready() { grpcurl -plaintext -max-time 1 "127.0.0.1:$1" grpc.health.v1.Health/Check >/dev/null 2>&1; }
+all_ready() { ready "$producer_port" && ready "$consumer_port" && ready "$retention_port" && ready "$second_port"; }
 for _ in $(seq 100); do
-  if ready "$producer_port" && ready "$consumer_port" && ready "$retention_port"; then break; fi
+  if all_ready; then break; fi
   sleep 0.1
 done
-if ! ready "$producer_port" || ! ready "$consumer_port" || ! ready "$retention_port"; then
+if ! all_ready; then
   echo "FAIL: the services did not start"; tail -n 20 "$logs"/*.log
   echo "0 passed, 1 failed"
   exit 1
@@ -70,6 +77,7 @@ rc=0
 timeout 180 python3 scripts/suites/grpcurl_readme.py README.md \
   --producer "127.0.0.1:$producer_port" --consumer "127.0.0.1:$consumer_port" \
   --retention-producer "127.0.0.1:$retention_port" --retention-events 2 \
+  --second-address "127.0.0.1:$second_port" \
   --consumer-mode READ_MODE_LONG_POLL || rc=$?
 if [ $rc -ne 0 ]; then
   echo "--- producer log"; tail -n 20 "$logs/producer.log"

@@ -48,7 +48,7 @@ curl -fsS "http://127.0.0.1:$http/metrics" >"$work/producer.prom"
 curl -fsS "http://127.0.0.1:$cmetrics/metrics" >"$work/consumer.prom"
 kill "$sse" 2>/dev/null || true
 
-python3 - "$work/producer.prom" "$work/consumer.prom" <<'PY'
+python3 - "$work/producer.prom" "$work/consumer.prom" "http://127.0.0.1:$grpc" <<'PY'
 import sys
 from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
@@ -72,6 +72,7 @@ def value(families, name, sample, **labels):
 
 p = load(sys.argv[1])
 c = load(sys.argv[2])
+producer_url = sys.argv[3]
 checks = [
     (value(p, "pushpull_producer_events_appended", "pushpull_producer_events_appended_total"), 30),
     (value(p, "pushpull_producer_head_sequence", "pushpull_producer_head_sequence"), 30),
@@ -87,6 +88,8 @@ checks = [
     (value(c, "pushpull_consumer_events_missed", "pushpull_consumer_events_missed_total", mode="push"), 0),
     (value(c, "pushpull_consumer_duplicates_dropped", "pushpull_consumer_duplicates_dropped_total", mode="push"), 0),
     (value(c, "pushpull_consumer_connected", "pushpull_consumer_connected", mode="push"), 1),
+    (value(c, "pushpull_consumer_failovers", "pushpull_consumer_failovers_total", mode="push"), 0),
+    (value(c, "pushpull_consumer_current_producer", "pushpull_consumer_current_producer", mode="push", producer=producer_url), 1),
     (value(c, "pushpull_consumer_latency_seconds", "pushpull_consumer_latency_seconds_count", mode="push"), 30),
     (value(c, "pushpull_consumer_latency_seconds", "pushpull_consumer_latency_seconds_bucket", mode="push", le="+Inf"), 30),
 ]

@@ -14,6 +14,9 @@ each check is exact: sequences, topics, payloads, cursors. Where a command would
 
 Commands for localhost:50052 go to a second producer that retains only --retention-events
 events (the README starts one so, to show an expired cursor), with its own model of the log.
+Commands for localhost:50053 go to --second-address, another address of the first producer (a
+TCP forwarder, as the README's "Several producers, one log" sets up): a second producer of the
+same log, so they are checked against the first producer's model, log_id included.
 
 Where the README shows what a command prints, as the comment lines just above it indented by three
 spaces or more (`#   ERROR:`), the output must be exactly that, line by line, up to runs of
@@ -42,6 +45,8 @@ PRODUCER_DEFAULT_PORT = "50051"
 CONSUMER_DEFAULT_PORT = "50061"
 # The README's second producer, with a small retention (--retention-events), on this port.
 RETENTION_PRODUCER_PORT = "50052"
+# The README's second address of the first producer's log (Several producers, one log).
+SECOND_ADDRESS_PORT = "50053"
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")
 # grpcurl flags that take a value (the others are booleans, or written -flag=value).
 VALUE_FLAGS = {
@@ -61,6 +66,7 @@ LISTED = {
                  {"pushpull.v1.ProducerService"}),
 }
 LISTED["retention"] = LISTED["producer"]
+LISTED["second"] = LISTED["producer"]
 # grpcurl exits 64 + the gRPC status code when a call fails.
 EXIT_DEADLINE_EXCEEDED = 64 + 4
 EXIT_OUT_OF_RANGE = 64 + 11
@@ -96,6 +102,8 @@ class Command:
             return "consumer"
         if host in DEFAULT_HOSTS and port == RETENTION_PRODUCER_PORT:
             return "retention"
+        if host in DEFAULT_HOSTS and port == SECOND_ADDRESS_PORT:
+            return "second"
         return "unknown"
 
     @property
@@ -333,12 +341,13 @@ class Runner:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.addresses = {"producer": args.producer, "consumer": args.consumer,
-                          "retention": args.retention_producer}
+                          "retention": args.retention_producer, "second": args.second_address}
         self.logs = {"producer": Log(), "retention": Log(retention=args.retention_events)}
         self.printed = ""  # what the last command run printed, stdout then stderr
 
     def log(self, cmd: Command) -> Log:
-        """The log a command reads; the consumer reads the first producer's."""
+        """The log a command reads; the consumer and the second address read the first
+        producer's."""
         return self.logs["retention" if cmd.target == "retention" else "producer"]
 
     # --- the test's own calls (not README commands) ---
@@ -364,8 +373,9 @@ class Runner:
     def check(self, cmd: Command) -> str:
         if cmd.target == "unknown" or not self.addresses.get(cmd.target):
             raise CheckFailed(f"address {cmd.positional[0]} is none of localhost:"
-                              f"{PRODUCER_DEFAULT_PORT}, localhost:{CONSUMER_DEFAULT_PORT} and "
-                              f"localhost:{RETENTION_PRODUCER_PORT} (--retention-producer)")
+                              f"{PRODUCER_DEFAULT_PORT}, localhost:{CONSUMER_DEFAULT_PORT}, "
+                              f"localhost:{RETENTION_PRODUCER_PORT} (--retention-producer) and "
+                              f"localhost:{SECOND_ADDRESS_PORT} (--second-address)")
         expect(cmd.has_flag("-plaintext"), "the services speak plaintext: -plaintext is missing")
         self.printed = ""
         what = self.check_call(cmd)
@@ -593,6 +603,8 @@ def main() -> int:
                         help="host:port of a second test producer, for localhost:50052")
     parser.add_argument("--retention-events", type=int,
                         help="that producer's --retention-events")
+    parser.add_argument("--second-address",
+                        help="host:port of another way to the first producer, for localhost:50053")
     parser.add_argument("--consumer-mode", default="READ_MODE_LONG_POLL")
     parser.add_argument("--stream-max-time", type=float, default=3.0)
     parser.add_argument("--unary-max-time", type=float, default=15.0)

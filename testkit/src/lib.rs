@@ -8,7 +8,11 @@
 //! - [`process`]: a service's real binary as a child process, on ports the kernel chose and
 //!   learnt from its own log lines, with SIGTERM, SIGKILL, a bounded wait for its exit and a
 //!   restart on the same data directory.
-//! - [`proxy`]: a TCP proxy that cuts connections, or follows a producer to a new port.
+//! - [`proxy`]: a TCP proxy that cuts connections, refuses them while closed, or follows a
+//!   producer to a new port.
+//! - [`nats`]: real `nats-server` processes with JetStream, one or a cluster, on loopback ports
+//!   of their own, each killed, stopped and restarted on its own store; which node leads a
+//!   stream.
 //! - [`producer_flags`]: the one rule for which store a test's producer uses.
 //!
 //! Each crate keeps its domain helpers (`TestProducer`, `Proxy`, …) in its own `helpers.rs`,
@@ -26,6 +30,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
+pub use nats::{NatsCluster, NatsNode, NatsServer};
 pub use process::ServiceProcess;
 pub use proxy::Proxy;
 pub use served::{Served, Shutdown, bind, bind_if};

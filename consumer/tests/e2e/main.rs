@@ -1,8 +1,9 @@
 //! The consumer against a real producer, both on port 0, over real gRPC: delivery in every mode,
-//! resumption after cuts, restarts and mode switches, expired cursors, shutdown, and a listener
-//! that dies. One binary for all, so it links once.
+//! resumption after cuts, restarts and mode switches, failover between producers of one log,
+//! expired cursors, shutdown, and a listener that dies. One binary for all, so it links once.
 
 mod delivery;
+mod failover;
 mod helpers;
 mod http;
 mod listener;

@@ -18,6 +18,9 @@ async fn stats_report_mode_producer_and_latency() {
         .await;
     assert_eq!(stats.mode, pb::ReadMode::LongPoll as i32);
     assert_eq!(stats.producer, producer.url());
+    // One producer: it is the one in use, and there is nothing to fail over to.
+    assert_eq!(stats.current_producer, producer.url());
+    assert_eq!(stats.failovers, 0);
     assert!(!stats.log_id.is_empty());
     let p50 = pushpull::time::std_duration(&stats.latency_p50.unwrap()).unwrap();
     let max = pushpull::time::std_duration(&stats.latency_max.unwrap()).unwrap();

@@ -93,6 +93,9 @@ const APPEND_DEADLINE: Duration = Duration::from_secs(10);
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the store checks the connection and the stream (health, retention, sizes).
 const CHECK_EVERY: Duration = Duration::from_millis(500);
+/// How long the follower may receive nothing while the stream has messages it has not had
+/// before its consumer is recreated.
+const STALLED: Duration = Duration::from_secs(2);
 /// What the headers of a message take, at most, beside its body.
 const HEADER_ALLOWANCE: usize = 1024;
 /// Publish calls waiting for the writer.
@@ -143,6 +146,11 @@ struct Shared {
     down: Mutex<Option<String>>,
     bytes: AtomicU64,
     messages: AtomicU64,
+    /// The stream's last sequence as the last check saw it: the follower's watchdog.
+    stream_last: AtomicU64,
+    /// The last log sequence this producer published: what closing waits for the follower
+    /// to commit, so the last Publish calls are answered.
+    published: AtomicU64,
     /// Ids of this producer's messages: unique per process and stream.
     instance: String,
     next_message: AtomicU64,
@@ -173,18 +181,39 @@ impl JetStreamStore {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(ACK_TIMEOUT);
         let subject = format!("pushpull.{}", options.stream);
-        let stream = ensure_stream(&js, &options, &subject).await?;
-        let mut info = stream
-            .get_info()
-            .await
-            .map_err(|e| unavailable(format!("stream {}: {e}", options.stream)))?;
-        if info.state.last_sequence == 0 {
-            publish_genesis(&js, &subject).await?;
-            info = stream
-                .get_info()
-                .await
-                .map_err(|e| unavailable(format!("stream {}: {e}", options.stream)))?;
-        }
+        // A stream just created (by this producer or another) elects its leader first: its
+        // API calls time out meanwhile. Retried until the connect timeout; a config that
+        // does not match is not retried.
+        let deadline = Instant::now() + options.connect_timeout;
+        let (stream, info) = loop {
+            let opened = async {
+                let stream = match ensure_stream(&js, &options, &subject).await? {
+                    Ok(stream) => stream,
+                    Err(mismatch) => return Ok(Err(mismatch)),
+                };
+                let mut info = stream
+                    .get_info()
+                    .await
+                    .map_err(|e| unavailable(format!("stream {}: {e}", options.stream)))?;
+                if info.state.last_sequence == 0 {
+                    publish_genesis(&js, &subject).await?;
+                    info = stream
+                        .get_info()
+                        .await
+                        .map_err(|e| unavailable(format!("stream {}: {e}", options.stream)))?;
+                }
+                Ok::<_, StoreError>(Ok((stream, info)))
+            };
+            match opened.await {
+                Ok(Ok(opened)) => break opened,
+                Ok(Err(mismatch)) => return Err(mismatch),
+                Err(StoreError::Unavailable { detail }) if Instant::now() < deadline => {
+                    warn!(reason = %detail, "the stream is not ready yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        };
         let log_id = format!("{}:{}", options.stream, info.created.unix_timestamp_nanos());
         let shared = Arc::new(Shared {
             stream_name: options.stream.clone(),
@@ -206,6 +235,8 @@ impl JetStreamStore {
             down: Mutex::default(),
             bytes: AtomicU64::new(info.state.bytes),
             messages: AtomicU64::new(info.state.messages),
+            stream_last: AtomicU64::new(info.state.last_sequence),
+            published: AtomicU64::new(0),
             instance: format!(
                 "{:x}-{:08x}",
                 SystemTime::now()
@@ -392,12 +423,13 @@ fn differences(have: &StreamConfig, want: &StreamConfig) -> Vec<String> {
     diffs
 }
 
-/// Creates the stream, or checks that the existing one is what the flags ask for.
+/// Creates the stream, or checks that the existing one is what the flags ask for: the inner
+/// error says how it differs (not worth retrying), the outer one that NATS did not answer.
 async fn ensure_stream(
     js: &jetstream::Context,
     options: &JetStreamOptions,
     subject: &str,
-) -> Result<Stream, StoreError> {
+) -> Result<Result<Stream, StoreError>, StoreError> {
     let want = wanted_config(options, subject);
     let name = &options.stream;
     let stream = match js.get_stream(name).await {
@@ -420,13 +452,13 @@ async fn ensure_stream(
     };
     let diffs = differences(&stream.cached_info().config, &want);
     if !diffs.is_empty() {
-        return Err(unavailable(format!(
+        return Ok(Err(unavailable(format!(
             "stream {name} exists with a different config: {}; start with matching flags, or \
              delete the stream (its log with it) to have it created anew",
             diffs.join("; ")
-        )));
+        ))));
     }
-    Ok(stream)
+    Ok(Ok(stream))
 }
 
 /// Publishes the genesis: no events, the first sequence 1. Two producers finding the stream
@@ -591,12 +623,24 @@ impl Shared {
                 group.push(next);
             }
             let batches: Vec<NewBatch> = group.iter().map(|a| a.batch.clone()).collect();
-            let result = self.append_group(&batches, &mut own).await;
-            for (i, append) in group.into_iter().enumerate() {
-                let _ = append
-                    .done
-                    .send(result.as_ref().map(|spans| spans[i]).map_err(Clone::clone));
-            }
+            let stored = self.append_group(&batches, &mut own).await;
+            // Answered once the follower has committed the message, while the writer
+            // publishes the next one: the wait for the follower is off the writer's path.
+            let shared = Arc::clone(&self);
+            tokio::spawn(async move {
+                let result = match stored {
+                    Ok((spans, last)) => shared
+                        .committed(last, Instant::now() + APPEND_DEADLINE)
+                        .await
+                        .map(|()| spans),
+                    Err(err) => Err(err),
+                };
+                for (i, append) in group.into_iter().enumerate() {
+                    let _ = append
+                        .done
+                        .send(result.as_ref().map(|spans| spans[i]).map_err(Clone::clone));
+                }
+            });
         }
         // Closed: whatever still queues is refused.
         queue.close();
@@ -608,13 +652,13 @@ impl Shared {
         }
     }
 
-    /// Publishes `batches` as one message, retrying until it is stored (or the deadline), and
-    /// waits for the follower to commit it. Returns each batch's (first, last).
+    /// Publishes `batches` as one message, retrying until it is stored (or the deadline).
+    /// Returns each batch's (first, last), and the message's last sequence.
     async fn append_group(
         &self,
         batches: &[NewBatch],
         own: &mut Option<(u64, u64)>,
-    ) -> Result<Vec<(u64, u64)>, StoreError> {
+    ) -> Result<(Vec<(u64, u64)>, u64), StoreError> {
         let deadline = Instant::now() + APPEND_DEADLINE;
         let id = format!(
             "{}-{}",
@@ -735,8 +779,8 @@ impl Shared {
                 .collect();
         }
         *own = Some((stream_seq, span.last()));
-        self.committed(span.last(), deadline).await?;
-        Ok(spans)
+        self.published.fetch_max(span.last(), Ordering::Relaxed);
+        Ok((spans, span.last()))
     }
 
     /// The stream's last message: its sequence, span and message id.
@@ -797,9 +841,20 @@ impl Shared {
             };
             match messages {
                 Ok(mut messages) => loop {
+                    // The watchdog: an ordered consumer whose server went away can go quiet
+                    // without an error. Messages the stream has that did not arrive for
+                    // STALLED mean it is stuck: recreate it.
                     let next = tokio::select! {
                         () = stop.cancelled() => return,
                         next = messages.next() => next,
+                        () = self.stalled() => {
+                            warn!(
+                                at = self.lock_position().stream_seq,
+                                stream_last = self.stream_last.load(Ordering::Relaxed),
+                                "the follower stopped receiving; recreating its consumer"
+                            );
+                            break;
+                        }
                     };
                     match next {
                         Some(Ok(message)) => {
@@ -825,6 +880,27 @@ impl Shared {
                 () = tokio::time::sleep(delay) => {}
             }
             delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Resolves once the stream has had messages the follower has not received for
+    /// [`STALLED`].
+    async fn stalled(&self) {
+        let mut behind_since: Option<Instant> = None;
+        let mut at = self.lock_position().stream_seq;
+        loop {
+            tokio::time::sleep(CHECK_EVERY).await;
+            let now = self.lock_position().stream_seq;
+            let behind = self.stream_last.load(Ordering::Relaxed) > now;
+            if !behind || now != at {
+                behind_since = None;
+                at = now;
+                continue;
+            }
+            let since = *behind_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= STALLED {
+                return;
+            }
         }
     }
 
@@ -938,6 +1014,8 @@ impl Shared {
             self.set_down(None);
             self.bytes.store(info.state.bytes, Ordering::Relaxed);
             self.messages.store(info.state.messages, Ordering::Relaxed);
+            self.stream_last
+                .store(info.state.last_sequence, Ordering::Relaxed);
             if let Err(err) = self
                 .retain(info.state.first_sequence, info.state.messages)
                 .await
@@ -1019,6 +1097,13 @@ impl Store for JetStreamStore {
             if let Some(writer) = writer {
                 let _ = writer.await;
             }
+            // What was published gets committed, and its Publish calls answered, before the
+            // follower stops (bounded: the stream may be out).
+            let published = self.shared.published.load(Ordering::Relaxed);
+            let _ = self
+                .shared
+                .committed(published, Instant::now() + Duration::from_secs(5))
+                .await;
             self.stop.cancel();
             let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
             for task in tasks {

@@ -33,7 +33,7 @@ pub(crate) fn options(server: &NatsServer, stream: &str, retention: Retention) -
 /// A log on a server of its own (a server per test: statics are never dropped, so a shared
 /// one would outlive the test binary).
 pub(crate) async fn open(options: Options) -> Fixture {
-    let server = NatsServer::start();
+    let server = NatsServer::start().await;
     let tail = Arc::new(Tail::new(options.cache_bytes));
     let store = JetStreamStore::open(
         self::options(&server, &stream_name(), options.retention),
@@ -109,7 +109,7 @@ async fn read_everything(log: &EventLog) -> Vec<crate::log::Event> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_producers_on_one_stream_make_one_gapless_log() {
-    let (server, stream) = (NatsServer::start(), stream_name());
+    let (server, stream) = (NatsServer::start().await, stream_name());
     // Opened at once on a new stream: both find it empty and publish the genesis; one stays.
     let (a, b) = tokio::join!(producer(&server, &stream), producer(&server, &stream));
     assert_eq!(a.log_id(), b.log_id(), "the log_id comes from the stream");
@@ -141,13 +141,16 @@ async fn two_producers_on_one_stream_make_one_gapless_log() {
         next = last + 1;
     }
     let head = next - 1;
+    // Each has committed its own Publish calls; the other's last ones may still be on their
+    // way through its follower.
+    for log in [&a, &b] {
+        let mut watch = log.watch_head();
+        tokio::time::timeout(testkit::PROMPTLY, watch.wait_for(|h| *h >= head))
+            .await
+            .expect("each producer follows the stream")
+            .unwrap();
+    }
     let from_a = read_everything(&a).await;
-    // b may not have followed everything a published yet: wait for its head.
-    let mut watch = b.watch_head();
-    tokio::time::timeout(testkit::PROMPTLY, watch.wait_for(|h| *h >= head))
-        .await
-        .expect("b follows the stream")
-        .unwrap();
     let from_b = read_everything(&b).await;
     assert_eq!(from_a.len() as u64, head);
     assert_eq!(from_a, from_b, "the same log whichever producer is read");
@@ -164,7 +167,7 @@ async fn two_producers_on_one_stream_make_one_gapless_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_producer_reads_the_log_others_wrote_from_the_stream() {
-    let (server, stream) = (NatsServer::start(), stream_name());
+    let (server, stream) = (NatsServer::start().await, stream_name());
     let a = producer(&server, &stream).await;
     for i in 0..30 {
         a.append(events(1 + i % 3, "x")).await.unwrap();
@@ -179,7 +182,7 @@ async fn a_new_producer_reads_the_log_others_wrote_from_the_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_from_the_stream_split_messages_anywhere_and_read_on() {
-    let (server, stream) = (NatsServer::start(), stream_name());
+    let (server, stream) = (NatsServer::start().await, stream_name());
     let a = producer(&server, &stream).await;
     // Messages of 7 events each (one Publish at a time): reads of 1, 3, 7, 10 events start and
     // end inside messages, at their edges, and across several.
@@ -221,7 +224,7 @@ async fn reads_from_the_stream_split_messages_anywhere_and_read_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_stream_with_other_limits_is_refused_naming_them() {
-    let (server, stream) = (NatsServer::start(), stream_name());
+    let (server, stream) = (NatsServer::start().await, stream_name());
     let _first = producer(&server, &stream).await;
     let mut other = options(&server, &stream, keep_all());
     other.retention.max_events = 500;
@@ -240,7 +243,7 @@ async fn an_existing_stream_with_other_limits_is_refused_naming_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_larger_than_one_message_is_refused_whole() {
-    let (server, stream) = (NatsServer::start(), stream_name());
+    let (server, stream) = (NatsServer::start().await, stream_name());
     let log = producer(&server, &stream).await;
     log.append(events(1, "ok")).await.unwrap();
     // 9 events of 1 MiB: more than the server's 8 MB max_payload.
@@ -261,7 +264,7 @@ async fn a_publish_larger_than_one_message_is_refused_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_calls_queued_together_share_one_message() {
-    let (server, stream) = (NatsServer::start(), stream_name());
+    let (server, stream) = (NatsServer::start().await, stream_name());
     let log = producer(&server, &stream).await;
     let calls: Vec<_> = (0..50)
         .map(|i| {
@@ -289,5 +292,64 @@ async fn publish_calls_queued_together_share_one_message() {
         info.state.messages < 51,
         "{} messages for 50 concurrent Publish calls",
         info.state.messages
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_down_fails_publish_naming_it_and_everything_resumes_when_it_is_back() {
+    let (server, stream) = (NatsServer::start().await, stream_name());
+    let log = producer(&server, &stream).await;
+    assert_eq!(log.append(events(3, "before")).await.unwrap(), (1, 3));
+    assert_eq!(log.store().unavailable(), None);
+    let mut head = log.watch_head();
+
+    server.stop().await;
+    let err = log.append(events(1, "down")).await.unwrap_err();
+    assert!(
+        matches!(&err, crate::error::Error::StorageUnavailable { detail, .. }
+            if detail.contains("NATS") && detail.contains(&server.url())),
+        "{err:?}"
+    );
+    let deadline = Instant::now() + testkit::PROMPTLY;
+    while log.store().unavailable().is_none() {
+        assert!(Instant::now() < deadline, "still reported available");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(log.store().unavailable().unwrap().contains("NATS"));
+    // What was committed is still served from the cache meanwhile.
+    assert_eq!(read_everything(&log).await.len(), 3);
+
+    server.restart().await;
+    let deadline = Instant::now() + testkit::PROMPTLY;
+    let appended = loop {
+        match log.append(events(2, "after")).await {
+            Ok(range) => break range,
+            Err(err) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "publishing did not resume: {err}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(appended, (4, 5), "numbering goes on where it was");
+    tokio::time::timeout(testkit::PROMPTLY, head.wait_for(|h| *h >= 5))
+        .await
+        .expect("the follower resumes")
+        .unwrap();
+    let deadline = Instant::now() + testkit::PROMPTLY;
+    while log.store().unavailable().is_some() {
+        assert!(Instant::now() < deadline, "still reported unavailable");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let payloads: Vec<_> = read_everything(&log)
+        .await
+        .iter()
+        .map(|e| String::from_utf8(e.payload.to_vec()).unwrap())
+        .collect();
+    assert_eq!(
+        payloads,
+        ["before-0", "before-1", "before-2", "after-0", "after-1"]
     );
 }

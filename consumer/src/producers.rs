@@ -1,0 +1,218 @@
+//! The producers a consumer may read from (`--producer a,b,c`), and which one it reads from now.
+//!
+//! Several producers may serve one log: the same `log_id` and the same sequences, as producers
+//! in front of one shared stream do. A cursor is then good on any of them, so when the producer
+//! the reader uses fails, it moves on to the next in the list with the same cursor (round robin,
+//! wrapping around), and backs off only once every producer has failed in a row. With one
+//! producer that is after every failure, as it always was. Whether a response really continues
+//! the cursor's log is still decided by its `log_id`, in the reader, as for any response.
+//!
+//! [`Rotation`] is that rule with no I/O, so tests drive it directly; [`Producers`] pairs it with
+//! one gRPC client per address.
+
+use std::time::Duration;
+
+use pushpull::{grpc, pb::producer_service_client::ProducerServiceClient};
+use tonic::transport::{Channel, Endpoint};
+
+/// Which producer of the list is in use, and how many have failed since one last answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// How many producers there are; at least one.
+    len: usize,
+    /// The index of the producer in use.
+    current: usize,
+    /// Producers that failed one after the other since the last answer (or the last backoff).
+    failed_in_a_row: usize,
+}
+
+/// What [`Rotation::failed`] decided: the failed producer, the one to use next, and whether to
+/// back off before calling it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub from: usize,
+    pub to: usize,
+    /// True once every producer has failed in a row: the whole list was tried without an answer.
+    pub back_off: bool,
+}
+
+impl Step {
+    /// Whether the reader moves to another producer (never with a list of one).
+    pub fn is_failover(&self) -> bool {
+        self.from != self.to
+    }
+}
+
+impl Rotation {
+    /// Starts with the first of `len` producers.
+    pub fn new(len: usize) -> Self {
+        assert!(len > 0, "a consumer reads from at least one producer");
+        Self {
+            len,
+            current: 0,
+            failed_in_a_row: 0,
+        }
+    }
+
+    /// The producer in use.
+    pub fn current(&self) -> usize {
+        self.current
+    }
+
+    /// The producer in use failed: the next one is used (the first after the last), at once,
+    /// unless this failure completes a round of the whole list without an answer, which is
+    /// when the reader backs off (once per round).
+    pub fn failed(&mut self) -> Step {
+        let from = self.current;
+        self.current = (self.current + 1) % self.len;
+        self.failed_in_a_row += 1;
+        let back_off = self.failed_in_a_row >= self.len;
+        if back_off {
+            self.failed_in_a_row = 0;
+        }
+        Step {
+            from,
+            to: self.current,
+            back_off,
+        }
+    }
+
+    /// The producer in use answered: a new round starts with it.
+    pub fn answered(&mut self) {
+        self.failed_in_a_row = 0;
+    }
+}
+
+/// How long a connection attempt to one producer may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One gRPC client per `--producer` address, and the [`Rotation`] over them.
+#[derive(Debug)]
+pub struct Producers {
+    /// The addresses as given, in order; never empty.
+    urls: Vec<String>,
+    /// The client of each address, by the same index. Each has a lazy channel of its own: it
+    /// connects on first use and reconnects by itself after a failure, so a producer that was
+    /// gone is simply asked again when its turn comes; the reader decides when to call.
+    clients: Vec<ProducerServiceClient<Channel>>,
+    rotation: Rotation,
+}
+
+impl Producers {
+    /// Clients for `urls` (checked by the configuration already), none connected yet; messages
+    /// up to `max_message_bytes` both ways.
+    pub fn new(urls: &[String], max_message_bytes: usize) -> Result<Self, String> {
+        let clients = urls
+            .iter()
+            .map(|url| {
+                let channel = Endpoint::from_shared(url.clone())
+                    .map_err(|e| format!("--producer {url:?}: {e}"))?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(grpc::HTTP2_KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(grpc::HTTP2_KEEPALIVE_TIMEOUT)
+                    .keep_alive_while_idle(true)
+                    .connect_lazy();
+                Ok(ProducerServiceClient::new(channel)
+                    .max_decoding_message_size(max_message_bytes)
+                    .max_encoding_message_size(max_message_bytes))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        if clients.is_empty() {
+            return Err("--producer names no producer".into());
+        }
+        Ok(Self {
+            urls: urls.to_vec(),
+            rotation: Rotation::new(clients.len()),
+            clients,
+        })
+    }
+
+    /// The client of the producer in use (a cheap clone: clients share their channel).
+    pub fn client(&self) -> ProducerServiceClient<Channel> {
+        self.clients[self.rotation.current()].clone()
+    }
+
+    /// The index of the producer in use, in `--producer` order.
+    pub fn current_index(&self) -> usize {
+        self.rotation.current()
+    }
+
+    /// The address of the producer in use.
+    pub fn current(&self) -> &str {
+        self.url(self.rotation.current())
+    }
+
+    /// The address of producer `index`.
+    pub fn url(&self, index: usize) -> &str {
+        &self.urls[index]
+    }
+
+    /// See [`Rotation::failed`].
+    pub fn failed(&mut self) -> Step {
+        self.rotation.failed()
+    }
+
+    /// See [`Rotation::answered`].
+    pub fn answered(&mut self) {
+        self.rotation.answered();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(from: usize, to: usize, back_off: bool) -> Step {
+        Step { from, to, back_off }
+    }
+
+    #[test]
+    fn failures_move_round_the_list_and_back_off_once_per_round_without_an_answer() {
+        let mut r = Rotation::new(3);
+        assert_eq!(r.current(), 0);
+        assert_eq!(r.failed(), step(0, 1, false));
+        assert_eq!(r.failed(), step(1, 2, false));
+        // Every producer failed in a row: wrap around to the first, after a backoff.
+        assert_eq!(r.failed(), step(2, 0, true));
+        // The next round starts afresh: two moves at once, then a backoff again.
+        assert_eq!(r.failed(), step(0, 1, false));
+        assert_eq!(r.failed(), step(1, 2, false));
+        assert_eq!(r.failed(), step(2, 0, true));
+        assert_eq!(r.current(), 0);
+    }
+
+    #[test]
+    fn an_answer_starts_a_new_round_from_the_producer_that_gave_it() {
+        let mut r = Rotation::new(3);
+        assert_eq!(r.failed(), step(0, 1, false));
+        r.answered();
+        // 1 answered, then fails: 2 and 0 are tried at once, and only 1 failing again (a
+        // whole round since its answer) means a backoff.
+        assert_eq!(r.failed(), step(1, 2, false));
+        assert_eq!(r.failed(), step(2, 0, false));
+        assert_eq!(r.failed(), step(0, 1, true));
+    }
+
+    #[test]
+    fn with_one_producer_every_failure_backs_off_and_none_is_a_failover() {
+        let mut r = Rotation::new(1);
+        for _ in 0..3 {
+            let s = r.failed();
+            assert_eq!(s, step(0, 0, true));
+            assert!(!s.is_failover());
+        }
+        assert!(step(1, 0, false).is_failover());
+    }
+
+    #[tokio::test]
+    async fn producers_follow_the_rotation() {
+        let urls = ["http://a:1".to_owned(), "http://b:2".to_owned()];
+        let mut p = Producers::new(&urls, 1024).unwrap();
+        assert_eq!(p.current(), "http://a:1");
+        let s = p.failed();
+        assert_eq!((p.url(s.from), p.url(s.to)), ("http://a:1", "http://b:2"));
+        assert_eq!(p.current(), "http://b:2");
+        assert!(Producers::new(&[], 1024).is_err());
+    }
+}
