@@ -1198,8 +1198,7 @@ async fn fanout(
     let stream = Site::stream();
     let mut producers = vec![];
     for _ in 0..s.fanout_producers {
-        // One at a time, each once it serves: the first creates the stream, and a second
-        // opening it while it is being created can time out (see docs/bench/results.md).
+        // One at a time, each once it serves: the first creates the stream, the next finds it.
         let started = match site.producer(&stream, &[]).await {
             Ok(p) => wait_for_head(&p, 0).await.map(|()| p),
             Err(err) => Err(err),

@@ -550,12 +550,18 @@ fn launch(program: &Path, dir: &Path) -> Child {
 
 /// The `nats-server` binary, or a panic that says how to install it.
 fn server_program() -> PathBuf {
+    installed().unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// The `nats-server` binary the helpers here start, or why there is none and how to install
+/// it: for a caller that must decide before starting one (the benchmark fails under CI and
+/// reports the scenario as not run elsewhere).
+pub fn installed() -> Result<PathBuf, String> {
     find_server(
         std::env::var_os("PUSHPULL_NATS_SERVER"),
         std::env::var_os("PATH"),
         Path::new(DEBIAN_SERVER),
     )
-    .unwrap_or_else(|why| panic!("{why}"))
 }
 
 /// Where Debian's package puts the server: /usr/sbin, which is not on every user's PATH.

@@ -349,10 +349,14 @@ fn rates(tries: &[f64]) -> String {
 
 /// `nats-server --version`'s version, e.g. `v2.9.10`.
 fn nats_version() -> String {
-    std::process::Command::new("nats-server")
-        .arg("--version")
-        .output()
+    testkit::nats::installed()
         .ok()
+        .and_then(|server| {
+            std::process::Command::new(server)
+                .arg("--version")
+                .output()
+                .ok()
+        })
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .and_then(|v| v.split_whitespace().last().map(str::to_owned))
         .unwrap_or_else(|| "(not installed)".into())
