@@ -274,6 +274,11 @@ impl ConsumerStats {
 
     /// Waits until `events_received` reaches `target`; returns (when it first moved, when it
     /// got there, the count when first seen moving). Polls every `every`.
+    ///
+    /// "When it first moved" is when the poll that first saw a count was *sent*: the consumer
+    /// read that count at or after then, but a consumer busy catching up may answer long after
+    /// it read it, and timing from the answer once made a 0.2 s catch-up look like 6 ms. So
+    /// the window is never shorter than the true one.
     pub async fn wait_received(
         &mut self,
         target: u64,
@@ -285,10 +290,11 @@ impl ConsumerStats {
         let mut first: Option<(Instant, u64)> = None;
         let mut last_report = Instant::now();
         loop {
+            let sent = Instant::now();
             let s = self.get().await?;
             let now = Instant::now();
             if s.events_received > 0 && first.is_none() {
-                first = Some((now, s.events_received));
+                first = Some((sent, s.events_received));
             }
             if s.events_received >= target {
                 let (t0, n0) = first.unwrap_or((now, 0));
