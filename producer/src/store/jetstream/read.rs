@@ -9,8 +9,9 @@
 //!
 //! Only as many gets are sent as the read is expected to need (from the size of the last
 //! message read): a get sent beyond that is answered, bytes and all, and thrown away. Before
-//! that bound a catch-up of 1,000-event reads over 1,000-event messages got five messages per
-//! read, and used one.
+//! that bound, a catch-up of 1,000-event reads over 1,000-event messages sent five gets per
+//! read and used one: the producer took 373–393 bytes per event from NATS, a raw ordered
+//! consumer 92 (`pushpull-bench --only jetstream`).
 
 use bytes::Bytes;
 use futures_util::{StreamExt, stream::FuturesOrdered};
