@@ -278,7 +278,8 @@ impl ConsumerStats {
     /// "When it first moved" is when the poll that first saw a count was *sent*: the consumer
     /// read that count at or after then, but a consumer busy catching up may answer long after
     /// it read it, and timing from the answer once made a 0.2 s catch-up look like 6 ms. So
-    /// the window is never shorter than the true one.
+    /// the window is never shorter than the true one. A consumer that got everything between
+    /// two polls is timed from the last poll that saw nothing, with every event counted.
     pub async fn wait_received(
         &mut self,
         target: u64,
@@ -289,12 +290,19 @@ impl ConsumerStats {
         let deadline = Instant::now() + limit;
         let mut first: Option<(Instant, u64)> = None;
         let mut last_report = Instant::now();
+        let mut saw_none = Instant::now();
         loop {
             let sent = Instant::now();
             let s = self.get().await?;
             let now = Instant::now();
-            if s.events_received > 0 && first.is_none() {
-                first = Some((sent, s.events_received));
+            if s.events_received == 0 {
+                saw_none = sent;
+            } else if first.is_none() {
+                first = Some(if s.events_received >= target {
+                    (saw_none, 0)
+                } else {
+                    (sent, s.events_received)
+                });
             }
             if s.events_received >= target {
                 let (t0, n0) = first.unwrap_or((now, 0));
