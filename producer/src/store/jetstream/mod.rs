@@ -721,6 +721,7 @@ impl Shared {
                         last = last.0,
                         "another producer published first; renumbering"
                     );
+                    self.metrics.jetstream_conflicts.inc();
                     (expect, head) = (last.0, last.1.last());
                     (body, spans) = body::encode(head + 1, batches, produced_at);
                 }

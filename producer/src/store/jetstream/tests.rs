@@ -64,15 +64,21 @@ const LIMITS: crate::log::PublishLimits = crate::log::PublishLimits {
 };
 
 async fn producer(server: &NatsServer, stream: &str) -> EventLog {
+    metered_producer(server, stream).await.0
+}
+
+/// A producer and its store's metrics.
+async fn metered_producer(server: &NatsServer, stream: &str) -> (EventLog, StoreMetrics) {
     let tail = Arc::new(Tail::new(crate::log::DEFAULT_CACHE_BYTES));
+    let metrics = StoreMetrics::default();
     let store = JetStreamStore::open(
         options(server, stream, keep_all()),
         Arc::clone(&tail),
-        StoreMetrics::default(),
+        metrics.clone(),
     )
     .await
     .expect("opens");
-    EventLog::new(Arc::new(store), tail, LIMITS)
+    (EventLog::new(Arc::new(store), tail, LIMITS), metrics)
 }
 
 fn events(n: usize, tag: &str) -> Vec<crate::log::NewEvent> {
@@ -111,7 +117,10 @@ async fn read_everything(log: &EventLog) -> Vec<crate::log::Event> {
 async fn two_producers_on_one_stream_make_one_gapless_log() {
     let (server, stream) = (NatsServer::start().await, stream_name());
     // Opened at once on a new stream: both find it empty and publish the genesis; one stays.
-    let (a, b) = tokio::join!(producer(&server, &stream), producer(&server, &stream));
+    let ((a, a_metrics), (b, b_metrics)) = tokio::join!(
+        metered_producer(&server, &stream),
+        metered_producer(&server, &stream)
+    );
     assert_eq!(a.log_id(), b.log_id(), "the log_id comes from the stream");
     let publish = |log: EventLog, tag: &'static str| async move {
         let mut acks = Vec::new();
@@ -163,6 +172,9 @@ async fn two_producers_on_one_stream_make_one_gapless_log() {
         let want: Vec<_> = (0..n).map(|i| format!("{tag}-{i}")).collect();
         assert_eq!(got, want);
     }
+    // They did collide, and each renumbering is counted.
+    let conflicts = a_metrics.jetstream_conflicts.get() + b_metrics.jetstream_conflicts.get();
+    assert!(conflicts > 0, "two producers at once collided");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
