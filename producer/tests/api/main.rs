@@ -12,5 +12,6 @@ mod http_sse;
 mod http_ws;
 mod poll;
 mod publish;
+mod published;
 mod shutdown;
 mod subscribe;
