@@ -902,6 +902,7 @@ impl Shared {
             return Ok(()); // delivered again after a recreate
         }
         let head = position.bounds.head;
+        let previous = position.stream_seq;
         position.stream_seq = stream_seq;
         if span.events == 0 {
             return Ok(());
@@ -923,6 +924,22 @@ impl Shared {
                 return Err(self.corrupt(
                     stream_seq,
                     format!("starts at {} inside the log (head {head})", span.first),
+                ));
+            }
+            // Retention removes whole messages, so events it took away leave a gap in the
+            // stream's sequences too. Right after the message that ends at the head, there
+            // is no message they could have been in: the log is broken (a replica whose
+            // messages differ from the leader's has been seen to serve this), not shorter.
+            if previous != 0 && stream_seq == previous + 1 {
+                return Err(self.corrupt(
+                    stream_seq,
+                    format!(
+                        "starts at {}, though it follows message {previous}, which ends at \
+                         {head}: sequences {}..={} are in no message",
+                        span.first,
+                        head + 1,
+                        span.first - 1
+                    ),
                 ));
             }
             // Retention removed messages this producer had not read yet.

@@ -264,3 +264,47 @@ async fn publish_calls_queued_together_share_one_message() {
         info.state.messages
     );
 }
+
+/// A message that claims sequences after a gap, right after the message that ends at the head
+/// (no message in between, so retention cannot have removed them): the log is broken. The
+/// producer stops following and says so, instead of taking the gap for retention and moving
+/// its oldest sequence past events that other producers serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_between_consecutive_messages_breaks_the_log_and_is_not_retention() {
+    let (server, stream) = (NatsServer::start().await, stream_name());
+    let log = producer(&server, &stream).await;
+    assert_eq!(log.append(events(3, "a")).await.unwrap(), (1, 3));
+
+    // Someone else's message, numbered 7..=8 where 4 comes next.
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let batch = NewBatch {
+        events: vec![("t.x".into(), bytes::Bytes::from_static(b"x")); 2],
+    };
+    let (body, _) = body::encode(7, &[batch], SystemTime::now());
+    let mut headers = HeaderMap::new();
+    Span {
+        first: 7,
+        events: 2,
+    }
+    .write_headers(&mut headers);
+    js.publish_with_headers(format!("pushpull.{stream}"), headers, body)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let deadline = Instant::now() + testkit::PROMPTLY;
+    let why = loop {
+        if let Some(why) = log.store().unavailable() {
+            break why;
+        }
+        assert!(Instant::now() < deadline, "the broken log went unnoticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(why.contains("sequences 4..=6 are in no message"), "{why}");
+    assert_eq!(
+        log.bounds(),
+        (1, 3),
+        "nothing of it was taken in, oldest included"
+    );
+}
