@@ -10,6 +10,7 @@ mod http_metrics;
 mod http_poll;
 mod http_sse;
 mod http_ws;
+mod jetstream;
 mod poll;
 mod publish;
 mod published;

@@ -53,6 +53,8 @@ pub struct Call {
     /// The (first, last) sequence the producer answered; `None` while in flight, or when the
     /// call failed (then the events may or may not be in the log, but all or none).
     pub acked: Option<(u64, u64)>,
+    /// When the answer came.
+    pub acked_at: Option<Instant>,
 }
 
 /// What a publisher sends, and to whom.
@@ -136,13 +138,17 @@ impl Published {
         let call = Call {
             events: events.to_vec(),
             acked: None,
+            acked_at: None,
         };
         self.lock().insert(id, call);
     }
 
     /// Records the answer to call `id`.
     pub fn acked(&self, id: CallId, range: (u64, u64)) {
-        self.lock().get_mut(&id).expect("registered").acked = Some(range);
+        let mut calls = self.lock();
+        let call = calls.get_mut(&id).expect("registered");
+        call.acked = Some(range);
+        call.acked_at = Some(Instant::now());
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CallId, Call>> {
@@ -152,6 +158,21 @@ impl Published {
 
     pub fn acked_calls(&self) -> usize {
         self.lock().values().filter(|c| c.acked.is_some()).count()
+    }
+
+    /// Calls of `publisher` acknowledged after `since`.
+    pub fn acked_since(&self, since: Instant, publisher: u32) -> usize {
+        self.lock()
+            .iter()
+            .filter(|(id, c)| id.0 == publisher && c.acked_at.is_some_and(|at| at > since))
+            .count()
+    }
+
+    /// When each acknowledgement came, in order.
+    pub fn ack_times(&self) -> Vec<Instant> {
+        let mut times: Vec<Instant> = self.lock().values().filter_map(|c| c.acked_at).collect();
+        times.sort_unstable();
+        times
     }
 
     /// Waits until `count` calls have been acknowledged in all.
@@ -164,6 +185,23 @@ impl Published {
                 self.acked_calls()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until each of `publishers` has had `count` calls acknowledged after `since`: each
+    /// of them publishes again after a fault.
+    pub async fn wait_for_acks_since(&self, since: Instant, publishers: &[u32], count: usize) {
+        let deadline = Instant::now() + PHASE;
+        for &publisher in publishers {
+            while self.acked_since(since, publisher) < count {
+                assert!(
+                    Instant::now() < deadline,
+                    "publisher {publisher}: {} of {count} calls acknowledged after the fault, \
+                     within {PHASE:?}",
+                    self.acked_since(since, publisher)
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
     }
 
