@@ -605,10 +605,15 @@ impl TestConsumer {
             "{mode}: one log throughout: {stats:#?}"
         );
         assert_eq!(stats.log_id, log_id, "{mode}");
-        assert!(
-            stats.reconnects >= 1,
-            "{mode} reconnected after the kills: {stats:#?}"
-        );
+        // A kill always cuts the push consumer's stream. A poll consumer only notices a kill
+        // that lands while a poll is out: one that falls between two polls (a restart can
+        // take less than the poll interval) is never seen, so it need not have reconnected.
+        if mode == "push" {
+            assert!(
+                stats.reconnects >= 1,
+                "{mode} reconnected after the kills: {stats:#?}"
+            );
+        }
 
         let checkpoint = self.checkpoint.clone();
         self.server
