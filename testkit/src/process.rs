@@ -9,6 +9,10 @@
 //! A producer gets a data directory of its own (a fresh temporary one unless the test names
 //! one), so tests running in parallel never meet on the default `./data` and its lock, and a
 //! [`ServiceProcess::restart`] after a SIGKILL finds the log the killed process left.
+//!
+//! A test of one package that runs another's binary (the producer's tests run the consumer)
+//! finds it with [`workspace_binary`], which builds it when it is missing or older than its
+//! sources.
 
 use std::{
     net::SocketAddr,
@@ -358,6 +362,119 @@ fn line_text(line: &Value) -> String {
     }
 }
 
+/// The binary `name` of the workspace's package `package`, for a test in another package: cargo
+/// sets `CARGO_BIN_EXE_<name>` only for a package's own binaries (the producer's tests get the
+/// producer, not the consumer). It is the one cargo put next to this test's executable
+/// (`target/<profile>/<name>`), if it is newer than every source its dep-info (`<name>.d`)
+/// lists: `cargo test --workspace`, what CI runs, has just built it. A `cargo test -p` of one
+/// package leaves it missing or stale: then it is built here, once per test binary, with
+/// `cargo build -p <package> --bin <name>` (cargo sets `CARGO` for the tests it runs, and holds
+/// no lock on the target directory while they run). Panics, naming that command, when it is
+/// still missing or stale.
+pub async fn workspace_binary(package: &'static str, name: &'static str) -> PathBuf {
+    tokio::task::spawn_blocking(move || {
+        // One build at a time: tests asking at once wait for the first, then find it fresh.
+        static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+        let exe = std::env::current_exe().expect("the test's own executable");
+        // target/<profile>/deps/<test>-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("a test executable lives in target/<profile>/deps");
+        let binary = profile_dir.join(name);
+        let Err(why) = fresh(&binary) else {
+            return binary;
+        };
+        let command = build_command(package, name, profile_dir);
+        let Some(cargo) = std::env::var_os("CARGO") else {
+            panic!("{why}, and this test was not started by cargo: run {command}");
+        };
+        eprintln!("{why}: running {command}");
+        let mut build = std::process::Command::new(cargo);
+        build.args(build_args(package, name, profile_dir));
+        let status = build
+            .status()
+            .unwrap_or_else(|err| panic!("run {command}: {err}"));
+        assert!(status.success(), "{command}: {status}");
+        if let Err(why) = fresh(&binary) {
+            panic!("{why}, even after {command}");
+        }
+        binary
+    })
+    .await
+    .expect("finding the binary panicked")
+}
+
+/// The arguments of the `cargo build` that puts `package`'s binary `name` in `profile_dir`.
+fn build_args(package: &str, name: &str, profile_dir: &Path) -> Vec<String> {
+    let mut args: Vec<String> = ["build", "--locked", "-p", package, "--bin", name]
+        .map(str::to_owned)
+        .into();
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => args.push("--release".into()),
+        Some(profile) => args.extend(["--profile".into(), profile.to_owned()]),
+    }
+    if let Some(target_dir) = profile_dir.parent() {
+        args.extend(["--target-dir".into(), target_dir.display().to_string()]);
+    }
+    args
+}
+
+fn build_command(package: &str, name: &str, profile_dir: &Path) -> String {
+    format!("cargo {}", build_args(package, name, profile_dir).join(" "))
+}
+
+/// `Ok` when `binary` exists and is newer than every file its dep-info lists; else why not.
+fn fresh(binary: &Path) -> Result<(), String> {
+    let shown = binary.display();
+    let built = std::fs::metadata(binary)
+        .and_then(|m| m.modified())
+        .map_err(|err| format!("{shown}: {err}"))?;
+    let dep_info = binary.with_extension("d");
+    let listed = std::fs::read_to_string(&dep_info)
+        .map_err(|err| format!("{}: {err}", dep_info.display()))?;
+    for source in dep_info_sources(&listed) {
+        let changed = std::fs::metadata(&source).and_then(|m| m.modified());
+        match changed {
+            Ok(changed) if changed <= built => {}
+            Ok(_) => return Err(format!("{shown} is older than {}", source.display())),
+            Err(err) => {
+                return Err(format!(
+                    "{shown} was built from {}: {err}",
+                    source.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The sources a cargo dep-info file lists for its first target (`target: a b c`, spaces in a
+/// path escaped as `\ `).
+fn dep_info_sources(dep_info: &str) -> Vec<PathBuf> {
+    let first = dep_info.lines().next().unwrap_or_default();
+    // The target's own path ends at the first ": " (no path here has one).
+    let Some((_, sources)) = first.split_once(": ") else {
+        return Vec::new();
+    };
+    let mut paths = Vec::new();
+    let mut path = String::new();
+    let mut chars = sources.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&' ') => path.push(chars.next().expect("peeked")),
+            ' ' => {
+                paths.extend((!path.is_empty()).then(|| PathBuf::from(std::mem::take(&mut path))))
+            }
+            c => path.push(c),
+        }
+    }
+    paths.extend((!path.is_empty()).then(|| PathBuf::from(path)));
+    paths
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::process::ExitStatusExt as _;
@@ -442,5 +559,77 @@ mod tests {
     #[should_panic(expected = "before logging the address it serves on")]
     async fn a_child_that_exits_before_serving_fails_the_test_with_its_last_lines() {
         ServiceProcess::consumer(FAKE_CONSUMER, &["exit-early"]).await;
+    }
+
+    #[test]
+    fn dep_info_lists_the_sources_of_its_first_target() {
+        let listed = "/t/debug/consumer: /w/a.rs /w/with\\ space.rs /w/proto\n\n/w/a.rs:\n";
+        assert_eq!(
+            dep_info_sources(listed),
+            [
+                PathBuf::from("/w/a.rs"),
+                PathBuf::from("/w/with space.rs"),
+                PathBuf::from("/w/proto")
+            ]
+        );
+        assert!(dep_info_sources("").is_empty());
+    }
+
+    #[test]
+    fn a_binary_is_fresh_only_when_newer_than_every_source_it_lists() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let (source, binary) = (dir.path().join("main.rs"), dir.path().join("bin"));
+        let missing = fresh(&binary).unwrap_err();
+        assert!(missing.contains("bin"), "{missing}");
+
+        std::fs::write(&source, "fn main() {}").unwrap();
+        std::fs::write(&binary, "").unwrap();
+        std::fs::write(
+            binary.with_extension("d"),
+            format!("{}: {}\n", binary.display(), source.display()),
+        )
+        .unwrap();
+        let now = std::time::SystemTime::now();
+        let set = |path: &Path, at| {
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(at)
+                .unwrap()
+        };
+        set(&source, now - Duration::from_secs(60));
+        set(&binary, now);
+        assert_eq!(fresh(&binary), Ok(()));
+
+        set(&source, now + Duration::from_secs(1));
+        let stale = fresh(&binary).unwrap_err();
+        assert!(
+            stale.contains("is older than") && stale.contains("main.rs"),
+            "{stale}"
+        );
+
+        std::fs::remove_file(&source).unwrap();
+        assert!(fresh(&binary).is_err(), "a source gone is not fresh");
+    }
+
+    #[test]
+    fn the_build_goes_to_the_profile_and_target_directory_the_test_runs_from() {
+        let args = build_args(
+            "pushpull-consumer",
+            "consumer",
+            Path::new("/w/target/debug"),
+        );
+        assert_eq!(
+            args.join(" "),
+            "build --locked -p pushpull-consumer --bin consumer --target-dir /w/target"
+        );
+        let args = build_args("p", "b", Path::new("/w/target/release"));
+        assert!(
+            args.join(" ").contains("--release --target-dir /w/target"),
+            "{args:?}"
+        );
+        let args = build_args("p", "b", Path::new("/w/t/ci"));
+        assert!(args.join(" ").contains("--profile ci"), "{args:?}");
     }
 }

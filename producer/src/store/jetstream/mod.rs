@@ -6,8 +6,8 @@
 //! - **One JetStream message per group of whole Publish calls** ([`body`]): the message
 //!   carries the log sequence of its first event in a header, and the events' encodings in its
 //!   body. A Publish is atomic because it is one message; its events are consecutive because
-//!   the message's are. This works on the Debian `nats-server` 2.9 that CI and the compose
-//!   image install offline, and costs one JetStream message per group commit rather than one
+//!   the message's are. This works on any server with JetStream (CI runs 2.15.1; Debian's
+//!   2.9.10 works but can let replicas diverge, see docs/jetstream.md), and costs one JetStream message per group commit rather than one
 //!   per event. (Atomic batch publish, 2.12+, would store one message per event and needs a
 //!   server that has to come from PyPI; it caps a batch at 1,000 messages, below our 10,000
 //!   events per Publish.) The limit here is the server's `max_payload` (1 MiB by default; our
@@ -737,6 +737,7 @@ impl Shared {
                         last = last.0,
                         "another producer published first; renumbering"
                     );
+                    self.metrics.jetstream_conflicts.inc();
                     (expect, head) = (last.0, last.1.last());
                     (body, spans) = body::encode(head + 1, batches, produced_at);
                 }
@@ -917,6 +918,7 @@ impl Shared {
             return Ok(()); // delivered again after a recreate
         }
         let head = position.bounds.head;
+        let previous = position.stream_seq;
         position.stream_seq = stream_seq;
         if span.events == 0 {
             return Ok(());
@@ -938,6 +940,22 @@ impl Shared {
                 return Err(self.corrupt(
                     stream_seq,
                     format!("starts at {} inside the log (head {head})", span.first),
+                ));
+            }
+            // Retention removes whole messages, so events it took away leave a gap in the
+            // stream's sequences too. Right after the message that ends at the head, there
+            // is no message they could have been in: the log is broken (a replica whose
+            // messages differ from the leader's has been seen to serve this), not shorter.
+            if previous != 0 && stream_seq == previous + 1 {
+                return Err(self.corrupt(
+                    stream_seq,
+                    format!(
+                        "starts at {}, though it follows message {previous}, which ends at \
+                         {head}: sequences {}..={} are in no message",
+                        span.first,
+                        head + 1,
+                        span.first - 1
+                    ),
                 ));
             }
             // Retention removed messages this producer had not read yet.

@@ -64,15 +64,21 @@ const LIMITS: crate::log::PublishLimits = crate::log::PublishLimits {
 };
 
 async fn producer(server: &NatsServer, stream: &str) -> EventLog {
+    metered_producer(server, stream).await.0
+}
+
+/// A producer and its store's metrics.
+async fn metered_producer(server: &NatsServer, stream: &str) -> (EventLog, StoreMetrics) {
     let tail = Arc::new(Tail::new(crate::log::DEFAULT_CACHE_BYTES));
+    let metrics = StoreMetrics::default();
     let store = JetStreamStore::open(
         options(server, stream, keep_all()),
         Arc::clone(&tail),
-        StoreMetrics::default(),
+        metrics.clone(),
     )
     .await
     .expect("opens");
-    EventLog::new(Arc::new(store), tail, LIMITS)
+    (EventLog::new(Arc::new(store), tail, LIMITS), metrics)
 }
 
 fn events(n: usize, tag: &str) -> Vec<crate::log::NewEvent> {
@@ -111,7 +117,10 @@ async fn read_everything(log: &EventLog) -> Vec<crate::log::Event> {
 async fn two_producers_on_one_stream_make_one_gapless_log() {
     let (server, stream) = (NatsServer::start().await, stream_name());
     // Opened at once on a new stream: both find it empty and publish the genesis; one stays.
-    let (a, b) = tokio::join!(producer(&server, &stream), producer(&server, &stream));
+    let ((a, a_metrics), (b, b_metrics)) = tokio::join!(
+        metered_producer(&server, &stream),
+        metered_producer(&server, &stream)
+    );
     assert_eq!(a.log_id(), b.log_id(), "the log_id comes from the stream");
     let publish = |log: EventLog, tag: &'static str| async move {
         let mut acks = Vec::new();
@@ -163,6 +172,9 @@ async fn two_producers_on_one_stream_make_one_gapless_log() {
         let want: Vec<_> = (0..n).map(|i| format!("{tag}-{i}")).collect();
         assert_eq!(got, want);
     }
+    // They did collide, and each renumbering is counted.
+    let conflicts = a_metrics.jetstream_conflicts.get() + b_metrics.jetstream_conflicts.get();
+    assert!(conflicts > 0, "two producers at once collided");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,5 +363,49 @@ async fn nats_down_fails_publish_naming_it_and_everything_resumes_when_it_is_bac
     assert_eq!(
         payloads,
         ["before-0", "before-1", "before-2", "after-0", "after-1"]
+    );
+}
+
+/// A message that claims sequences after a gap, right after the message that ends at the head
+/// (no message in between, so retention cannot have removed them): the log is broken. The
+/// producer stops following and says so, instead of taking the gap for retention and moving
+/// its oldest sequence past events that other producers serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_between_consecutive_messages_breaks_the_log_and_is_not_retention() {
+    let (server, stream) = (NatsServer::start().await, stream_name());
+    let log = producer(&server, &stream).await;
+    assert_eq!(log.append(events(3, "a")).await.unwrap(), (1, 3));
+
+    // Someone else's message, numbered 7..=8 where 4 comes next.
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let batch = NewBatch {
+        events: vec![("t.x".into(), bytes::Bytes::from_static(b"x")); 2],
+    };
+    let (body, _) = body::encode(7, &[batch], SystemTime::now());
+    let mut headers = HeaderMap::new();
+    Span {
+        first: 7,
+        events: 2,
+    }
+    .write_headers(&mut headers);
+    js.publish_with_headers(format!("pushpull.{stream}"), headers, body)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let deadline = Instant::now() + testkit::PROMPTLY;
+    let why = loop {
+        if let Some(why) = log.store().unavailable() {
+            break why;
+        }
+        assert!(Instant::now() < deadline, "the broken log went unnoticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(why.contains("sequences 4..=6 are in no message"), "{why}");
+    assert_eq!(
+        log.bounds(),
+        (1, 3),
+        "nothing of it was taken in, oldest included"
     );
 }
