@@ -231,7 +231,9 @@ scenario() {
   for node in "${NATS_NODES[@]}"; do
     check "$node: server_name $node" eq "$(monitor_field "$node" /varz "d['server_name']")" "$node"
     check "$node: max_payload 8 MB" eq "$(monitor_field "$node" /varz "d['max_payload']")" 8388608
-    check "$node: routes to the other two" eq "$(monitor_field "$node" /routez "d['num_routes']")" 2
+    # Distinct servers, not routes: from 2.10 a server keeps a pool of routes to each other one.
+    check "$node: routes to the other two" \
+      eq "$(monitor_field "$node" /routez "len({r['remote_id'] for r in d['routes']})")" 2
     check "$node: its JetStream store on the volume at /data" \
       eq "$(monitor_field "$node" /jsz "d['config']['store_dir']")" /data/jetstream
     check "$node: runs as the image's unprivileged user (uid 10002)" \
