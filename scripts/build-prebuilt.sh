@@ -7,7 +7,7 @@
 #
 #   scripts/build-prebuilt.sh && docker build --target prebuilt -t pushpull .
 #
-# Where nats-server is installed (Debian's package: .ci/install.d/40-nats.sh), a copy of it goes
+# Where nats-server is installed (.ci/install.d/40-nats.sh: 2.15.1), a copy of it goes
 # to target/prebuilt/ too, for the `prebuilt` target of the compose `cluster` profile's NATS image
 # (deploy/nats/Dockerfile); PUSHPULL_NATS_SERVER names another binary.
 set -euo pipefail

