@@ -18,6 +18,7 @@
 //! - [`http`]: the HTTP side over the same log: SSE, WebSocket, HTTP long polling, `/metrics`,
 //!   the dashboard.
 //! - [`metrics`]: the Prometheus metrics; `metered` adds them to the gRPC service.
+//! - [`webhook`]: webhook delivery: signed batches, what an answer means, retry delays.
 //!
 //! [`run`] wires them to a listener ([`run_with`] to an HTTP listener too); `main.rs` only
 //! parses flags, binds and calls it.
@@ -35,6 +36,7 @@ mod metered;
 pub mod metrics;
 pub mod service;
 pub mod store;
+pub mod webhook;
 
 use std::{future::Future, sync::Arc};
 
