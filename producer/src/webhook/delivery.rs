@@ -3,12 +3,15 @@
 //! Kept free of subscription state so the rules (only 2xx delivers, 410 ends the subscription,
 //! `Retry-After` is honoured, the id survives redelivery) are tested on their own.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 
-use super::secret::Secret;
+use super::{allow::AllowList, secret::Secret};
 use crate::{
     http::json::{EventJson, rfc3339},
     log::Batch,
@@ -194,10 +197,11 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// The client every delivery uses: no redirects, no proxy from the environment (a delivery goes
-/// where its URL says, where the allow-list checked it), HTTP/1.1 keep-alive.
-pub fn client() -> reqwest::Client {
+/// The client every delivery uses: names resolve only into `allow`, no redirects, no proxy from
+/// the environment (a delivery goes where its URL says, where the allow-list checked it).
+pub fn client(allow: &Arc<AllowList>) -> reqwest::Client {
     reqwest::Client::builder()
+        .dns_resolver(allow.resolver())
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .user_agent(concat!("pushpull-producer/", env!("CARGO_PKG_VERSION")))
@@ -208,7 +212,7 @@ pub fn client() -> reqwest::Client {
 #[cfg(test)]
 mod tests {
     use std::sync::{
-        Arc, Mutex,
+        Mutex,
         atomic::{AtomicUsize, Ordering},
     };
 
@@ -216,7 +220,11 @@ mod tests {
     use bytes::Bytes as Payload;
 
     use super::*;
-    use crate::log::Event;
+    use crate::{log::Event, webhook::allow};
+
+    fn client() -> reqwest::Client {
+        super::client(&Arc::new(AllowList::parse(allow::DEFAULT).unwrap()))
+    }
 
     fn batch() -> WebhookBatch {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
@@ -470,5 +478,36 @@ mod tests {
             seen.lock().unwrap().is_empty(),
             "the redirect was not followed"
         );
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_outside_the_allow_list_is_not_reached() {
+        let (url, seen) = receiver(vec![]).await;
+        // The receiver listens on 127.0.0.1; reach it by name with only 10/8 allowed.
+        let by_name = url.replace("127.0.0.1", "localhost");
+        let only_ten = super::client(&Arc::new(AllowList::parse("10.0.0.0/8").unwrap()));
+        let outcome = attempt(
+            &only_ten,
+            &by_name,
+            &Secret::generate(),
+            &batch(),
+            Duration::from_secs(5),
+        )
+        .await;
+        let Outcome::Retry { error, .. } = &outcome else {
+            panic!("{outcome:?}")
+        };
+        assert!(error.contains("outside the webhook allow-list"), "{error}");
+        assert!(seen.lock().unwrap().is_empty());
+        // And with loopback allowed, the same URL is reached.
+        let outcome = attempt(
+            &client(),
+            &by_name,
+            &Secret::generate(),
+            &batch(),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(outcome, Outcome::Delivered);
     }
 }

@@ -3,6 +3,7 @@
 //! 2xx. This module holds the delivery core, independent of how subscriptions are stored or
 //! managed:
 //!
+//! - [`allow`]: the hosts and networks webhooks may be sent to;
 //! - [`secret`]: `whsec_…` signing secrets, parsed and generated;
 //! - [`delivery`]: one batch's body, its `webhook-*` headers, one attempt, and what the answer
 //!   means (delivered, retry after a delay, gone);
@@ -10,6 +11,7 @@
 //!
 //! The draft of the gRPC contract that will manage subscriptions is `docs/design/webhook.proto`.
 
+pub mod allow;
 pub mod backoff;
 pub mod delivery;
 pub mod secret;
