@@ -157,6 +157,20 @@ pub fn reason(status: &Status) -> Option<ErrorReason> {
     ErrorInfo::from_status(status).map(|info| info.reason)
 }
 
+/// An error and its causes on one line: transport errors (tonic's, reqwest's) say only
+/// "transport error" or "error sending request"; the cause ("Connection refused") is what a
+/// person reading a log or a status needs.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,8 @@ use std::{
 };
 
 use tonic::transport::Endpoint;
+
+use crate::errors::error_chain;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -151,19 +153,6 @@ pub fn endpoint(address: &str) -> Result<Endpoint, ProbeError> {
         address: address.to_owned(),
         reason: e.to_string(),
     })
-}
-
-/// An error and its causes on one line: tonic's transport error alone says only "transport
-/// error"; the cause ("Connection refused") is what a person reading a health log needs.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

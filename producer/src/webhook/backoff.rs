@@ -19,11 +19,8 @@ impl Backoff {
     /// [0, 1): `min · 2^(failures-1)`, capped at `max`, then scaled into its upper half
     /// ("equal jitter"), so a delay never drops below half its step and retries still spread.
     pub fn delay(&self, failures: u32, jitter: f64) -> Duration {
-        let exponent = failures.saturating_sub(1).min(32);
-        let step = self
-            .min
-            .saturating_mul(1u32 << exponent.min(31))
-            .min(self.max);
+        let exponent = failures.saturating_sub(1).min(31);
+        let step = self.min.saturating_mul(1u32 << exponent).min(self.max);
         step.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
     }
 

@@ -11,6 +11,8 @@ use std::{
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 
+use pushpull::errors::error_chain;
+
 use super::{allow::AllowList, secret::Secret};
 use crate::{
     http::json::{EventJson, rfc3339},
@@ -161,17 +163,8 @@ pub async fn attempt(
         request = request.header(name, value);
     }
     match request.body(body).send().await {
-        Ok(response) => {
-            let status = StatusCode::from_u16(response.status().as_u16())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut headers = HeaderMap::new();
-            if let Some(value) = response.headers().get(header::RETRY_AFTER.as_str())
-                && let Ok(value) = axum::http::HeaderValue::from_bytes(value.as_bytes())
-            {
-                headers.insert(header::RETRY_AFTER, value);
-            }
-            classify(status, &headers, SystemTime::now())
-        }
+        // reqwest and axum share the `http` crate: its status and headers are ours as they are.
+        Ok(response) => classify(response.status(), response.headers(), SystemTime::now()),
         Err(err) => Outcome::Retry {
             error: if err.is_timeout() {
                 format!("timed out after {}", humantime::format_duration(timeout))
@@ -183,18 +176,6 @@ pub async fn attempt(
             retry_after: None,
         },
     }
-}
-
-/// reqwest's errors hide their cause (connection refused, ...) in `source()`.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The client every delivery uses: names resolve only into `allow`, no redirects, no proxy from
