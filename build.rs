@@ -14,6 +14,7 @@ const PROTO_FILES: &[&str] = &[
     "proto/pushpull/v1/producer.proto",
     "proto/pushpull/v1/consumer.proto",
     "proto/pushpull/v1/errors.proto",
+    "proto/pushpull/v1/webhook.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -69,37 +69,39 @@ macro_rules! configurable {
 configurable!(crate::wire::server::producer_service_server::ProducerServiceServer);
 configurable!(crate::pb::producer_service_server::ProducerServiceServer);
 configurable!(crate::pb::consumer_service_server::ConsumerServiceServer);
+configurable!(crate::pb::webhook_service_server::WebhookServiceServer);
 
 /// The health of one served service (and of the server as a whole, service `""`). Cheap to
 /// clone: a service that loses what it depends on can report NOT_SERVING while it is out.
 #[derive(Clone)]
 pub struct Health {
     reporter: HealthReporter,
-    service: &'static str,
+    /// The served services: the server's own, then any added with [`GrpcServer::with_service`].
+    services: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for Health {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Health")
-            .field("service", &self.service)
+            .field("services", &self.services)
             .finish()
     }
 }
 
 impl Health {
-    /// SERVING, for the service and for the server.
+    /// SERVING, for the services and for the server.
     pub async fn set_serving(&self) {
         self.set(ServingStatus::Serving).await;
     }
 
-    /// NOT_SERVING, for the service and for the server: load balancers and container
+    /// NOT_SERVING, for the services and for the server: load balancers and container
     /// healthchecks stop sending it work.
     pub async fn set_not_serving(&self) {
         self.set(ServingStatus::NotServing).await;
     }
 
     async fn set(&self, status: ServingStatus) {
-        for name in ["", self.service] {
+        for name in std::iter::once("").chain(self.services.iter().copied()) {
             self.reporter.set_service_status(name, status).await;
         }
     }
@@ -117,7 +119,39 @@ pub enum ServeError {
     ListenerClosed,
 }
 
-/// One service, with health and reflection beside it, ready to serve.
+/// What [`GrpcServer`] serves: a generated service server, configured by the assembly.
+pub trait Served:
+    Configurable
+    + tonic::codegen::Service<
+        tonic::codegen::http::Request<tonic::body::Body>,
+        Error = std::convert::Infallible,
+        Response = tonic::codegen::http::Response<tonic::body::Body>,
+        Future: Send + 'static,
+    > + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> Served for S where
+    S: Configurable
+        + tonic::codegen::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Error = std::convert::Infallible,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// One service (or a few, [`GrpcServer::with_service`]), with health and reflection beside it,
+/// ready to serve.
 pub struct GrpcServer {
     name: &'static str,
     routes: Routes,
@@ -127,35 +161,32 @@ pub struct GrpcServer {
 
 impl GrpcServer {
     /// Assembles `service` (configured with `options`' limits) with health, reporting SERVING
-    /// once serving starts, and reflection v1 and v1alpha listing just this service and health.
-    pub fn new<S>(service: S, options: ServerOptions) -> Result<Self, ServeError>
-    where
-        S: Configurable
-            + tonic::codegen::Service<
-                tonic::codegen::http::Request<tonic::body::Body>,
-                Error = std::convert::Infallible,
-                Response = tonic::codegen::http::Response<tonic::body::Body>,
-            > + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    /// once serving starts, and reflection v1 and v1alpha listing the served services and
+    /// health.
+    pub fn new<S: Served>(service: S, options: ServerOptions) -> Result<Self, ServeError> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        let routes = Routes::new(health_service)
-            .add_service(reflection_v1(S::NAME)?)
-            .add_service(reflection_v1alpha(S::NAME)?)
-            .add_service(service.configured(options.max_message_bytes));
+        let routes =
+            Routes::new(health_service).add_service(service.configured(options.max_message_bytes));
         Ok(Self {
             name: S::NAME,
             routes,
             health: Health {
                 reporter,
-                service: S::NAME,
+                services: vec![S::NAME],
             },
             options,
         })
+    }
+
+    /// Serves `service` too, on the same port, with the same limits, health and reflection
+    /// (the producer's WebhookService beside its ProducerService). Add services before taking
+    /// [`GrpcServer::health`], so that handle reports for them all.
+    pub fn with_service<S: Served>(mut self, service: S) -> Self {
+        self.routes = self
+            .routes
+            .add_service(service.configured(self.options.max_message_bytes));
+        self.health.services.push(S::NAME);
+        self
     }
 
     /// The health handle, for the service to report NOT_SERVING while it cannot work.
@@ -192,6 +223,9 @@ impl GrpcServer {
             health,
             options,
         } = self;
+        let routes = routes
+            .add_service(reflection_v1(&health.services)?)
+            .add_service(reflection_v1alpha(&health.services)?);
         health.set_serving().await;
         // tonic stops accepting when `incoming` ends, then waits for every open connection to
         // close, and would never hear of it again: so the end itself cancels `stop`, which
@@ -303,10 +337,10 @@ pub fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-/// gRPC reflection, `grpc.reflection.v1`, listing `served` (the server's own service, e.g.
+/// gRPC reflection, `grpc.reflection.v1`, listing `served` (the server's own services, e.g.
 /// `pushpull.v1.ProducerService`), `grpc.health.v1.Health` and reflection itself.
 fn reflection_v1(
-    served: &str,
+    served: &[&'static str],
 ) -> Result<
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
@@ -320,7 +354,7 @@ fn reflection_v1(
 
 /// gRPC reflection, `grpc.reflection.v1alpha`: grpcurl up to 1.8.7 speaks only this version.
 fn reflection_v1alpha(
-    served: &str,
+    served: &[&'static str],
 ) -> Result<
     tonic_reflection::server::v1alpha::ServerReflectionServer<
         impl tonic_reflection::server::v1alpha::ServerReflection,
@@ -339,11 +373,13 @@ fn reflection_v1alpha(
 /// The `google.rpc` error details (`ErrorInfo`, `BadRequest`, `RetryInfo`) are described too, so
 /// that a reflection client such as grpcurl can decode the details of every error status
 /// instead of printing them as raw bytes.
-fn reflection_builder(served: &str) -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name(served)
-        .with_service_name("grpc.health.v1.Health")
+fn reflection_builder(served: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
+    served.iter().fold(
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health"),
+        |builder, name| builder.with_service_name(*name),
+    )
 }

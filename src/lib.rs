@@ -42,6 +42,7 @@ impl pb::ReadMode {
             pb::ReadMode::Push => "push",
             pb::ReadMode::Poll => "poll",
             pb::ReadMode::LongPoll => "long-poll",
+            pb::ReadMode::Webhook => "webhook",
             pb::ReadMode::Unspecified => "unspecified",
         }
     }

@@ -163,7 +163,7 @@ impl TryFrom<ReadMode> for Mode {
             ReadMode::Push => Ok(Mode::Push),
             ReadMode::Poll => Ok(Mode::Poll),
             ReadMode::LongPoll => Ok(Mode::LongPoll),
-            ReadMode::Unspecified => Err(mode),
+            ReadMode::Unspecified | ReadMode::Webhook => Err(mode),
         }
     }
 }

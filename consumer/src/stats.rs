@@ -254,6 +254,10 @@ impl Stats {
             producer: inner.producers.join(","),
             current_producer: inner.current_producer.clone(),
             failovers: inner.failovers,
+            // Webhook mode's counters: not counted until the consumer has that mode.
+            webhooks_received: 0,
+            webhooks_refused: 0,
+            events_backfilled: 0,
         }
     }
 }

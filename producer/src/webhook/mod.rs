@@ -9,7 +9,7 @@
 //!   means (delivered, retry after a delay, gone);
 //! - [`backoff`]: the capped, jittered exponential delay between attempts.
 //!
-//! The draft of the gRPC contract that will manage subscriptions is `docs/design/webhook.proto`.
+//! The gRPC contract that manages subscriptions is `proto/pushpull/v1/webhook.proto`.
 
 pub mod allow;
 pub mod backoff;
