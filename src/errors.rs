@@ -40,6 +40,8 @@ pub mod key {
     pub const SIZE: &str = "size";
     /// The producer flag that sets the limit.
     pub const FLAG: &str = "flag";
+    /// The webhook subscription concerned.
+    pub const WEBHOOK_ID: &str = "webhook_id";
 }
 
 /// The reason and metadata of one refusal: what a client branches on.

@@ -9,6 +9,7 @@ use pushpull::telemetry::LogFormat;
 use crate::{
     log::DEFAULT_CACHE_BYTES,
     store::{StoreKind, file::FsyncPolicy},
+    webhook,
 };
 
 /// Serves an ordered event log by push (gRPC Subscribe) and by pull (gRPC Poll / long poll).
@@ -144,6 +145,41 @@ pub struct Config {
     #[arg(long, env = "PRODUCER_CONSUMERS", value_delimiter = ',')]
     pub consumers: Vec<String>,
 
+    /// Hosts and networks webhook URLs may point to, comma-separated: names (`hooks.example`),
+    /// addresses, networks (`10.0.0.0/8`), or `*` for anywhere. The default allows loopback
+    /// only, for a producer and its receivers on one machine; a deployment lists its
+    /// receivers. Checked when a subscription is made and again at every connection.
+    #[arg(long, env = "PRODUCER_WEBHOOK_ALLOW", default_value = webhook::allow::DEFAULT)]
+    pub webhook_allow: String,
+
+    /// How long one webhook POST may take before it counts as failed and is retried.
+    #[arg(long, env = "PRODUCER_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub webhook_timeout: Duration,
+
+    /// The delay after a webhook's first failed attempt; it doubles with each failure in a
+    /// row, up to --webhook-retry-max, with jitter. A `Retry-After` answer is honoured within
+    /// the same bounds.
+    #[arg(long, env = "PRODUCER_WEBHOOK_RETRY_MIN", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub webhook_retry_min: Duration,
+
+    /// The longest delay between two attempts at a webhook batch.
+    #[arg(long, env = "PRODUCER_WEBHOOK_RETRY_MAX", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub webhook_retry_max: Duration,
+
+    /// A webhook subscription whose deliveries have failed for this long without a success is
+    /// disabled (its state says why; replace it to start again).
+    #[arg(long, env = "PRODUCER_WEBHOOK_DISABLE_AFTER", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub webhook_disable_after: Duration,
+
+    /// Most events in one webhook batch.
+    #[arg(long, env = "PRODUCER_WEBHOOK_MAX_BATCH_EVENTS", default_value_t = 500)]
+    pub webhook_max_batch_events: usize,
+
+    /// A webhook batch stops growing at this many topic + payload bytes (it always holds at
+    /// least one event).
+    #[arg(long, env = "PRODUCER_WEBHOOK_MAX_BATCH_BYTES", default_value_t = 1024 * 1024)]
+    pub webhook_max_batch_bytes: usize,
+
     /// Log output format.
     #[arg(long, env = "PRODUCER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -237,6 +273,20 @@ impl Config {
         if self.heartbeat_interval.is_zero() {
             return Err("--heartbeat-interval must be greater than zero".into());
         }
+        webhook::allow::AllowList::parse(&self.webhook_allow)
+            .map_err(|err| format!("--webhook-allow: {err}"))?;
+        if self.webhook_retry_min.is_zero() || self.webhook_retry_min > self.webhook_retry_max {
+            return Err(format!(
+                "--webhook-retry-min {} must be above zero and at most --webhook-retry-max {}",
+                humantime::format_duration(self.webhook_retry_min),
+                humantime::format_duration(self.webhook_retry_max)
+            ));
+        }
+        if self.webhook_timeout.is_zero() || self.webhook_max_batch_events == 0 {
+            return Err(
+                "--webhook-timeout and --webhook-max-batch-events must be above zero".into(),
+            );
+        }
         Ok(())
     }
 }
@@ -274,6 +324,27 @@ mod tests {
             let err = Config::try_parse_from(["producer", "--retention-age", bad]).unwrap_err();
             assert!(err.to_string().contains("--retention-age"), "{err}");
         }
+    }
+
+    #[test]
+    fn webhook_flags_are_checked_together() {
+        let config = Config::parse_from(["producer"]);
+        assert!(
+            config.webhook_allow.contains("127.0.0.0/8"),
+            "loopback by default"
+        );
+        let bad = Config::parse_from(["producer", "--webhook-allow", "10.0.0.0/99"]);
+        let err = bad.validate().unwrap_err();
+        assert!(err.starts_with("--webhook-allow:"), "{err}");
+        let bad = Config::parse_from([
+            "producer",
+            "--webhook-retry-min",
+            "2m",
+            "--webhook-retry-max",
+            "1m",
+        ]);
+        let err = bad.validate().unwrap_err();
+        assert!(err.contains("--webhook-retry-min 2m"), "{err}");
     }
 
     #[test]

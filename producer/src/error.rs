@@ -118,6 +118,24 @@ pub enum Error {
     /// Stored data failed its checksum: it is never served.
     #[error("cannot {doing}: {detail}")]
     StorageCorrupt { doing: &'static str, detail: String },
+
+    /// No webhook subscription has this id.
+    #[error("webhook_id {id:?} names no webhook subscription")]
+    WebhookNotFound { id: String },
+
+    /// A webhook subscription with this id exists and the request did not ask to replace it.
+    #[error(
+        "webhook_id {id:?} is taken: set replace to replace that subscription, or choose another id"
+    )]
+    WebhookExists { id: String },
+
+    /// A webhook URL whose host is outside `--webhook-allow`; `detail` names the address.
+    #[error("url {detail}")]
+    WebhookTargetNotAllowed { detail: String },
+
+    /// A webhook id, URL or secret that is malformed.
+    #[error("{field} is invalid: {detail}")]
+    InvalidWebhook { field: &'static str, detail: String },
 }
 
 impl Error {
@@ -157,6 +175,10 @@ impl Error {
             Error::StorageFull { .. } => ErrorReason::StorageFull,
             Error::StorageUnavailable { .. } => ErrorReason::StorageUnavailable,
             Error::StorageCorrupt { .. } => ErrorReason::StorageCorrupt,
+            Error::WebhookNotFound { .. } => ErrorReason::WebhookNotFound,
+            Error::WebhookExists { .. } => ErrorReason::WebhookExists,
+            Error::WebhookTargetNotAllowed { .. } => ErrorReason::WebhookTargetNotAllowed,
+            Error::InvalidWebhook { .. } => ErrorReason::InvalidWebhook,
         }
     }
 
@@ -167,7 +189,11 @@ impl Error {
             Error::ShuttingDown | Error::StorageUnavailable { .. } => Code::Unavailable,
             Error::StorageFull { .. } => Code::ResourceExhausted,
             Error::StorageCorrupt { .. } => Code::DataLoss,
-            Error::InvalidTopic { .. }
+            Error::WebhookNotFound { .. } => Code::NotFound,
+            Error::WebhookExists { .. } => Code::AlreadyExists,
+            Error::WebhookTargetNotAllowed { .. } => Code::PermissionDenied,
+            Error::InvalidWebhook { .. }
+            | Error::InvalidTopic { .. }
             | Error::TooManyTopics { .. }
             | Error::PayloadTooLarge { .. }
             | Error::NoEvents { .. }
@@ -188,6 +214,9 @@ impl Error {
             Error::NoEvents { .. } | Error::TooManyEvents { .. } => "events",
             Error::MaxEventsTooLarge { .. } => "max_events",
             Error::MaxWaitTooLong { .. } | Error::InvalidMaxWait { .. } => "max_wait",
+            Error::WebhookNotFound { .. } | Error::WebhookExists { .. } => "webhook_id",
+            Error::WebhookTargetNotAllowed { .. } => "url",
+            Error::InvalidWebhook { field, .. } => field,
             Error::ShuttingDown
             | Error::StorageFull { .. }
             | Error::StorageUnavailable { .. }
@@ -246,7 +275,12 @@ impl Error {
             Error::MaxWaitTooLong { max, .. } => info
                 .with(key::LIMIT, max)
                 .with(key::FLAG, "--max-poll-wait"),
+            Error::WebhookNotFound { id } | Error::WebhookExists { id } => {
+                info.with(key::WEBHOOK_ID, id)
+            }
+            Error::WebhookTargetNotAllowed { .. } => info.with(key::FLAG, "--webhook-allow"),
             Error::InvalidMaxWait { .. }
+            | Error::InvalidWebhook { .. }
             | Error::ShuttingDown
             | Error::StorageFull { .. }
             | Error::StorageUnavailable { .. }

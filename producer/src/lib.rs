@@ -18,7 +18,8 @@
 //! - [`http`]: the HTTP side over the same log: SSE, WebSocket, HTTP long polling, `/metrics`,
 //!   the dashboard.
 //! - [`metrics`]: the Prometheus metrics; `metered` adds them to the gRPC service.
-//! - [`webhook`]: webhook delivery: signed batches, what an answer means, retry delays.
+//! - [`webhook`]: webhooks: subscriptions (`WebhookService`), a delivery task each, signed
+//!   batches, what an answer means, retry delays.
 //!
 //! [`run`] wires them to a listener ([`run_with`] to an HTTP listener too); `main.rs` only
 //! parses flags, binds and calls it.
@@ -42,6 +43,7 @@ use std::{future::Future, sync::Arc};
 
 use pushpull::{
     grpc::{self, GrpcServer, ServerOptions},
+    pb::webhook_service_server::WebhookServiceServer,
     wire::server::producer_service_server::ProducerServiceServer,
 };
 use tokio::net::TcpListener;
@@ -53,7 +55,7 @@ pub use config::Config;
 use crate::{
     api::Api,
     limits::Limits,
-    log::{EventLog, MAX_TOPIC_LEN, PublishLimits, Tail},
+    log::{EventLog, MAX_TOPIC_LEN, PublishLimits, ReadLimits, Tail},
     metered::MeteredApi,
     metrics::Metrics,
     service::ProducerApi,
@@ -62,6 +64,12 @@ use crate::{
         file::{FileOptions, FileStore},
         jetstream::{JetStreamOptions, JetStreamStore},
         memory::MemoryStore,
+    },
+    webhook::{
+        allow::AllowList,
+        backoff::Backoff,
+        registry::{self, Webhooks},
+        service::WebhookApi,
     },
 };
 
@@ -118,13 +126,17 @@ pub async fn run_with(
     let api = Api::new(log.clone(), Limits::new(&config), stop.clone());
 
     let metrics = Metrics::new(log.clone(), &store_metrics);
+    let webhooks = Webhooks::start(webhook_settings(&config)?, api.clone(), metrics.clone())
+        .await
+        .map_err(RunError::Store)?;
     if config.retention_age.is_some() {
         tokio::spawn(enforce_age_retention(log.clone(), stop.clone()));
     }
     let http = match listeners.http {
         Some(listener) => {
-            let state = http::AppState::new(&config, api.clone(), metrics.clone())
-                .map_err(RunError::Config)?;
+            let state =
+                http::AppState::new(&config, api.clone(), metrics.clone(), webhooks.clone())
+                    .map_err(RunError::Config)?;
             info!(addr = %listener.local_addr()?, "HTTP serving: /events /ws /poll /publish /metrics /");
             Some(tokio::spawn(http::serve(listener, state)))
         }
@@ -151,12 +163,16 @@ pub async fn run_with(
     );
 
     let server = GrpcServer::new(
-        ProducerServiceServer::new(MeteredApi::new(ProducerApi::new(api), metrics)),
+        ProducerServiceServer::new(MeteredApi::new(ProducerApi::new(api), metrics.clone())),
         ServerOptions {
             max_message_bytes: config.max_message_bytes,
             shutdown_grace: config.shutdown_grace,
         },
-    )?;
+    )?
+    .with_service(WebhookServiceServer::new(WebhookApi::new(
+        webhooks.clone(),
+        metrics,
+    )));
     if config.store == StoreKind::Jetstream {
         tokio::spawn(report_store_health(
             log.clone(),
@@ -178,12 +194,51 @@ pub async fn run_with(
             ),
         }
     }
+    // Webhook deliveries stop with `stop`; where their cursors stand is written before the
+    // store closes.
+    webhooks.close().await;
     // The store closes last, once nothing appends any more: it syncs what is not yet durable.
     let closed = log.close().await;
     served?;
     closed.map_err(|err| RunError::Store(err.to_string()))?;
     info!("producer stopped");
     Ok(())
+}
+
+/// The webhook flags as the registry takes them. Subscriptions are kept beside a durable log
+/// (`<data-dir>/webhooks.json`), and in memory only with the memory store, whose log is gone
+/// at a restart too.
+fn webhook_settings(config: &Config) -> Result<registry::Settings, RunError> {
+    let allow = AllowList::parse(&config.webhook_allow)
+        .map_err(|err| RunError::Config(format!("--webhook-allow: {err}")))?;
+    if config
+        .webhook_allow
+        .split(',')
+        .any(|entry| entry.trim() == "*")
+    {
+        warn!(
+            "--webhook-allow '*': webhooks may be sent to any address, internal services included"
+        );
+    }
+    Ok(registry::Settings {
+        allow: Arc::new(allow),
+        timeout: config.webhook_timeout,
+        backoff: Backoff {
+            min: config.webhook_retry_min,
+            max: config.webhook_retry_max,
+        },
+        disable_after: config.webhook_disable_after,
+        batch: ReadLimits {
+            max_events: config.webhook_max_batch_events,
+            max_bytes: config.webhook_max_batch_bytes,
+        },
+        state_file: match config.store {
+            StoreKind::Memory => None,
+            StoreKind::File | StoreKind::Jetstream => {
+                Some(config.data_dir.join(registry::STATE_FILE))
+            }
+        },
+    })
 }
 
 /// Opens the store `--store` names, and the log over it.

@@ -40,6 +40,8 @@ pub enum Transport {
     WebSocket,
     /// `GET /poll`, HTTP (long) polling.
     HttpPoll,
+    /// Webhook deliveries (POSTs answered 2xx).
+    Webhook,
 }
 
 impl Transport {
@@ -50,6 +52,7 @@ impl Transport {
             Transport::Sse => "sse",
             Transport::WebSocket => "websocket",
             Transport::HttpPoll => "http_poll",
+            Transport::Webhook => "webhook",
         }
     }
 }
@@ -65,6 +68,18 @@ struct RequestLabels {
     protocol: &'static str,
     /// `publish`, `poll`, `subscribe` …
     method: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    /// `delivered`, `retry` or `gone`.
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StateLabels {
+    /// `enabled` or `disabled`.
+    state: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -88,6 +103,8 @@ struct Inner {
     lagged: Family<TransportLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
     durations: Family<RequestLabels, Histogram>,
+    webhook_attempts: Family<OutcomeLabels, Histogram>,
+    webhook_subscriptions: Family<StateLabels, Gauge>,
     store: StoreMetrics,
 }
 
@@ -136,6 +153,23 @@ impl Metrics {
             "Time to answer a request/response call (publish, poll), by protocol and method",
             durations.clone(),
         );
+        // 1 ms to ~65 s: a receiver on the same host answers in a millisecond, the default
+        // --webhook-timeout is 10 s.
+        let webhook_attempts = Family::<OutcomeLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.001, 4.0, 9))) as fn() -> Histogram,
+        );
+        let webhook_subscriptions = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "webhook_attempt_seconds",
+            "Webhook POSTs and how long each took, by outcome: delivered (2xx), retry (timeout, \
+             connection error, any other status) or gone (410, the subscription is disabled)",
+            webhook_attempts.clone(),
+        );
+        registry.register(
+            "webhook_subscriptions",
+            "Webhook subscriptions, by state (enabled, disabled)",
+            webhook_subscriptions.clone(),
+        );
         registry.register(
             "fsync_seconds",
             "Time the file store's fdatasync calls take: one per group commit, shared by the \
@@ -170,8 +204,14 @@ impl Metrics {
         for t in PULL {
             let _ = pollers.get_or_create(&labels(t));
         }
-        for t in PUSH.into_iter().chain(PULL) {
+        for t in PUSH.into_iter().chain(PULL).chain([Transport::Webhook]) {
             let _ = delivered.get_or_create(&labels(t));
+        }
+        for outcome in ["delivered", "retry", "gone"] {
+            let _ = webhook_attempts.get_or_create(&OutcomeLabels { outcome });
+        }
+        for state in ["enabled", "disabled"] {
+            let _ = webhook_subscriptions.get_or_create(&StateLabels { state });
         }
         Self {
             inner: Arc::new(Inner {
@@ -182,6 +222,8 @@ impl Metrics {
                 lagged,
                 rejected,
                 durations,
+                webhook_attempts,
+                webhook_subscriptions,
                 store: store.clone(),
             }),
         }
@@ -240,6 +282,24 @@ impl Metrics {
                 reason: reason.as_str_name(),
             })
             .inc();
+    }
+
+    /// One webhook POST: its outcome (`delivered`, `retry`, `gone`) and how long it took.
+    pub fn webhook_attempt(&self, outcome: &'static str, took: Duration) {
+        self.inner
+            .webhook_attempts
+            .get_or_create(&OutcomeLabels { outcome })
+            .observe(took.as_secs_f64());
+    }
+
+    /// How many webhook subscriptions there are, enabled and disabled.
+    pub fn webhook_subscriptions(&self, enabled: i64, disabled: i64) {
+        for (state, count) in [("enabled", enabled), ("disabled", disabled)] {
+            self.inner
+                .webhook_subscriptions
+                .get_or_create(&StateLabels { state })
+                .set(count);
+        }
     }
 
     pub fn observe(&self, protocol: &'static str, method: &'static str, took: Duration) {

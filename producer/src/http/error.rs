@@ -65,6 +65,9 @@ impl ApiError {
                 }
                 Error::StorageFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
                 Error::StorageCorrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                Error::WebhookNotFound { .. } => StatusCode::NOT_FOUND,
+                Error::WebhookExists { .. } => StatusCode::CONFLICT,
+                Error::WebhookTargetNotAllowed { .. } => StatusCode::FORBIDDEN,
                 _ => StatusCode::BAD_REQUEST,
             },
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -101,6 +104,9 @@ impl ApiError {
                         ErrorReason::StorageFull => "storage_full",
                         ErrorReason::StorageUnavailable => "storage_unavailable",
                         ErrorReason::StorageCorrupt => "storage_corrupt",
+                        ErrorReason::WebhookNotFound => "not_found",
+                        ErrorReason::WebhookExists => "already_exists",
+                        ErrorReason::WebhookTargetNotAllowed => "permission_denied",
                         _ => "invalid_argument",
                     }
                     .into(),

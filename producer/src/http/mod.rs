@@ -6,6 +6,7 @@
 //! - `GET /metrics`: Prometheus text ([`crate::metrics`]);
 //! - `GET /consumers`: the consumers' `GetStats` in JSON ([`consumers`]);
 //! - `GET /store`: the store's kind, size on disk, segments, cache and fsyncs ([`store`]);
+//! - `/webhooks`: webhook subscriptions, created, listed, fetched and deleted ([`webhooks`]);
 //! - `GET /`: the live dashboard (`dashboard.html`, embedded).
 //!
 //! JSON shapes are in [`json`]; errors become responses in one place, [`error`].
@@ -17,6 +18,7 @@ pub mod params;
 pub mod poll;
 pub mod sse;
 pub mod store;
+pub mod webhooks;
 pub mod ws;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -32,7 +34,7 @@ use axum::{
 };
 use tokio::net::TcpListener;
 
-use crate::{Config, api::Api, log::EventLog, metrics::Metrics};
+use crate::{Config, api::Api, log::EventLog, metrics::Metrics, webhook::registry::Webhooks};
 use consumers::ConsumerLink;
 use error::Rejected;
 
@@ -51,12 +53,19 @@ pub struct AppState {
     pub consumers: Arc<Vec<ConsumerLink>>,
     /// What `GET /store` reports of the configuration.
     pub store: Arc<store::StoreSetup>,
+    /// The webhook subscriptions, shared with gRPC's `WebhookService`.
+    pub webhooks: Webhooks,
 }
 
 impl AppState {
     /// The HTTP side's state for a producer configured by `config`, over its `api`. Fails on a
     /// malformed `--consumers` URL.
-    pub fn new(config: &Config, api: Api, metrics: Metrics) -> Result<Self, String> {
+    pub fn new(
+        config: &Config,
+        api: Api,
+        metrics: Metrics,
+        webhooks: Webhooks,
+    ) -> Result<Self, String> {
         let consumers = config
             .consumers
             .iter()
@@ -68,6 +77,7 @@ impl AppState {
             max_body_bytes: config.max_message_bytes,
             consumers: Arc::new(consumers),
             store: Arc::new(store::StoreSetup::new(config)),
+            webhooks,
         })
     }
 
@@ -86,6 +96,11 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/consumers", get(consumers::stats))
         .route("/store", get(store::store))
+        .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/webhooks/{webhook_id}",
+            get(webhooks::get).delete(webhooks::delete),
+        )
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(middleware::map_response_with_state(
             state.clone(),

@@ -15,6 +15,8 @@ use std::{
 
 use ipnet::IpNet;
 
+use crate::error::Error;
+
 /// The default: loopback only, so a developer's producer can call a consumer beside it, and
 /// nothing else. Deployments list their receivers' names or networks.
 pub const DEFAULT: &str = "localhost,127.0.0.0/8,::1/128";
@@ -67,24 +69,31 @@ impl AllowList {
     }
 
     /// Checks a webhook URL: http or https, a host, and that host allowed (a name that is not
-    /// listed must resolve, and only into allowed networks). The error is the message for the
-    /// client.
-    pub async fn check_url(&self, url: &str) -> Result<reqwest::Url, String> {
-        let parsed =
-            reqwest::Url::parse(url).map_err(|err| format!("{url:?} is not a URL ({err})"))?;
+    /// listed must resolve, and only into allowed networks). A malformed URL is
+    /// `InvalidWebhook`; a host outside the list is `WebhookTargetNotAllowed`, naming it.
+    pub async fn check_url(&self, url: &str) -> Result<reqwest::Url, Error> {
+        let invalid = |detail: String| Error::InvalidWebhook {
+            field: "url",
+            detail,
+        };
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|err| invalid(format!("{url:?} is not a URL ({err})")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!("{url:?}: a webhook URL is http:// or https://"));
+            return Err(invalid(format!(
+                "{url:?}: a webhook URL is http:// or https://"
+            )));
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(format!(
+            return Err(invalid(format!(
                 "{url:?}: a webhook URL carries no credentials; the signature authenticates the producer"
-            ));
+            )));
         }
         let port = parsed.port_or_known_default().unwrap_or(80);
-        let refused =
-            |what: String| format!("{what} is outside the allow-list (flag --webhook-allow)");
+        let refused = |what: String| Error::WebhookTargetNotAllowed {
+            detail: format!("{url:?}: {what} is outside the allow-list (flag --webhook-allow)"),
+        };
         match parsed.host() {
-            None => return Err(format!("{url:?} has no host")),
+            None => return Err(invalid(format!("{url:?} has no host"))),
             Some(url::Host::Ipv4(ip)) if !self.allows_ip(ip.into()) => {
                 return Err(refused(format!("{ip}")));
             }
@@ -94,7 +103,7 @@ impl AllowList {
             Some(url::Host::Domain(name)) if !self.allows_name(name) => {
                 let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name, port))
                     .await
-                    .map_err(|err| format!("{name:?} does not resolve ({err})"))?
+                    .map_err(|err| invalid(format!("{url:?}: {name:?} does not resolve ({err})")))?
                     .collect();
                 if let Some(outside) = addrs.iter().find(|addr| !self.allows_ip(addr.ip())) {
                     return Err(refused(format!("{name} (resolves to {})", outside.ip())));
@@ -202,13 +211,26 @@ mod tests {
                 "http://[2001:db8::1]/",
                 "2001:db8::1 is outside the allow-list",
             ),
+        ] {
+            let err = list.check_url(url).await.unwrap_err();
+            assert!(
+                matches!(&err, Error::WebhookTargetNotAllowed { .. }),
+                "{url}: {err:?}"
+            );
+            assert!(err.to_string().contains(says), "{url}: {err}");
+        }
+        for (url, says) in [
             ("ftp://127.0.0.1/", "is http:// or https://"),
             ("http://user:pw@127.0.0.1/", "carries no credentials"),
             ("not a url", "is not a URL"),
             ("http://no-such-host.invalid/", "does not resolve"),
         ] {
             let err = list.check_url(url).await.unwrap_err();
-            assert!(err.contains(says), "{url}: {err}");
+            assert!(
+                matches!(&err, Error::InvalidWebhook { field: "url", .. }),
+                "{url}: {err:?}"
+            );
+            assert!(err.to_string().contains(says), "{url}: {err}");
         }
     }
 

@@ -90,6 +90,17 @@ pub enum Outcome {
     Gone { error: String },
 }
 
+impl Outcome {
+    /// The `outcome` label of the attempts metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Gone { .. } => "gone",
+        }
+    }
+}
+
 /// The answer's meaning. Everything but 2xx and 410 is retried: a 4xx is usually a receiver's
 /// bug that its owner fixes (a bad signature check, a deploy), and skipping the batch would lose
 /// events, which the cursor promises never to do.

@@ -16,3 +16,4 @@ mod publish;
 mod published;
 mod shutdown;
 mod subscribe;
+mod webhooks;
