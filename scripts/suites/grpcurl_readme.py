@@ -57,10 +57,12 @@ VALUE_FLAGS = {
 SERVICE_RPCS = {
     "pushpull.v1.ProducerService": {"Publish", "Subscribe", "Poll"},
     "pushpull.v1.ConsumerService": {"GetStats"},
+    "pushpull.v1.WebhookService": {"CreateWebhook", "GetWebhook", "ListWebhooks", "DeleteWebhook"},
     "grpc.health.v1.Health": {"Check", "Watch"},
 }
 LISTED = {
-    "producer": ({"pushpull.v1.ProducerService", "grpc.health.v1.Health"},
+    "producer": ({"pushpull.v1.ProducerService", "pushpull.v1.WebhookService",
+                  "grpc.health.v1.Health"},
                  {"pushpull.v1.ConsumerService"}),
     "consumer": ({"pushpull.v1.ConsumerService", "grpc.health.v1.Health"},
                  {"pushpull.v1.ProducerService"}),
@@ -169,6 +171,8 @@ REQUIRED = [
     "poll from a cursor with max_events", "long poll", "subscribe from the start",
     "subscribe from now", "pushpull.v1.ConsumerService/GetStats", "grpc.health.v1.Health/Check",
     "poll shows the details of CURSOR_EXPIRED", "poll shows the details of CURSOR_AHEAD",
+    "pushpull.v1.WebhookService/CreateWebhook", "pushpull.v1.WebhookService/GetWebhook",
+    "pushpull.v1.WebhookService/ListWebhooks", "pushpull.v1.WebhookService/DeleteWebhook",
 ]
 
 
@@ -396,6 +400,10 @@ class Runner:
             "pushpull.v1.ProducerService/Subscribe": self.check_subscribe,
             "pushpull.v1.ConsumerService/GetStats": self.check_stats,
             "grpc.health.v1.Health/Check": self.check_health,
+            "pushpull.v1.WebhookService/CreateWebhook": self.check_webhook,
+            "pushpull.v1.WebhookService/GetWebhook": self.check_webhook,
+            "pushpull.v1.WebhookService/ListWebhooks": self.check_webhook,
+            "pushpull.v1.WebhookService/DeleteWebhook": self.check_webhook,
         }.get(cmd.method)
         expect(handler is not None, f"no check for method {cmd.method}: add one here")
         return handler(cmd)
@@ -577,6 +585,32 @@ class Runner:
             expect("eventsMissed" in stats and "reconnects" in stats,
                    "-emit-defaults did not print the zero counters")
         return f"{stats['mode']}: eventsReceived {log.head}, 0 missed, 0 duplicates"
+
+    def check_webhook(self, cmd: Command) -> str:
+        """WebhookService, in the README's order: create, get, list, delete one subscription."""
+        out, _ = self.run_ok(cmd)
+        answer = json.loads(out)
+        method = cmd.method.rsplit("/", 1)[1]
+        wanted = (cmd.request or {}).get("webhook_id")
+        if method == "CreateWebhook":
+            webhook = answer.get("webhook", {})
+            expect(webhook.get("webhookId") == wanted, f"webhookId {webhook.get('webhookId')}")
+            expect(answer.get("secret", "").startswith("whsec_"), "no whsec_ secret shown")
+            expect(webhook.get("enabled") is True, "not enabled")
+            self.webhook_secret = answer["secret"]
+            return f"created {wanted}, secret shown once"
+        if method == "GetWebhook":
+            webhook = answer.get("webhook", {})
+            expect(webhook.get("webhookId") == wanted, f"webhookId {webhook.get('webhookId')}")
+            secret = getattr(self, "webhook_secret", "whsec_")
+            expect(secret[6:] not in out, "Get shows the secret")
+            return f"{wanted}: deliveredSequence {webhook.get('deliveredSequence', '0')}"
+        if method == "ListWebhooks":
+            ids = [w.get("webhookId") for w in answer.get("webhooks", [])]
+            expect(bool(ids), "no subscriptions listed")
+            return f"lists {', '.join(ids)}"
+        expect(answer == {}, f"unexpected answer {answer}")
+        return f"deleted {wanted}"
 
     def check_health(self, cmd: Command) -> str:
         out, _ = self.run_ok(cmd)
