@@ -23,16 +23,36 @@ The producer must be fresh (sequence 1 comes next), have no demo source and keep
 events (its --retention-events, at least 14): the scenario publishes past it to expire a cursor. Each check compares the full list of printed
 events with the expected one: exact sequences, in order, no duplicates, and each event's topic
 and payload as published.
+
+With --webhook, the language's webhook receiver is run too (scenario_webhooks):
+  webhook --producer H:P --listen H:P --url U --webhook-id ID --after S --secret whsec_...
+          --fail-first N --count N --timeout SECS
+registers itself (CreateWebhook, replace), prints `registered ...` to stderr, verifies each
+delivery with a Standard Webhooks library (401 if it fails), answers 500 to the first N signed
+deliveries, prints the events it accepts like subscribe (duplicates dropped) and ends with
+`resume with --after S`. The producer must run with short webhook retries (--webhook-retry-max
+of a second or less) and allow loopback. The deliveries pass through a recording proxy here
+(--url), so the checks see what went over the wire; the signature checks of this script use
+the Python `standardwebhooks` package.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import http.client
+import json
+import os
 import re
 import shlex
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 EVENT = re.compile(r"^sequence=(\d+) topic=(\S+) payload=(.*)$")
@@ -47,7 +67,7 @@ class Client:
 
     def command(self, example: str, *options: str) -> list[str]:
         prefix = {"publish": self.args.publish, "subscribe": self.args.subscribe,
-                  "poll": self.args.poll}[example]
+                  "poll": self.args.poll, "webhook": self.args.webhook}[example]
         return [*shlex.split(prefix), "--producer", self.args.producer, *options]
 
     def start(self, name: str, example: str, *options: str) -> subprocess.Popen:
@@ -108,6 +128,15 @@ class Client:
             ok = ok and err.rstrip().endswith(f"resume with --after {resume}")
             what += f", resume with --after {resume}"
         self.report(name, ok, f"{what} ({elapsed:.1f}s)", rc, events, want, err, extra[1])
+
+    def expect(self, name: str, ok: bool, what: str, expected, got) -> None:
+        """A check that is not a list of printed events: says what was expected and what came."""
+        if ok:
+            self.passed += 1
+            print(f"ok    {name}: {what}")
+            return
+        self.failed += 1
+        print(f"FAIL  {name}: {what}\n      expected {expected}\n      got      {got}")
 
     def report(self, name, ok, what, rc, events, want, err, note="") -> None:
         if ok:
@@ -206,18 +235,193 @@ def scenario(c: Client) -> None:
              err, f"stderr lacks `{said}`")
 
 
+class Recorder:
+    """A proxy between the producer and the webhook receiver that keeps every delivery as it
+    went over the wire: the signed headers, the body and the receiver's answer."""
+
+    HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+    def __init__(self, target: int):
+        self.target = target  # the receiver's port on 127.0.0.1
+        self.deliveries: list[dict] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                headers = {h: self.headers.get(h, "") for h in Recorder.HEADERS}
+                status, answer = recorder.send(body, headers)
+                recorder.deliveries.append({"headers": headers, "body": body, "status": status,
+                                            "answer": answer})
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                except ConnectionError:
+                    # The producer gave up on this POST: the receiver deleted its subscription
+                    # on its way out (--count) and a delivery in flight is abandoned.
+                    pass
+
+            def log_message(self, format: str, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def send(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """POSTs a delivery to the receiver: its status and answer (502 if it cannot be reached)."""
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.target, timeout=10)
+            conn.request("POST", "/webhook", body,
+                         {"Content-Type": "application/json", **headers})
+            response = conn.getresponse()
+            status, answer = response.status, response.read()
+            conn.close()
+            return status, answer
+        except OSError as err:
+            return 502, f"receiver unreachable: {err}".encode()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def scenario_webhooks(c: Client) -> None:
+    """The webhook receiver, against the producer's deliveries and against forged ones. Its
+    Standard Webhooks library is the independent check of the producer's signatures."""
+    from standardwebhooks import Webhook  # only this scenario needs it (requirements.txt)
+
+    webhook_id = "suite-receiver"
+    secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    head = max(c.published)
+    c.publish("webhook-backlog", 3, "demo.w")  # head+1..head+3, before the receiver registers
+    port = free_port()
+    recorder = Recorder(port)
+    after = head + 1  # from this cursor: head+2, head+3 are the backlog
+    live, last = 7, 1  # published once it registered, and after the forged deliveries
+    count = 2 + live + last
+    receiver = c.start("webhook-receiver", "webhook", "--listen", f"127.0.0.1:{port}",
+                       "--url", f"http://127.0.0.1:{recorder.port}/webhook",
+                       "--webhook-id", webhook_id, "--after", str(after), "--secret", secret,
+                       "--fail-first", "1", "--count", str(count), "--timeout", "40")
+    if not c.wait_for_stderr(receiver, "registered"):
+        c.expect("webhook receiver registers", False, "says `registered` within 20s",
+                 "`registered ...` on stderr",
+                 (c.tmp / "webhook-receiver.err").read_text().strip()[-600:])
+    c.publish("webhook-live", live, "demo.w")  # head+4..head+10
+    out = c.tmp / "webhook-receiver.out"
+    end = time.monotonic() + 20
+    while len(out.read_text().splitlines()) < count - last and time.monotonic() < end \
+            and receiver.poll() is None:
+        time.sleep(0.05)
+    printed = len(out.read_text().splitlines())
+    posts: dict[tuple[str, int], int] = {}  # (webhook-id, answer) -> how many POSTs
+    for d in recorder.deliveries:
+        key = (d["headers"]["webhook-id"], d["status"])
+        posts[key] = posts.get(key, 0) + 1
+    c.expect("webhook deliveries arrive", printed == count - last,
+             f"backlog {after + 1}..{after + 2} and live {after + 3}..{after + 2 + live} printed "
+             "by the receiver within 20s", f"{count - last} event lines",
+             f"{printed}; POSTs (webhook-id, answer): times {posts}")
+
+    # Forged deliveries, sent to the receiver directly: one the producer sent (2xx, its events
+    # dropped as duplicates), the same with one byte of the body changed, with the timestamp
+    # 10 minutes back (the package's tolerance is 5), and that re-signed with the right secret.
+    delivered = [d for d in recorder.deliveries if 200 <= d["status"] < 300]
+    if delivered:
+        genuine = delivered[-1]
+        body, headers = genuine["body"], genuine["headers"]
+        at = body.index(b'"payload":"') + len(b'"payload":"')
+        tampered = body[:at] + bytes([body[at] ^ 0x20]) + body[at + 1:]  # a letter's case
+        stale = datetime.now(timezone.utc) - timedelta(minutes=10)
+        signer = Webhook(secret)
+
+        def signed(when: datetime) -> dict[str, str]:
+            return {**headers, "webhook-timestamp": str(int(when.timestamp())),
+                    "webhook-signature": signer.sign(headers["webhook-id"], when, body)}
+
+        for name, forged_body, forged, status, says in [
+            ("as delivered, again", body, headers, 200, "accepted 0, dropped"),
+            ("one body byte changed", tampered, headers, 401, "No matching signature"),
+            ("timestamp 10 min back", body,
+             {**headers, "webhook-timestamp": str(int(stale.timestamp()))}, 401, "too old"),
+            ("timestamp 10 min back, re-signed", body, signed(stale), 401, "too old"),
+            ("re-signed now (control)", body, signed(datetime.now(timezone.utc)), 200,
+             "accepted 0, dropped"),
+        ]:
+            got, answer = recorder.send(forged_body, forged)
+            c.expect(f"webhook replay: {name}", got == status and says in answer.decode(),
+                     f"receiver answers {status} `{says}...`", f"{status} `{says}...`",
+                     f"{got} `{answer.decode()}`")
+    else:
+        c.expect("webhook replay", False, "a delivery answered 2xx to replay", "one", "none")
+
+    c.publish("webhook-last", last, "demo.w")  # head+11: the receiver's --count
+    if printed != count - last:
+        receiver.send_signal(signal.SIGINT)  # it is not getting there: stop it now
+    result = c.finish(receiver)
+    c.check("webhook receiver", result, range(after + 1, after + count + 1),
+            f"events {after + 1}..{after + count} printed once each, in order, every delivery "
+            "verified by standardwebhooks", resume=after + count,
+            extra=("failed:" not in result[2],
+                   "stderr says something failed" if "failed:" in result[2] else ""))
+
+    # What went over the wire: the first delivery answered 500 and came again with the same
+    # webhook-id and data; the 2xx ones carry every event once, in order, batch after batch.
+    wire = recorder.deliveries
+    first = [(d["headers"]["webhook-id"], d["status"]) for d in wire[:2]]
+    same_data = len(wire) >= 2 and \
+        json.loads(wire[0]["body"])["data"] == json.loads(wire[1]["body"])["data"]
+    c.expect("webhook redelivery", len(wire) >= 2 and wire[0]["status"] == 500 and
+             200 <= wire[1]["status"] < 300 and first[0][0] == first[1][0] and same_data,
+             "answered 500 (--fail-first 1), the producer POSTs the same batch again: same "
+             "webhook-id, same data", f"[({webhook_id}_{after}_N, 500), (the same id, 200)]",
+             f"{first}, same data: {same_data}")
+    cursor, events, ids, bad_ids, unverified = after, [], set(), [], []
+    for d in wire:
+        data, headers = json.loads(d["body"])["data"], d["headers"]
+        try:
+            Webhook(secret).verify(d["body"], headers)
+        except Exception as err:  # noqa: BLE001 - any failure is the finding
+            unverified.append(f"{headers['webhook-id']}: {err}")
+        if not 200 <= d["status"] < 300:
+            continue
+        if data["after_sequence"] != cursor or headers["webhook-id"] != \
+                f"{webhook_id}_{data['after_sequence']}_{data['next_after_sequence']}":
+            bad_ids.append((headers["webhook-id"], cursor))
+        cursor = data["next_after_sequence"]
+        events += [e["sequence"] for e in data["events"]]
+        ids.add(headers["webhook-id"])
+    want = list(range(after + 1, after + count + 1))
+    c.expect("webhook batches on the wire", events == want and not bad_ids and not unverified,
+             f"{len(ids)} batches answered 2xx carry {want[0]}..{want[-1]} once each, each "
+             "starting at the previous one's next_after_sequence, webhook-id "
+             f"`{webhook_id}_<after>_<next>`; all {len(wire)} POSTs verify with "
+             "standardwebhooks here too",
+             f"events {want}, no bad ids, all verified",
+             f"events {events}, bad ids (id, cursor) {bad_ids}, unverified {unverified}")
+    recorder.server.shutdown()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--producer", required=True, help="host:port of a fresh producer")
     parser.add_argument("--publish", required=True, help="command prefix of the publish example")
     parser.add_argument("--subscribe", required=True)
     parser.add_argument("--poll", required=True)
+    parser.add_argument("--webhook", help="command prefix of the webhook receiver example, if any")
     parser.add_argument("--cwd", default=".", help="directory to run the examples in")
     parser.add_argument("--tmp", required=True, help="directory for the examples' output")
     parser.add_argument("--retention", type=int, required=True,
                         help="the producer's --retention-events (at least 14)")
     client = Client(parser.parse_args())
     scenario(client)
+    if client.args.webhook:
+        scenario_webhooks(client)
     print(f"{client.passed} passed, {client.failed} failed")
     return 1 if client.failed else 0
 
