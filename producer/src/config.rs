@@ -156,9 +156,10 @@ pub struct Config {
     #[arg(long, env = "PRODUCER_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub webhook_timeout: Duration,
 
-    /// The delay after a webhook's first failed attempt; it doubles with each failure in a
-    /// row, up to --webhook-retry-max, with jitter. A `Retry-After` answer is honoured within
-    /// the same bounds.
+    /// The step of a webhook's retries: after the first failed attempt the next comes after
+    /// this (jittered down to as little as half of it), and the step doubles with each failure
+    /// in a row, up to --webhook-retry-max. A `Retry-After` answer is honoured within
+    /// [--webhook-retry-min, --webhook-retry-max].
     #[arg(long, env = "PRODUCER_WEBHOOK_RETRY_MIN", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub webhook_retry_min: Duration,
 
