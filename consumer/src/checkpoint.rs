@@ -143,11 +143,11 @@ pub struct Latest {
 struct Written {
     /// The newest checkpoint the file holds (durably).
     saved: Option<Checkpoint>,
-    /// The checkpoint of the last attempt that failed, if that is the last attempt made.
-    failed: Option<Checkpoint>,
-    /// Attempts made, successful or not: lets a waiter tell a failure that happened after it
-    /// asked from an older one.
-    attempts: u64,
+    /// The checkpoint of the last attempt, with its number, if that attempt failed.
+    failed: Option<(Checkpoint, u64)>,
+    /// Attempts started: a waiter counts only a failure of an attempt that started after it
+    /// asked, not one already under way (which may have failed before the cause was fixed).
+    started: u64,
 }
 
 /// Why [`Latest::saved`] could not confirm a save.
@@ -199,14 +199,16 @@ impl Latest {
             if covers(now.saved.as_ref(), &wanted) {
                 return Ok(());
             }
-            now.attempts
+            now.started
         };
         self.urgent.notify_one();
+        let failed_since_asked = |w: &Written| {
+            w.failed
+                .as_ref()
+                .is_some_and(|(c, attempt)| *attempt > asked_at && covers(Some(c), &wanted))
+        };
         let outcome = written
-            .wait_for(|w| {
-                covers(w.saved.as_ref(), &wanted)
-                    || (w.attempts > asked_at && covers(w.failed.as_ref(), &wanted))
-            })
+            .wait_for(|w| covers(w.saved.as_ref(), &wanted) || failed_since_asked(w))
             .await
             .map_err(|_| NotSaved::Stopped)?;
         if covers(outcome.saved.as_ref(), &wanted) {
@@ -295,6 +297,11 @@ impl Writer {
             // Counted even when it fails: a full disk is retried once per interval, not once
             // per response.
             last_write = Some(Instant::now());
+            let mut attempt = 0;
+            self.report.send_modify(|w| {
+                w.started += 1;
+                attempt = w.started;
+            });
             let result = save_blocking(self.path.clone(), checkpoint.clone()).await;
             let ok = result.is_ok();
             match result {
@@ -316,9 +323,8 @@ impl Writer {
                 ),
             }
             self.report.send_modify(|w| {
-                w.attempts += 1;
                 w.saved = self.saved.clone();
-                w.failed = (!ok).then_some(checkpoint);
+                w.failed = (!ok).then_some((checkpoint, attempt));
             });
         }
     }
