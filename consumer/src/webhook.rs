@@ -383,6 +383,9 @@ struct Inbox {
     /// When a webhook was last processed or a backfill last caught up; `None` asks the backfill
     /// loop to poll at once (at start, after registering).
     caught_up_at: Option<Instant>,
+    /// Set when a Poll failed or the log changed: the producer may have restarted and lost our
+    /// subscription, so the loop registers it again (with `replace`, that is harmless).
+    register_again: bool,
 }
 
 impl Inbox {
@@ -419,6 +422,9 @@ impl Inbox {
                 }
                 Err(status) => return Err(Unprocessed::Poll(status)),
             };
+            if polled.accepted == Accepted::LogChanged {
+                self.register_again = true;
+            }
             let after = self.reader.cursor().after;
             let done = match to {
                 Some(to) => after.is_some_and(|a| a >= to),
@@ -457,6 +463,9 @@ impl Inbox {
                     let accepted =
                         self.reader
                             .accept(&batch.log_id, batch.events.clone(), batch.next_after);
+                    if accepted == Accepted::LogChanged {
+                        self.register_again = true;
+                    }
                     if accepted == Accepted::Processed {
                         self.reader.saved().await?;
                         self.caught_up_at = Some(Instant::now());
@@ -472,6 +481,7 @@ impl Inbox {
     /// connected and moves on to the next producer; returns how long to wait before the next
     /// attempt.
     fn poll_failed(&mut self, status: &Status, stats: &Stats) -> Duration {
+        self.register_again = true;
         self.reader.set_connected(false);
         stats.reconnected();
         match self.reader.move_on(status) {
@@ -602,6 +612,7 @@ impl Receiver {
                 inbox: Mutex::new(Inbox {
                     reader,
                     caught_up_at: None,
+                    register_again: false,
                 }),
                 verifier,
                 settings,
@@ -714,7 +725,8 @@ pub async fn run(receiver: Receiver, stop: CancellationToken) {
     );
     let mut refused_backoff =
         Backoff::new(shared.settings.backoff_initial, shared.settings.backoff_max);
-    // The producer (its index) that has our subscription; a failover registers it again.
+    // The producer (its index) that has our subscription; a failover, a failed Poll or a new
+    // log registers it again.
     let mut registered_on: Option<usize> = None;
     let mut register_at = Instant::now();
     let mut backfill_at = Instant::now();
@@ -722,7 +734,13 @@ pub async fn run(receiver: Receiver, stop: CancellationToken) {
     let mut last_refusal: Option<(Code, Option<ErrorReason>)> = None;
     loop {
         let now = Instant::now();
-        let current = shared.inbox.lock().await.reader.producers().current_index();
+        let current = {
+            let mut inbox = shared.inbox.lock().await;
+            if std::mem::take(&mut inbox.register_again) {
+                registered_on = None;
+            }
+            inbox.reader.producers().current_index()
+        };
         if registered_on != Some(current) && register_at <= now {
             match register(shared, &stop, &mut refused_backoff, &mut last_refusal).await {
                 Registered::Yes => {
