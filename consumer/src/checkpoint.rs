@@ -8,7 +8,9 @@
 //! Saving is blocking I/O (and an fsync can take milliseconds), so the reader never does it:
 //! it offers each cursor it has processed to a [`Latest`] handle, and the task from [`writer`]
 //! writes the newest one on a blocking thread, at most once per interval, and always the
-//! final one when the reader lets go of the handle.
+//! final one when the reader lets go of the handle. A caller that must not go on before the
+//! cursor is on disk (webhook mode answers 2xx only then) asks [`Latest::saved`], which cuts
+//! the interval short and waits for the writer to report the save.
 //!
 //! The format is two `key=value` lines, readable and editable by hand:
 //!
@@ -23,11 +25,12 @@ use std::{
     io,
     io::Write as _,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
 use tokio::{
-    sync::watch,
+    sync::{Notify, watch},
     time::{Instant, sleep_until},
 };
 use tracing::{debug, error, warn};
@@ -121,16 +124,53 @@ fn directory_of(path: &Path) -> &Path {
     }
 }
 
-/// The reader's end of the checkpoint [`writer`]: where it offers each cursor it has processed.
-/// Dropping it tells the writer to save the last one and finish.
+/// The reader's end of the checkpoint [`writer`]: where it offers each cursor it has processed,
+/// and where it learns what the writer has saved. Dropping it tells the writer to save the last
+/// one and finish.
 #[derive(Debug)]
-pub struct Latest(watch::Sender<Option<Checkpoint>>);
+pub struct Latest {
+    offered: watch::Sender<Option<Checkpoint>>,
+    /// Wakes the writer before its interval is up. A `Notify` keeps one permit when the writer
+    /// is busy, so a request made during a save is not lost (at worst it costs one early write).
+    urgent: Arc<Notify>,
+    /// What the writer reports after each attempt.
+    written: watch::Receiver<Written>,
+}
+
+/// What the writer has done so far: published on a `watch`, so a waiter sees the newest state
+/// and never a queue of old ones.
+#[derive(Debug, Clone, Default)]
+struct Written {
+    /// The newest checkpoint the file holds (durably).
+    saved: Option<Checkpoint>,
+    /// The checkpoint of the last attempt, with its number, if that attempt failed.
+    failed: Option<(Checkpoint, u64)>,
+    /// Attempts started: a waiter counts only a failure of an attempt that started after it
+    /// asked, not one already under way (which may have failed before the cause was fixed).
+    started: u64,
+}
+
+/// Why [`Latest::saved`] could not confirm a save.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotSaved {
+    /// The writer tried and failed (the error is logged by the writer).
+    #[error("the checkpoint could not be written (see the log for why)")]
+    Failed,
+    /// The writer has finished: the consumer is stopping.
+    #[error("the checkpoint writer has stopped")]
+    Stopped,
+}
+
+/// Whether `saved` holds `wanted` or a later cursor of the same log.
+fn covers(saved: Option<&Checkpoint>, wanted: &Checkpoint) -> bool {
+    saved.is_some_and(|s| s.log_id == wanted.log_id && s.after_sequence >= wanted.after_sequence)
+}
 
 impl Latest {
     /// Offers the cursor the reader has just processed. Never blocks: a `watch` keeps only the
     /// newest value, so the writer skips what it had no time to save instead of queueing it.
     pub fn offer(&self, log_id: &str, after_sequence: u64) {
-        self.0.send_if_modified(|current| {
+        self.offered.send_if_modified(|current| {
             if current
                 .as_ref()
                 .is_some_and(|c| c.log_id == log_id && c.after_sequence == after_sequence)
@@ -144,13 +184,47 @@ impl Latest {
             true
         });
     }
+
+    /// Waits until the file holds the cursor offered last (or a later one), asking the writer
+    /// to save it now rather than at the end of its interval; a cursor already saved returns at
+    /// once. A failed save is retried by this call (a new request, a new attempt), so a caller
+    /// that asks again after [`NotSaved::Failed`] gets another try.
+    pub async fn saved(&self) -> Result<(), NotSaved> {
+        let Some(wanted) = self.offered.borrow().clone() else {
+            return Ok(());
+        };
+        let mut written = self.written.clone();
+        let asked_at = {
+            let now = written.borrow_and_update();
+            if covers(now.saved.as_ref(), &wanted) {
+                return Ok(());
+            }
+            now.started
+        };
+        self.urgent.notify_one();
+        let failed_since_asked = |w: &Written| {
+            w.failed
+                .as_ref()
+                .is_some_and(|(c, attempt)| *attempt > asked_at && covers(Some(c), &wanted))
+        };
+        let outcome = written
+            .wait_for(|w| covers(w.saved.as_ref(), &wanted) || failed_since_asked(w))
+            .await
+            .map_err(|_| NotSaved::Stopped)?;
+        if covers(outcome.saved.as_ref(), &wanted) {
+            Ok(())
+        } else {
+            Err(NotSaved::Failed)
+        }
+    }
 }
 
 /// A checkpoint writer for `path`: the handle the reader offers cursors to, and the task to
 /// spawn. `saved` is what the file already holds (the checkpoint the reader started from), so
 /// it is not written again. The task writes the first cursor offered at once, then at most one
-/// per `interval`; when the handle is dropped it writes the last cursor (if not yet saved) and
-/// ends, so awaiting it is awaiting the final save.
+/// per `interval` (unless [`Latest::saved`] asks for one now); when the handle is dropped it
+/// writes the last cursor (if not yet saved) and ends, so awaiting it is awaiting the final
+/// save.
 pub fn writer(
     path: PathBuf,
     saved: Option<Checkpoint>,
@@ -158,54 +232,100 @@ pub fn writer(
 ) -> (Latest, impl Future<Output = ()> + Send + 'static) {
     // The receiver counts `saved` as seen from here on: a cursor offered before the task first
     // runs is a change it will notice.
-    let (tx, rx) = watch::channel(saved.clone());
-    (Latest(tx), write_latest(path, rx, saved, interval))
+    let (offered, latest) = watch::channel(saved.clone());
+    let (report, written) = watch::channel(Written {
+        saved: saved.clone(),
+        ..Written::default()
+    });
+    let urgent = Arc::new(Notify::new());
+    let handle = Latest {
+        offered,
+        urgent: urgent.clone(),
+        written,
+    };
+    let task = Writer {
+        path,
+        latest,
+        urgent,
+        report,
+        saved,
+        interval,
+    };
+    (handle, task.run())
 }
 
-async fn write_latest(
+/// The writer task's state.
+struct Writer {
     path: PathBuf,
-    mut latest: watch::Receiver<Option<Checkpoint>>,
-    mut saved: Option<Checkpoint>,
+    latest: watch::Receiver<Option<Checkpoint>>,
+    urgent: Arc<Notify>,
+    report: watch::Sender<Written>,
+    saved: Option<Checkpoint>,
     interval: Duration,
-) {
-    let mut last_write: Option<Instant> = None;
-    let mut open = true;
-    while open {
-        // A cursor to save, or the reader's end.
-        open = latest.changed().await.is_ok();
-        // At most one write per interval; the reader's end cuts the wait short.
-        if let Some(at) = last_write {
-            while open {
-                tokio::select! {
-                    () = sleep_until(at + interval) => break,
-                    changed = latest.changed() => open = changed.is_ok(),
+}
+
+impl Writer {
+    async fn run(mut self) {
+        let mut last_write: Option<Instant> = None;
+        let mut open = true;
+        while open {
+            // A cursor to save, a request to save now, or the reader's end.
+            let now_asked = tokio::select! {
+                changed = self.latest.changed() => {
+                    open = changed.is_ok();
+                    false
+                }
+                () = self.urgent.notified() => true,
+            };
+            // At most one write per interval; the reader's end, or a request to save now, cuts
+            // the wait short.
+            if let Some(at) = last_write
+                && !now_asked
+            {
+                while open {
+                    tokio::select! {
+                        () = sleep_until(at + self.interval) => break,
+                        changed = self.latest.changed() => open = changed.is_ok(),
+                        () = self.urgent.notified() => break,
+                    }
                 }
             }
-        }
-        let current = latest.borrow_and_update().clone();
-        let Some(checkpoint) = current.filter(|c| saved.as_ref() != Some(c)) else {
-            continue;
-        };
-        // Counted even when it fails: a full disk is retried once per interval, not once per
-        // response.
-        last_write = Some(Instant::now());
-        match save_blocking(path.clone(), checkpoint.clone()).await {
-            Ok(()) => {
-                debug!(
+            let current = self.latest.borrow_and_update().clone();
+            let Some(checkpoint) = current.filter(|c| self.saved.as_ref() != Some(c)) else {
+                continue;
+            };
+            // Counted even when it fails: a full disk is retried once per interval, not once
+            // per response.
+            last_write = Some(Instant::now());
+            let mut attempt = 0;
+            self.report.send_modify(|w| {
+                w.started += 1;
+                attempt = w.started;
+            });
+            let result = save_blocking(self.path.clone(), checkpoint.clone()).await;
+            let ok = result.is_ok();
+            match result {
+                Ok(()) => {
+                    debug!(
+                        log_id = %checkpoint.log_id,
+                        after_sequence = checkpoint.after_sequence,
+                        "checkpoint saved"
+                    );
+                    self.saved = Some(checkpoint.clone());
+                }
+                // A failed save is not fatal while reading goes on: the next one may succeed.
+                Err(err) if open => warn!(%err, "cannot save checkpoint; will retry"),
+                Err(err) => error!(
+                    %err,
                     log_id = %checkpoint.log_id,
                     after_sequence = checkpoint.after_sequence,
-                    "checkpoint saved"
-                );
-                saved = Some(checkpoint);
+                    "cannot save the final checkpoint; a restart will read again from the last one saved"
+                ),
             }
-            // A failed save is not fatal while reading goes on: the next one may succeed.
-            Err(err) if open => warn!(%err, "cannot save checkpoint; will retry"),
-            Err(err) => error!(
-                %err,
-                log_id = %checkpoint.log_id,
-                after_sequence = checkpoint.after_sequence,
-                "cannot save the final checkpoint; a restart will read again from the last one saved"
-            ),
+            self.report.send_modify(|w| {
+                w.saved = self.saved.clone();
+                w.failed = (!ok).then_some((checkpoint, attempt));
+            });
         }
     }
 }
@@ -321,6 +441,46 @@ mod tests {
         fs::create_dir(dir.path().join("missing")).unwrap();
         latest.offer("L", 2);
         eventually_holds(&path, &checkpoint(2)).await;
+        drop(latest);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn saved_cuts_the_interval_short_and_returns_once_the_file_holds_the_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cursor");
+        let (latest, task) = writer(path.clone(), None, Duration::from_secs(3600));
+        let task = tokio::spawn(task);
+        // Nothing offered: nothing to wait for.
+        latest.saved().await.unwrap();
+        for after in [10, 11, 12] {
+            latest.offer("L", after);
+            tokio::time::timeout(Duration::from_secs(10), latest.saved())
+                .await
+                .expect("a save within the hour-long interval")
+                .unwrap();
+            assert_eq!(load(&path).unwrap(), Some(checkpoint(after)));
+        }
+        // Already saved: at once, and no write (the file is not touched again).
+        fs::remove_file(&path).unwrap();
+        latest.saved().await.unwrap();
+        assert!(!path.exists());
+        drop(latest);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn saved_reports_a_failed_save_and_a_later_call_tries_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("cursor");
+        let (latest, task) = writer(path.clone(), None, Duration::from_secs(3600));
+        let task = tokio::spawn(task);
+        latest.offer("L", 1);
+        assert_eq!(latest.saved().await, Err(NotSaved::Failed));
+        assert_eq!(latest.saved().await, Err(NotSaved::Failed));
+        fs::create_dir(dir.path().join("missing")).unwrap();
+        latest.saved().await.unwrap();
+        assert_eq!(load(&path).unwrap(), Some(checkpoint(1)));
         drop(latest);
         task.await.unwrap();
     }

@@ -106,7 +106,7 @@ pub fn format_stats(s: &pb::GetStatsResponse) -> String {
     let after_sequence = s
         .after_sequence
         .map_or_else(|| "-".to_owned(), |a| a.to_string());
-    let fields: [(&str, String); 21] = [
+    let fields: [(&str, String); 24] = [
         ("mode", mode),
         ("events_received", s.events_received.to_string()),
         ("last_sequence", s.last_sequence.to_string()),
@@ -128,6 +128,9 @@ pub fn format_stats(s: &pb::GetStatsResponse) -> String {
         ("producer", s.producer.clone()),
         ("current_producer", s.current_producer.clone()),
         ("failovers", s.failovers.to_string()),
+        ("webhooks_received", s.webhooks_received.to_string()),
+        ("webhooks_refused", s.webhooks_refused.to_string()),
+        ("events_backfilled", s.events_backfilled.to_string()),
     ];
     fields
         .iter()
@@ -173,10 +176,13 @@ mod tests {
             producer: "http://a:1,http://b:2".into(),
             current_producer: "http://b:2".into(),
             failovers: 3,
+            webhooks_received: 4,
+            webhooks_refused: 5,
+            events_backfilled: 6,
             ..Default::default()
         });
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 21, "{text}");
+        assert_eq!(lines.len(), 24, "{text}");
         assert_eq!(lines[0], "mode: READ_MODE_LONG_POLL");
         assert!(lines.contains(&"events_received: 12"), "{text}");
         assert!(lines.contains(&"after_sequence: 40"), "{text}");
@@ -187,5 +193,8 @@ mod tests {
         assert!(lines.contains(&"producer: http://a:1,http://b:2"), "{text}");
         assert!(lines.contains(&"current_producer: http://b:2"), "{text}");
         assert!(lines.contains(&"failovers: 3"), "{text}");
+        assert!(lines.contains(&"webhooks_received: 4"), "{text}");
+        assert!(lines.contains(&"webhooks_refused: 5"), "{text}");
+        assert!(lines.contains(&"events_backfilled: 6"), "{text}");
     }
 }

@@ -5,7 +5,7 @@ use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 use clap::{Parser, ValueEnum, builder::PossibleValue};
 use pushpull::{pb::ReadMode, telemetry::LogFormat};
 
-/// Reads a pushpull producer's log by push, poll or long poll, and reports what it saw.
+/// Reads a pushpull producer's log by push, poll, long poll or webhook, and reports what it saw.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "consumer", version, about, long_about = None)]
 pub struct Config {
@@ -23,8 +23,9 @@ pub struct Config {
     )]
     pub producer: Vec<String>,
 
-    /// How to read: `push` (Subscribe stream), `poll` (Poll every --poll-interval) or
-    /// `long-poll` (back-to-back Polls waiting up to --max-wait).
+    /// How to read: `push` (Subscribe stream), `poll` (Poll every --poll-interval),
+    /// `long-poll` (back-to-back Polls waiting up to --max-wait) or `webhook` (the producer POSTs
+    /// signed batches to /webhook on --metrics-listen; Polls fill what they miss).
     #[arg(long, env = "CONSUMER_MODE", value_enum, default_value_t = Mode::Push)]
     pub mode: Mode,
 
@@ -85,9 +86,38 @@ pub struct Config {
     #[arg(long, env = "CONSUMER_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_message_bytes: usize,
 
-    /// Address to serve Prometheus metrics on (GET /metrics), e.g. 0.0.0.0:9464. Off when unset.
+    /// Address of the HTTP listener, e.g. 0.0.0.0:9464: Prometheus metrics (GET /metrics), and
+    /// in webhook mode the webhook endpoint (POST /webhook), which requires it. Off when unset.
     #[arg(long, env = "CONSUMER_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Webhook mode: the URL the producer should POST to, as the producer reaches this consumer
+    /// (in docker compose e.g. http://consumer-webhook:9464/webhook). Default:
+    /// http://127.0.0.1:<--metrics-listen port>/webhook.
+    #[arg(long, env = "CONSUMER_WEBHOOK_URL", value_name = "URL", value_parser = webhook_url)]
+    pub webhook_url: Option<String>,
+
+    /// Webhook mode: the id of this consumer's subscription on the producer (1 to 64 characters
+    /// from [A-Za-z0-9-]). Registered with replace at every start, so two consumers of one
+    /// producer need different ids.
+    #[arg(long, env = "CONSUMER_WEBHOOK_ID", value_name = "ID", default_value = "consumer", value_parser = webhook_id)]
+    pub webhook_id: String,
+
+    /// Webhook mode: the signing secret, `whsec_` + base64 of 24 to 64 bytes. Default: 32 random
+    /// bytes drawn at start (the subscription is re-registered with it at every start).
+    #[arg(long, env = "CONSUMER_WEBHOOK_SECRET", value_name = "SECRET", value_parser = SecretParser)]
+    pub webhook_secret: Option<WebhookSecret>,
+
+    /// Webhook mode: deliveries whose webhook-timestamp is further than this from the
+    /// consumer's clock (either way) are refused with 401, so a captured delivery cannot be
+    /// replayed later.
+    #[arg(long, env = "CONSUMER_WEBHOOK_TOLERANCE", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub webhook_tolerance: Duration,
+
+    /// Webhook mode: when no webhook has come for this long, Poll from the cursor until caught
+    /// up (the same is done at start, and before a batch that starts past the cursor).
+    #[arg(long, env = "CONSUMER_BACKFILL_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub backfill_interval: Duration,
 
     /// Log output format.
     #[arg(long, env = "CONSUMER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -106,13 +136,16 @@ pub enum Mode {
     Poll,
     /// Back-to-back long polls.
     LongPoll,
+    /// Signed batches POSTed by the producer, and Polls for what they missed.
+    Webhook,
 }
 
 impl Mode {
     /// Every mode, in the order `--help` lists them.
-    pub const ALL: [Mode; 3] = [Mode::Push, Mode::Poll, Mode::LongPoll];
+    pub const ALL: [Mode; 4] = [Mode::Push, Mode::Poll, Mode::LongPoll, Mode::Webhook];
 
-    /// The mode's name: `push`, `poll`, `long-poll` (spelled once, by [`ReadMode::name`]).
+    /// The mode's name: `push`, `poll`, `long-poll`, `webhook` (spelled once, by
+    /// [`ReadMode::name`]).
     pub fn name(self) -> &'static str {
         ReadMode::from(self).name()
     }
@@ -122,6 +155,9 @@ impl Mode {
             Mode::Push => "One Subscribe stream",
             Mode::Poll => "A Poll every --poll-interval",
             Mode::LongPoll => "Back-to-back long polls",
+            Mode::Webhook => {
+                "Batches POSTed by the producer to /webhook on --metrics-listen, and Polls for what they miss"
+            }
         }
     }
 }
@@ -150,6 +186,7 @@ impl From<Mode> for ReadMode {
             Mode::Push => ReadMode::Push,
             Mode::Poll => ReadMode::Poll,
             Mode::LongPoll => ReadMode::LongPoll,
+            Mode::Webhook => ReadMode::Webhook,
         }
     }
 }
@@ -163,7 +200,8 @@ impl TryFrom<ReadMode> for Mode {
             ReadMode::Push => Ok(Mode::Push),
             ReadMode::Poll => Ok(Mode::Poll),
             ReadMode::LongPoll => Ok(Mode::LongPoll),
-            ReadMode::Unspecified | ReadMode::Webhook => Err(mode),
+            ReadMode::Webhook => Ok(Mode::Webhook),
+            ReadMode::Unspecified => Err(mode),
         }
     }
 }
@@ -249,6 +287,134 @@ fn producer_url(address: &str) -> Result<String, String> {
     Ok(address.to_owned())
 }
 
+/// The longest `--webhook-id` the producer accepts (webhook.proto, `Webhook.webhook_id`).
+const MAX_WEBHOOK_ID_CHARS: usize = 64;
+
+/// `--webhook-id`, checked as the producer checks it, so a bad one is refused at start rather
+/// than by every registration.
+fn webhook_id(id: &str) -> Result<String, String> {
+    if id.is_empty() || id.len() > MAX_WEBHOOK_ID_CHARS {
+        return Err(format!(
+            "1 to {MAX_WEBHOOK_ID_CHARS} characters expected, got {}",
+            id.len()
+        ));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+    {
+        return Err(format!("{bad:?} is not one of [A-Za-z0-9-]"));
+    }
+    Ok(id.to_owned())
+}
+
+/// `--webhook-url`: an absolute `http://` or `https://` URL with a host (the producer POSTs to
+/// it; whether it may is the producer's allow-list's business).
+fn webhook_url(url: &str) -> Result<String, String> {
+    let uri: tonic::codegen::http::Uri = url
+        .parse()
+        .map_err(|err| format!("not a URL ({err}); expected http://host:port/webhook"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none_or(str::is_empty) {
+        return Err("expected an http:// or https:// URL with a host".into());
+    }
+    Ok(url.to_owned())
+}
+
+/// A webhook signing secret, `whsec_` + standard base64 of its key. `Debug` never shows it, so
+/// a logged configuration does not leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(String);
+
+/// Parses `--webhook-secret` into a [`WebhookSecret`] with an error of its own: clap's usual
+/// "invalid value '<value>'" would print the secret.
+#[derive(Debug, Clone, Copy)]
+struct SecretParser;
+
+impl clap::builder::TypedValueParser for SecretParser {
+    type Value = WebhookSecret;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<WebhookSecret, clap::Error> {
+        let refused = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("--webhook-secret (value not shown): {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        value
+            .to_str()
+            .ok_or_else(|| refused("not UTF-8".into()))?
+            .parse()
+            .map_err(refused)
+    }
+}
+
+/// The key lengths the producer accepts (webhook.proto, `CreateWebhookRequest.secret`).
+const WEBHOOK_KEY_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
+/// What [`WebhookSecret::generate`] draws, as the Standard Webhooks reference libraries do.
+const GENERATED_KEY_BYTES: usize = 32;
+const WEBHOOK_SECRET_PREFIX: &str = "whsec_";
+
+impl WebhookSecret {
+    /// A new secret of 32 random bytes.
+    pub fn generate() -> Self {
+        use base64::Engine as _;
+        use rand::RngCore as _;
+        let mut key = [0u8; GENERATED_KEY_BYTES];
+        rand::rng().fill_bytes(&mut key);
+        Self(format!(
+            "{WEBHOOK_SECRET_PREFIX}{}",
+            base64::engine::general_purpose::STANDARD.encode(key)
+        ))
+    }
+
+    /// The `whsec_…` text, for the registration and the signature check; never for logs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookSecret(redacted)")
+    }
+}
+
+impl FromStr for WebhookSecret {
+    type Err = String;
+
+    /// The error says what is wrong without echoing the secret.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        use base64::Engine as _;
+        let encoded = text
+            .strip_prefix(WEBHOOK_SECRET_PREFIX)
+            .ok_or_else(|| format!("a secret starts with {WEBHOOK_SECRET_PREFIX:?}"))?;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|err| {
+                format!("after {WEBHOOK_SECRET_PREFIX:?} a secret is standard base64 ({err})")
+            })?;
+        if !WEBHOOK_KEY_BYTES.contains(&key.len()) {
+            return Err(format!(
+                "a secret's key is {} to {} bytes, this one is {}",
+                WEBHOOK_KEY_BYTES.start(),
+                WEBHOOK_KEY_BYTES.end(),
+                key.len()
+            ));
+        }
+        Ok(Self(text.to_owned()))
+    }
+}
+
+/// Why webhook mode cannot start without an HTTP listener: said by [`Config::validate`] and by
+/// `run` when a caller passes no listener.
+pub const WEBHOOK_NEEDS_HTTP: &str = "--mode webhook receives webhooks on the HTTP listener: give it --metrics-listen (e.g. 0.0.0.0:9464)";
+
 impl Config {
     /// Checks values clap cannot: refused at start rather than misbehaving later.
     pub fn validate(&self) -> Result<(), String> {
@@ -271,6 +437,17 @@ impl Config {
         if self.stream_idle_timeout.is_zero() {
             return Err("--stream-idle-timeout must be greater than zero".into());
         }
+        if self.mode == Mode::Webhook {
+            if self.metrics_listen.is_none() {
+                return Err(WEBHOOK_NEEDS_HTTP.into());
+            }
+            if self.backfill_interval.is_zero() {
+                return Err("--backfill-interval must be greater than zero".into());
+            }
+            if self.webhook_tolerance.is_zero() {
+                return Err("--webhook-tolerance must be greater than zero".into());
+            }
+        }
         Ok(())
     }
 }
@@ -282,7 +459,7 @@ mod tests {
     #[test]
     fn mode_names_are_the_command_line_values_and_round_trip_through_read_mode() {
         let names: Vec<&str> = Mode::ALL.iter().map(|m| m.name()).collect();
-        assert_eq!(names, ["push", "poll", "long-poll"]);
+        assert_eq!(names, ["push", "poll", "long-poll", "webhook"]);
         for mode in Mode::ALL {
             assert_eq!(Mode::from_str(mode.name(), false), Ok(mode));
             assert_eq!(mode.to_string(), mode.name());
@@ -385,5 +562,107 @@ mod tests {
         assert!(err.contains("an empty address"), "{err}");
         let err = producers(&["--producer", "http://a:1,http://b:2,http://a:1"]).unwrap_err();
         assert_eq!(err, "--producer lists http://a:1 twice");
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let config =
+            Config::try_parse_from(std::iter::once("consumer").chain(args.iter().copied()))
+                .map_err(|err| err.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn webhook_flags_parse_with_defaults_and_their_env_twins() {
+        let config = parse(&["--mode", "webhook", "--metrics-listen", "127.0.0.1:9464"]).unwrap();
+        assert_eq!(config.mode, Mode::Webhook);
+        assert_eq!(config.webhook_id, "consumer");
+        assert_eq!(config.webhook_url, None);
+        assert_eq!(config.webhook_secret, None);
+        assert_eq!(config.webhook_tolerance, Duration::from_secs(300));
+        assert_eq!(config.backfill_interval, Duration::from_secs(10));
+
+        let secret = WebhookSecret::generate();
+        let config = parse(&[
+            "--mode=webhook",
+            "--metrics-listen=0.0.0.0:9464",
+            "--webhook-url=http://consumer-webhook:9464/webhook",
+            "--webhook-id=c-1",
+            &format!("--webhook-secret={}", secret.expose()),
+            "--webhook-tolerance=30s",
+            "--backfill-interval=250ms",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.webhook_url.as_deref(),
+            Some("http://consumer-webhook:9464/webhook")
+        );
+        assert_eq!(config.webhook_id, "c-1");
+        assert_eq!(config.webhook_secret, Some(secret));
+        assert_eq!(config.webhook_tolerance, Duration::from_secs(30));
+        assert_eq!(config.backfill_interval, Duration::from_millis(250));
+
+        let command = <Config as clap::CommandFactory>::command();
+        for flag in [
+            "webhook_url",
+            "webhook_id",
+            "webhook_secret",
+            "webhook_tolerance",
+            "backfill_interval",
+        ] {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_id() == flag)
+                .unwrap();
+            let env = arg.get_env().unwrap().to_str().unwrap();
+            assert_eq!(env, format!("CONSUMER_{}", flag.to_uppercase()));
+        }
+    }
+
+    #[test]
+    fn webhook_mode_without_an_http_listener_is_refused_naming_the_flag() {
+        let err = parse(&["--mode", "webhook"]).unwrap_err();
+        assert_eq!(err, WEBHOOK_NEEDS_HTTP);
+        assert!(err.contains("--metrics-listen"), "{err}");
+        // The other modes do without.
+        parse(&["--mode", "poll"]).unwrap();
+        let http = ["--mode", "webhook", "--metrics-listen", "127.0.0.1:0"];
+        for (flag, value) in [("--backfill-interval", "0s"), ("--webhook-tolerance", "0s")] {
+            let mut args = http.to_vec();
+            args.extend([flag, value]);
+            let err = parse(&args).unwrap_err();
+            assert!(err.contains(flag), "{err}");
+        }
+    }
+
+    #[test]
+    fn bad_webhook_ids_urls_and_secrets_are_refused_without_echoing_the_secret() {
+        for id in ["", "a_b", "a b", "é", &"x".repeat(65)] {
+            assert!(parse(&["--webhook-id", id]).is_err(), "{id:?}");
+        }
+        assert!(parse(&["--webhook-id", &"x".repeat(64)]).is_ok());
+        for url in [
+            "consumer:9464/webhook",
+            "ftp://h/webhook",
+            "http:///webhook",
+        ] {
+            assert!(parse(&["--webhook-url", url]).is_err(), "{url:?}");
+        }
+        for (secret, why) in [
+            ("c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0", "starts with \"whsec_\""),
+            ("whsec_not base64!", "standard base64"),
+            ("whsec_c2hvcnQ=", "this one is 5"),
+        ] {
+            let err = parse(&["--webhook-secret", secret]).unwrap_err();
+            assert!(err.contains(why), "{secret}: {err}");
+            assert!(
+                !err.contains(secret.trim_start_matches("whsec_")),
+                "the secret is echoed: {err}"
+            );
+        }
+        let secret = WebhookSecret::generate();
+        assert_eq!(format!("{secret:?}"), "WebhookSecret(redacted)");
+        assert_eq!(secret.expose().parse(), Ok(secret.clone()));
+        assert_ne!(WebhookSecret::generate(), secret);
     }
 }

@@ -3,6 +3,9 @@
 //! - [`config`]: flags and environment variables.
 //! - [`cli`]: the command line: those flags, or the `healthcheck` and `stats` subcommands.
 //! - [`reader`]: the push / poll / long-poll loop and its cursor, with reconnection.
+//! - [`webhook`]: webhook mode: the `POST /webhook` receiver (signature, gap filling, the 2xx
+//!   only once the cursor is saved), the registration and the backfill by Poll, over the same
+//!   reader.
 //! - [`producers`]: the producers of `--producer`, one gRPC client each, and the round-robin
 //!   rule for failing over between them.
 //! - [`backoff`]: reconnection delays.
@@ -10,9 +13,10 @@
 //!   runtime's workers.
 //! - [`stats`]: counters and the latency histogram.
 //! - [`service`]: `pushpull.v1.ConsumerService` (GetStats) over the stats.
-//! - [`metrics`]: the same stats as Prometheus metrics, on an optional HTTP listener.
+//! - [`metrics`]: the same stats as Prometheus metrics, on an optional HTTP listener (which
+//!   webhook mode also receives on).
 //!
-//! [`run`] wires them together ([`run_with`] adds the metrics listener, [`run_incoming`] takes
+//! [`run`] wires them together ([`run_with`] adds the HTTP listener, [`run_incoming`] takes
 //! the gRPC connections from any stream); `main.rs` only parses flags, binds and calls it.
 
 pub mod backoff;
@@ -24,9 +28,11 @@ pub mod producers;
 pub mod reader;
 pub mod service;
 pub mod stats;
+pub mod webhook;
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
+use axum::Router;
 use pushpull::{
     grpc::{self, GrpcServer, ServerOptions},
     pb::consumer_service_server::ConsumerServiceServer,
@@ -61,10 +67,12 @@ pub enum RunError {
     Serve(#[from] grpc::ServeError),
 }
 
-/// Where the consumer serves: GetStats (gRPC) always, `/metrics` (HTTP) when a listener is given.
+/// Where the consumer serves: GetStats (gRPC) always; `/metrics` (HTTP) when an HTTP listener
+/// is given, and `/webhook` on it in webhook mode, which needs one.
 #[derive(Debug)]
 pub struct Listeners {
     pub grpc: TcpListener,
+    /// The HTTP listener (`--metrics-listen`).
     pub metrics: Option<TcpListener>,
 }
 
@@ -82,7 +90,8 @@ pub async fn run(
     run_with(config, listeners, shutdown).await
 }
 
-/// [`run`], plus `GET /metrics` on `listeners.metrics` when given (the caller binds it).
+/// [`run`], plus `GET /metrics` (and `POST /webhook` in webhook mode) on `listeners.metrics`
+/// when given (the caller binds it).
 pub async fn run_with(
     config: Config,
     listeners: Listeners,
@@ -119,6 +128,9 @@ async fn serve(
     let metrics = metrics
         .map(|l| l.local_addr().map(|addr| (l, addr)))
         .transpose()?;
+    if config.mode == Mode::Webhook && metrics.is_none() {
+        return Err(RunError::Config(config::WEBHOOK_NEEDS_HTTP.into()));
+    }
     let cursor = start_cursor(&config).await?;
     let stats = Stats::new(config.mode, config.producer.clone(), config.topics.clone());
     let producers =
@@ -155,16 +167,34 @@ async fn serve(
     // Every line the reader and the summary log names the mode, so several consumers writing
     // to one terminal (scripts/run-local.sh) can be told apart.
     let span = info_span!("consumer", mode = %config.mode);
-    let reader_task = tokio::spawn(reader.run(stop.clone()).instrument(span.clone()));
+    // Webhook mode hands the reader to the receiver, which the HTTP routes and the
+    // registration / backfill task share; the other modes run it on its own.
+    let (reader_task, webhook_routes) = match (config.mode, &metrics) {
+        (Mode::Webhook, Some((_, http_addr))) => {
+            let settings = webhook::Settings::new(&config, http_addr.port());
+            let receiver = webhook::Receiver::new(reader, settings, stats.clone(), stop.clone());
+            let routes = receiver.router();
+            let task = tokio::spawn(webhook::run(receiver, stop.clone()).instrument(span.clone()));
+            (task, Some(routes))
+        }
+        _ => (
+            tokio::spawn(reader.run(stop.clone()).instrument(span.clone())),
+            None,
+        ),
+    };
     if !config.summary_interval.is_zero() {
         tokio::spawn(
             log_summaries(stats.clone(), config.summary_interval, stop.clone()).instrument(span),
         );
     }
-    let metrics_server = metrics.map(|(listener, addr)| {
+    let http_server = metrics.map(|(listener, addr)| {
         info!(addr = %addr, "serving /metrics");
-        let metrics = metrics::Metrics::new(stats.clone());
-        tokio::spawn(metrics::serve(listener, metrics, stop.clone()))
+        let mut app = metrics::router(metrics::Metrics::new(stats.clone()));
+        if let Some(routes) = webhook_routes {
+            info!(addr = %addr, path = webhook::PATH, "serving webhooks");
+            app = app.merge(routes);
+        }
+        tokio::spawn(serve_http(listener, app, stop.clone()))
     });
 
     info!(
@@ -182,22 +212,36 @@ async fn serve(
     if let Err(err) = reader_task.await {
         warn!(%err, "reader task failed");
     }
+    // In webhook mode the HTTP routes hold the reader too: the server ends (on `stop`) before
+    // the final checkpoint can be awaited.
+    if let Some(server) = http_server {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => warn!(%err, "HTTP server failed"),
+            Err(err) => warn!(%err, "HTTP server task failed"),
+        }
+    }
     // The reader has dropped its handle (even if it panicked), so this is the final save.
     if let Some(writer) = checkpoint_writer
         && let Err(err) = writer.await
     {
         warn!(%err, "checkpoint writer task failed");
     }
-    if let Some(server) = metrics_server {
-        match server.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => warn!(%err, "metrics server failed"),
-            Err(err) => warn!(%err, "metrics server task failed"),
-        }
-    }
     served?;
     info!("consumer stopped");
     Ok(())
+}
+
+/// Serves `app` (`/metrics`, and `/webhook` in webhook mode) on `listener` until `stop` is
+/// cancelled, letting requests in flight finish (a webhook in progress answers 503 at `stop`).
+async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
 }
 
 /// The starting cursor: the checkpoint when there is one, else `--from`. The file is read on a
@@ -260,6 +304,9 @@ async fn log_summaries(stats: Stats, every: Duration, stop: CancellationToken) {
             rpcs_per_s = per_s(now.rpcs_sent - previous.rpcs_sent),
             reconnects = now.reconnects,
             failovers = now.failovers,
+            webhooks_received = now.webhooks_received,
+            webhooks_refused = now.webhooks_refused,
+            events_backfilled = now.events_backfilled,
             "summary"
         );
         previous = now;

@@ -1,7 +1,8 @@
 //! The consumer's Prometheus metrics, on its own small HTTP listener (`--metrics-listen`, off by
 //! default): the same counters as GetStats, read from [`Stats`] at scrape time, and the
-//! end-to-end latency as a histogram. Every series carries `mode="push|poll|long-poll"` (the
-//! mode's [`Mode::name`](crate::config::Mode::name)), so one Prometheus query compares the three.
+//! end-to-end latency as a histogram. Every series carries `mode="push|poll|long-poll|webhook"`
+//! (the mode's [`Mode::name`](crate::config::Mode::name)), so one Prometheus query compares them.
+//! In webhook mode the same listener also receives the webhooks ([`crate::webhook`]).
 //!
 //! Each metric is named after its GetStats field (`rpcs_sent` → `pushpull_consumer_rpcs_sent_total`;
 //! counters get the `_total` suffix), so the two views of one counter are found by one name.
@@ -18,8 +19,6 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::stats::Stats;
 
@@ -111,6 +110,21 @@ impl Collector for StatsCollector {
                 "Moves to the next producer of --producer, with the cursor, after the one in use failed",
                 s.failovers,
             ),
+            (
+                "webhooks_received",
+                "Webhook mode: deliveries processed and answered 2xx, redeliveries included",
+                s.webhooks_received,
+            ),
+            (
+                "webhooks_refused",
+                "Webhook mode: deliveries refused (bad signature or timestamp, unusable body)",
+                s.webhooks_refused,
+            ),
+            (
+                "events_backfilled",
+                "Webhook mode: events fetched by Poll because no webhook brought them",
+                s.events_backfilled,
+            ),
         ] {
             let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(
@@ -164,18 +178,11 @@ impl Collector for StatsCollector {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `stop` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Metrics,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    let app = Router::new()
+/// `GET /metrics`, as a router the HTTP listener merges with the others it serves.
+pub fn router(metrics: Metrics) -> Router {
+    Router::new()
         .route("/metrics", get(render))
-        .with_state(metrics);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+        .with_state(metrics)
 }
 
 async fn render(State(metrics): State<Metrics>) -> impl IntoResponse {

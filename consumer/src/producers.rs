@@ -12,7 +12,13 @@
 
 use std::time::Duration;
 
-use pushpull::{grpc, pb::producer_service_client::ProducerServiceClient};
+use pushpull::{
+    grpc,
+    pb::{
+        producer_service_client::ProducerServiceClient,
+        webhook_service_client::WebhookServiceClient,
+    },
+};
 use tonic::transport::{Channel, Endpoint};
 
 /// Which producer of the list is in use, and how many have failed since one last answered.
@@ -95,6 +101,9 @@ pub struct Producers {
     /// connects on first use and reconnects by itself after a failure, so a producer that was
     /// gone is simply asked again when its turn comes; the reader decides when to call.
     clients: Vec<ProducerServiceClient<Channel>>,
+    /// The WebhookService client of each address (webhook mode registers there), over the same
+    /// channel as its ProducerService client.
+    webhook_clients: Vec<WebhookServiceClient<Channel>>,
     rotation: Rotation,
 }
 
@@ -102,35 +111,50 @@ impl Producers {
     /// Clients for `urls` (checked by the configuration already), none connected yet; messages
     /// up to `max_message_bytes` both ways.
     pub fn new(urls: &[String], max_message_bytes: usize) -> Result<Self, String> {
-        let clients = urls
+        let channels = urls
             .iter()
             .map(|url| {
-                let channel = Endpoint::from_shared(url.clone())
+                Ok(Endpoint::from_shared(url.clone())
                     .map_err(|e| format!("--producer {url:?}: {e}"))?
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(grpc::HTTP2_KEEPALIVE_INTERVAL)
                     .keep_alive_timeout(grpc::HTTP2_KEEPALIVE_TIMEOUT)
                     .keep_alive_while_idle(true)
-                    .connect_lazy();
-                Ok(ProducerServiceClient::new(channel)
-                    .max_decoding_message_size(max_message_bytes)
-                    .max_encoding_message_size(max_message_bytes))
+                    .connect_lazy())
             })
-            .collect::<Result<Vec<_>, String>>()?;
-        if clients.is_empty() {
+            .collect::<Result<Vec<Channel>, String>>()?;
+        if channels.is_empty() {
             return Err("--producer names no producer".into());
         }
+        let clients = channels
+            .iter()
+            .map(|channel| {
+                ProducerServiceClient::new(channel.clone())
+                    .max_decoding_message_size(max_message_bytes)
+                    .max_encoding_message_size(max_message_bytes)
+            })
+            .collect();
+        let webhook_clients = channels
+            .into_iter()
+            .map(WebhookServiceClient::new)
+            .collect();
         Ok(Self {
             urls: urls.to_vec(),
-            rotation: Rotation::new(clients.len()),
+            rotation: Rotation::new(urls.len()),
             clients,
+            webhook_clients,
         })
     }
 
     /// The client of the producer in use (a cheap clone: clients share their channel).
     pub fn client(&self) -> ProducerServiceClient<Channel> {
         self.clients[self.rotation.current()].clone()
+    }
+
+    /// The WebhookService client of the producer in use.
+    pub fn webhook_client(&self) -> WebhookServiceClient<Channel> {
+        self.webhook_clients[self.rotation.current()].clone()
     }
 
     /// The index of the producer in use, in `--producer` order.

@@ -90,6 +90,23 @@ impl Cursor {
     }
 }
 
+/// Where a response's events came from, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The mode's own way of reading: a Subscribe stream, a poll of the poll modes, a webhook.
+    Read,
+    /// A Poll of webhook mode for what no webhook brought (counted in `events_backfilled` too).
+    Backfill,
+}
+
+/// What [`Reader::poll_once`] brought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Polled {
+    pub accepted: Accepted,
+    /// The producer holds more after this response (it was full): poll again at once.
+    pub more_waiting: bool,
+}
+
 /// What [`Reader::accept`] made of a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepted {
@@ -177,7 +194,7 @@ pub fn after_out_of_range(cursor: &Cursor, info: Option<&ErrorInfo>) -> OutOfRan
 
 /// When the reader calls the producer again after a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Next {
+pub(crate) enum Next {
     /// At once: the cursor was fixed, nothing is wrong with the producer.
     Now,
     /// After the backoff delay.
@@ -221,6 +238,9 @@ pub struct Reader {
     stats: Stats,
     backoff: Backoff,
     connected: bool,
+    /// Webhook mode: whether the producer has our subscription (the registration succeeded).
+    /// GetStats' `connected` is `connected && registered`; always true in the other modes.
+    registered: bool,
     /// The producer (its index), code and reason of each failure logged since the reader was
     /// last connected: a repeat is logged at DEBUG, so an outage reads as one line per
     /// producer, not one per attempt.
@@ -246,6 +266,7 @@ impl Reader {
         stats.set_cursor(cursor.after);
         let backoff = Backoff::new(settings.backoff_initial, settings.backoff_max);
         Self {
+            registered: settings.mode != Mode::Webhook,
             producers,
             settings,
             cursor,
@@ -274,7 +295,9 @@ impl Reader {
         loop {
             let result = match self.settings.mode {
                 Mode::Push => self.push_session(&stop).await,
-                Mode::Poll | Mode::LongPoll => self.poll_session(&stop).await,
+                // Webhook mode is driven by `webhook::run`, which polls through `poll_once`
+                // and never calls this; a webhook-mode reader on its own would poll.
+                Mode::Poll | Mode::LongPoll | Mode::Webhook => self.poll_session(&stop).await,
             };
             self.set_connected(false);
             let Err(status) = result else { break };
@@ -288,8 +311,7 @@ impl Reader {
             if self.move_on(&status) == Next::Now {
                 continue;
             }
-            let retry_after = status.get_details_retry_info().and_then(|r| r.retry_delay);
-            let delay = self.backoff.next_delay_honouring(retry_after);
+            let delay = self.backoff_delay(&status);
             debug!(
                 delay_ms = delay.as_millis() as u64,
                 "reconnecting after backoff"
@@ -304,6 +326,38 @@ impl Reader {
             log_id = self.cursor.log_id.as_deref().map(tracing::field::display),
             "reader stopped"
         );
+    }
+
+    /// The next backoff delay after `status`, honouring its RetryInfo (within the cap).
+    pub(crate) fn backoff_delay(&mut self, status: &Status) -> Duration {
+        let retry_after = status.get_details_retry_info().and_then(|r| r.retry_delay);
+        self.backoff.next_delay_honouring(retry_after)
+    }
+
+    /// The producers of `--producer`, and the one in use.
+    pub(crate) fn producers(&self) -> &Producers {
+        &self.producers
+    }
+
+    /// The topic filter in use (`--topics`).
+    pub(crate) fn topics(&self) -> &[String] {
+        &self.settings.topics
+    }
+
+    /// Waits until the checkpoint file holds the cursor (at once without `--checkpoint`, where
+    /// the cursor in memory is all there is).
+    pub(crate) async fn saved(&self) -> Result<(), checkpoint::NotSaved> {
+        match &self.checkpoints {
+            Some(checkpoints) => checkpoints.saved().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Webhook mode: records whether the producer has our subscription; GetStats' `connected`
+    /// follows.
+    pub(crate) fn set_registered(&mut self, registered: bool) {
+        self.registered = registered;
+        self.stats.set_connected(self.connected && registered);
     }
 
     /// True the first time since the reader was last connected that a failure of `producer`
@@ -324,7 +378,7 @@ impl Reader {
 
     /// After a failed session (one the status does not explain away): logs it, moves to the
     /// next producer, and says whether to call that one at once or after backoff.
-    fn move_on(&mut self, status: &Status) -> Next {
+    pub(crate) fn move_on(&mut self, status: &Status) -> Next {
         let step = self.producers.failed();
         self.note_failure(status, step);
         if step.is_failover() {
@@ -393,7 +447,7 @@ impl Reader {
         );
     }
 
-    fn set_connected(&mut self, connected: bool) {
+    pub(crate) fn set_connected(&mut self, connected: bool) {
         if connected && !self.connected {
             info!(
                 after_sequence = self.cursor.after,
@@ -406,7 +460,7 @@ impl Reader {
             self.failures.clear();
         }
         self.connected = connected;
-        self.stats.set_connected(connected);
+        self.stats.set_connected(connected && self.registered);
     }
 
     /// One Subscribe stream after another (a new one only when the log changed).
@@ -460,44 +514,13 @@ impl Reader {
     /// waiting (the batch was full) is followed by another at once, so pull catches up fast.
     async fn poll_session(&mut self, stop: &CancellationToken) -> Result<(), Status> {
         let long = self.settings.mode == Mode::LongPoll;
-        let (max_wait, deadline) = if long {
-            (
-                Some(proto_duration(self.settings.max_wait)),
-                self.settings.max_wait + LONG_POLL_TIMEOUT_MARGIN,
-            )
-        } else {
-            (None, POLL_TIMEOUT)
-        };
+        let max_wait = long.then_some(self.settings.max_wait);
         loop {
             let started = Instant::now();
-            // Without a cursor yet (`--from latest`), the first poll returns at once: it fixes
-            // the cursor at the head now instead of whenever the first event arrives.
-            let wait = if self.cursor.after.is_some() {
-                max_wait
-            } else {
-                None
+            let Some(polled) = self.poll_once(stop, max_wait, None, Source::Read).await? else {
+                return Ok(());
             };
-            let mut request = Request::new(pb::PollRequest {
-                after_sequence: self.cursor.after,
-                topics: self.settings.topics.clone(),
-                max_events: self.settings.max_events,
-                max_wait: wait,
-            });
-            request.set_timeout(deadline);
-            self.stats.rpc_sent();
-            let mut client = self.producers.client();
-            let response = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                response = client.poll(request) => response?.into_inner(),
-            };
-            self.set_connected(true);
-            let more_waiting = response.next_after_sequence < response.head_sequence;
-            let accepted = self.accept(
-                &response.log_id,
-                response.events,
-                response.next_after_sequence,
-            );
-            if accepted == Accepted::LogChanged || more_waiting || long {
+            if polled.accepted == Accepted::LogChanged || polled.more_waiting || long {
                 continue;
             }
             tokio::select! {
@@ -507,9 +530,53 @@ impl Reader {
         }
     }
 
+    /// One Poll from the cursor, waiting up to `max_wait` for events (`None`: answering at
+    /// once), for at most `max_events` (`None`: `--max-events`), its response accepted as
+    /// coming from `source`. `Ok(None)` once `stop` is cancelled; the status of a failed call
+    /// otherwise, for the caller to act on.
+    pub async fn poll_once(
+        &mut self,
+        stop: &CancellationToken,
+        max_wait: Option<Duration>,
+        max_events: Option<u32>,
+        source: Source,
+    ) -> Result<Option<Polled>, Status> {
+        // Without a cursor yet (`--from latest`), the poll returns at once: it fixes the cursor
+        // at the head now instead of whenever the first event arrives.
+        let wait = max_wait.filter(|_| self.cursor.after.is_some());
+        let deadline = wait.map_or(POLL_TIMEOUT, |w| w + LONG_POLL_TIMEOUT_MARGIN);
+        let mut request = Request::new(pb::PollRequest {
+            after_sequence: self.cursor.after,
+            topics: self.settings.topics.clone(),
+            max_events: max_events.map_or(self.settings.max_events, |n| {
+                n.clamp(1, self.settings.max_events)
+            }),
+            max_wait: wait.map(proto_duration),
+        });
+        request.set_timeout(deadline);
+        self.stats.rpc_sent();
+        let mut client = self.producers.client();
+        let response = tokio::select! {
+            _ = stop.cancelled() => return Ok(None),
+            response = client.poll(request) => response?.into_inner(),
+        };
+        self.set_connected(true);
+        let more_waiting = response.next_after_sequence < response.head_sequence;
+        let accepted = self.accept_from(
+            source,
+            &response.log_id,
+            response.events,
+            response.next_after_sequence,
+        );
+        Ok(Some(Polled {
+            accepted,
+            more_waiting,
+        }))
+    }
+
     /// Acts on an OUT_OF_RANGE as [`after_out_of_range`] decides: moves the cursor and says
     /// whether to call again at once or after backoff.
-    fn out_of_range(&mut self, status: &Status) -> Next {
+    pub(crate) fn out_of_range(&mut self, status: &Status) -> Next {
         let info = ErrorInfo::from_status(status);
         match after_out_of_range(&self.cursor, info.as_ref()) {
             OutOfRange::NewLog { log_id } => {
@@ -607,6 +674,17 @@ impl Reader {
     /// (only without a topic filter, where sequences must be consecutive), records latency and
     /// moves the cursor to `next_after` (past events a filter skipped).
     pub fn accept(&mut self, log_id: &str, events: Vec<pb::Event>, next_after: u64) -> Accepted {
+        self.accept_from(Source::Read, log_id, events, next_after)
+    }
+
+    /// [`Reader::accept`], counting the events as backfilled when `source` says so.
+    pub fn accept_from(
+        &mut self,
+        source: Source,
+        log_id: &str,
+        events: Vec<pb::Event>,
+        next_after: u64,
+    ) -> Accepted {
         if self.adopt_log(log_id) == Accepted::LogChanged {
             return Accepted::LogChanged;
         }
@@ -652,6 +730,9 @@ impl Reader {
             last = Some(event.sequence);
             received.events += 1;
             latencies.push(latency(event, received_at));
+        }
+        if source == Source::Backfill {
+            received.backfilled = received.events;
         }
         after = after.max(next_after);
         self.cursor.after = Some(after);

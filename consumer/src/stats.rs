@@ -49,6 +49,12 @@ struct Inner {
     log_id: String,
     after_sequence: Option<u64>,
     connected: bool,
+    /// Webhook mode: deliveries answered 2xx, and deliveries refused (401, 400, 410).
+    webhooks_received: u64,
+    webhooks_refused: u64,
+    /// Webhook mode: events fetched by Poll because no webhook brought them (also in
+    /// `events_received`).
+    events_backfilled: u64,
     /// Microseconds from `produced_at` to receipt, 3 significant digits.
     latency_us: Histogram<u64>,
     /// Exact sum of the recorded latencies, in microseconds (for Prometheus' `_sum`).
@@ -61,6 +67,8 @@ pub struct Received {
     pub events: u64,
     pub duplicates: u64,
     pub missed: u64,
+    /// Of `events`, those a webhook-mode consumer polled for (0 in the other modes).
+    pub backfilled: u64,
 }
 
 /// Plain numbers for the periodic summary line.
@@ -73,6 +81,9 @@ pub struct Summary {
     pub rpcs_sent: u64,
     pub reconnects: u64,
     pub failovers: u64,
+    pub webhooks_received: u64,
+    pub webhooks_refused: u64,
+    pub events_backfilled: u64,
     pub p50: Duration,
     pub p99: Duration,
 }
@@ -102,6 +113,9 @@ impl Stats {
                 log_id: String::new(),
                 after_sequence: None,
                 connected: false,
+                webhooks_received: 0,
+                webhooks_refused: 0,
+                events_backfilled: 0,
                 latency_us,
                 latency_sum_us: 0,
             })),
@@ -142,6 +156,17 @@ impl Stats {
         self.lock().connected = connected;
     }
 
+    /// A webhook delivery was processed and answered 2xx.
+    pub fn webhook_received(&self) {
+        self.lock().webhooks_received += 1;
+    }
+
+    /// A webhook delivery was refused: its signature or timestamp did not verify, or its body
+    /// could not be used.
+    pub fn webhook_refused(&self) {
+        self.lock().webhooks_refused += 1;
+    }
+
     pub fn missed(&self, count: u64) {
         self.lock().events_missed += count;
     }
@@ -169,6 +194,7 @@ impl Stats {
         inner.events_received += received.events;
         inner.duplicates_dropped += received.duplicates;
         inner.events_missed += received.missed;
+        inner.events_backfilled += received.backfilled;
         if let Some(seq) = last_sequence {
             inner.last_sequence = seq;
         }
@@ -197,6 +223,9 @@ impl Stats {
             rpcs_sent: inner.rpcs_sent,
             reconnects: inner.reconnects,
             failovers: inner.failovers,
+            webhooks_received: inner.webhooks_received,
+            webhooks_refused: inner.webhooks_refused,
+            events_backfilled: inner.events_backfilled,
             p50: percentile(&inner.latency_us, 50.0),
             p99: percentile(&inner.latency_us, 99.0),
         }
@@ -254,10 +283,9 @@ impl Stats {
             producer: inner.producers.join(","),
             current_producer: inner.current_producer.clone(),
             failovers: inner.failovers,
-            // Webhook mode's counters: not counted until the consumer has that mode.
-            webhooks_received: 0,
-            webhooks_refused: 0,
-            events_backfilled: 0,
+            webhooks_received: inner.webhooks_received,
+            webhooks_refused: inner.webhooks_refused,
+            events_backfilled: inner.events_backfilled,
         }
     }
 }
@@ -294,6 +322,7 @@ mod tests {
                 events: 3,
                 duplicates: 1,
                 missed: 2,
+                backfilled: 2,
             },
             Some(7),
             [ms(1), ms(2), ms(100)],
@@ -312,6 +341,24 @@ mod tests {
         assert!(p50 >= ms(2) && p50 < ms(3), "{p50:?}");
         assert!(max >= ms(100) && max < ms(101), "{max:?}");
         assert_eq!(snap.mode, pb::ReadMode::Push as i32);
+        assert_eq!(snap.events_backfilled, 2);
+    }
+
+    #[test]
+    fn webhook_deliveries_are_counted_apart_from_events() {
+        let stats = Stats::new(Mode::Webhook, vec!["p".into()], vec![]);
+        stats.webhook_received();
+        stats.webhook_received();
+        stats.webhook_refused();
+        let snap = stats.snapshot();
+        assert_eq!((snap.webhooks_received, snap.webhooks_refused), (2, 1));
+        assert_eq!((snap.events_received, snap.events_backfilled), (0, 0));
+        assert_eq!(snap.mode, pb::ReadMode::Webhook as i32);
+        let summary = stats.summary();
+        assert_eq!(
+            (summary.webhooks_received, summary.webhooks_refused),
+            (2, 1)
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The consumer against a real producer, both on port 0, over real gRPC: delivery in every mode,
 //! resumption after cuts, restarts and mode switches, failover between producers of one log,
-//! expired cursors, shutdown, and a listener that dies. One binary for all, so it links once.
+//! expired cursors, shutdown, a listener that dies, and webhook mode's receiver. One binary for
+//! all, so it links once.
 
 mod delivery;
 mod failover;
@@ -10,3 +11,4 @@ mod listener;
 mod resume;
 mod retention;
 mod service;
+mod webhook;
