@@ -8,11 +8,12 @@
 //!   reads the batch ([`parse_batch`]), fills a gap before it with Polls when it starts past the
 //!   cursor ([`plan`]), accepts it through [`Reader::accept`], waits for the checkpoint to hold
 //!   the new cursor, and only then answers 2xx: only a 2xx moves the producer's cursor;
-//! - the registration ([`run`]): CreateWebhook with `replace` and the consumer's own cursor at
-//!   start (and again after a failover), retried with backoff; a producer without
-//!   WebhookService is logged and retried while polling goes on;
-//! - the backfill ([`run`]): Polls from the cursor until caught up at start, after registering,
-//!   and whenever no webhook has come for `--backfill-interval`.
+//! - the backfill ([`run`]): Polls from the cursor until caught up at start, before
+//!   registering, and whenever no webhook has come for `--backfill-interval`;
+//! - the registration ([`run`]): CreateWebhook with `replace` and the consumer's own cursor,
+//!   at start once the backfill caught up (so the producer does not push again what the Polls
+//!   fetched), and again after a failover; retried with backoff; a producer without
+//!   WebhookService, or one that refuses the URL, is logged and retried while polling goes on.
 //!
 //! The decisions ([`Verifier::verify`], [`parse_batch`], [`plan`]) have no I/O, so tests drive
 //! them directly.
@@ -381,7 +382,7 @@ pub enum Unprocessed {
 struct Inbox {
     reader: Reader,
     /// When a webhook was last processed or a backfill last caught up; `None` asks the backfill
-    /// loop to poll at once (at start, after registering).
+    /// loop to poll at once (at start, before registering).
     caught_up_at: Option<Instant>,
     /// Set when a Poll failed or the log changed: the producer may have restarted and lost our
     /// subscription, so the loop registers it again (with `replace`, that is harmless).
@@ -741,21 +742,24 @@ pub async fn run(receiver: Receiver, stop: CancellationToken) {
             }
             inbox.reader.producers().current_index()
         };
+        // Backfill first, register after, both at start: the subscription then begins at the
+        // cursor the Polls reached, and the producer does not push again what they fetched.
+        if backfill_at <= now {
+            backfill_at = backfill(shared, &stop).await;
+        }
+        if stop.is_cancelled() {
+            break;
+        }
+        let now = Instant::now();
         if registered_on != Some(current) && register_at <= now {
             match register(shared, &stop, &mut refused_backoff, &mut last_refusal).await {
-                Registered::Yes => {
-                    registered_on = Some(current);
-                    backfill_at = now;
-                }
+                Registered::Yes => registered_on = Some(current),
                 Registered::Again => register_at = now,
                 Registered::Later(delay) => register_at = now + delay,
             }
         }
         if stop.is_cancelled() {
             break;
-        }
-        if backfill_at <= Instant::now() {
-            backfill_at = backfill(shared, &stop).await;
         }
         let wake = if registered_on == Some(current) {
             backfill_at

@@ -12,3 +12,4 @@ mod resume;
 mod retention;
 mod service;
 mod webhook;
+mod webhook_delivery;

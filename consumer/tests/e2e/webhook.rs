@@ -1,7 +1,9 @@
-//! Webhook mode against the in-process producer. That producer does not serve WebhookService
-//! yet, so every registration fails (UNIMPLEMENTED) and is retried; these tests play the
-//! producer's deliveries themselves, POSTing batches signed as webhook.proto describes, while
-//! the consumer backfills by Poll from the real producer.
+//! Webhook mode's receiver, with deliveries the tests make themselves: batches signed as
+//! webhook.proto describes, POSTed to the consumer, while it backfills by Poll from an
+//! in-process producer. That producer's `--webhook-allow` ([`NO_WEBHOOKS`]) refuses the
+//! consumer's loopback URL, so every registration fails (PERMISSION_DENIED) and is retried,
+//! and no delivery but the tests' own reaches the consumer. Deliveries by the producer itself
+//! are tested in `webhook_delivery.rs`.
 
 use std::{
     net::SocketAddr,
@@ -13,6 +15,10 @@ use serde_json::{Value, json};
 use testkit::bind;
 
 use crate::helpers::*;
+
+/// A producer that delivers no webhooks to loopback: only to a documentation network
+/// (192.0.2.0/24, RFC 5737), which nothing here registers.
+const NO_WEBHOOKS: &[&str] = &["--webhook-allow", "192.0.2.0/24"];
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const WEBHOOK_ID: &str = "e2e";
@@ -99,7 +105,7 @@ impl Delivery {
 
 #[tokio::test]
 async fn at_start_it_backfills_by_poll_and_keeps_retrying_the_registration() {
-    let producer = spawn_producer(&[]).await;
+    let producer = spawn_producer(NO_WEBHOOKS).await;
     producer.publish("t", 20).await;
     let (consumer, _http) = spawn_webhook_consumer(
         &producer,
@@ -113,7 +119,7 @@ async fn at_start_it_backfills_by_poll_and_keeps_retrying_the_registration() {
     assert_exact(&stats, 20, 20);
     assert_eq!(stats.events_backfilled, 20, "{stats:#?}");
     assert_eq!(stats.mode, pushpull::pb::ReadMode::Webhook as i32);
-    // The registration keeps failing (UNIMPLEMENTED): retried, and not "connected".
+    // The registration keeps failing (PERMISSION_DENIED): retried, and not "connected".
     let stats = consumer
         .wait_for("registration retried", |s| s.rpcs_sent >= 4)
         .await;
@@ -123,7 +129,7 @@ async fn at_start_it_backfills_by_poll_and_keeps_retrying_the_registration() {
 
 #[tokio::test]
 async fn without_webhooks_it_polls_every_backfill_interval() {
-    let producer = spawn_producer(&[]).await;
+    let producer = spawn_producer(NO_WEBHOOKS).await;
     let (consumer, _http) = spawn_webhook_consumer(
         &producer,
         &["--from", "earliest", "--backfill-interval", "100ms"],
@@ -143,7 +149,7 @@ async fn without_webhooks_it_polls_every_backfill_interval() {
 
 #[tokio::test]
 async fn a_batch_past_the_cursor_is_preceded_by_a_poll_for_the_gap_and_redeliveries_are_dropped() {
-    let producer = spawn_producer(&[]).await;
+    let producer = spawn_producer(NO_WEBHOOKS).await;
     producer.publish("t", 10).await;
     let (consumer, http) = spawn_webhook_consumer(
         &producer,
@@ -180,7 +186,7 @@ async fn a_batch_past_the_cursor_is_preceded_by_a_poll_for_the_gap_and_redeliver
 
 #[tokio::test]
 async fn tampered_stale_or_foreign_deliveries_are_refused_and_nothing_is_accepted() {
-    let producer = spawn_producer(&[]).await;
+    let producer = spawn_producer(NO_WEBHOOKS).await;
     producer.publish("t", 3).await;
     let (consumer, http) = spawn_webhook_consumer(
         &producer,
@@ -255,7 +261,7 @@ async fn post_signed_over(
 
 #[tokio::test]
 async fn with_a_checkpoint_the_file_holds_the_batch_cursor_when_the_2xx_arrives() {
-    let producer = spawn_producer(&[]).await;
+    let producer = spawn_producer(NO_WEBHOOKS).await;
     producer.publish("t", 5).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cursor");
