@@ -814,6 +814,9 @@ async fn register(
     let status = match result {
         Ok(response) => {
             let response = response.into_inner();
+            // The producer answered: connected again (after a failed Poll, webhooks may keep
+            // every backfill Poll from running, so no Poll would say so).
+            reader.set_connected(true);
             reader.set_registered(true);
             // Poll at once: what the producer's subscription was behind on, or what arrived
             // while no subscription existed, comes now rather than at the next interval.

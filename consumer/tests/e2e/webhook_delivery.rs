@@ -251,3 +251,59 @@ async fn deliveries_signed_with_another_secret_are_refused_and_retried() {
     assert_eq!(state.delivered_sequence, 0);
     consumer.stop().await;
 }
+
+#[tokio::test]
+async fn after_the_producer_was_out_of_reach_webhooks_flowing_again_mean_connected() {
+    let producer = spawn_producer(&[]).await;
+    let proxy = Proxy::start(producer.addr).await;
+    let consumer = spawn_consumer_with_metrics(
+        &proxy.url(),
+        &[
+            "--mode",
+            "webhook",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--webhook-secret",
+            SECRET,
+            "--backfill-interval",
+            "300ms",
+            "--from",
+            "earliest",
+        ],
+    )
+    .await;
+    consumer.wait_connected().await;
+    // The consumer's way to the producer goes away: its next backfill Poll fails.
+    proxy.close().await;
+    consumer
+        .wait_for("a failed Poll noticed", |s| !s.connected)
+        .await;
+    proxy.open().await;
+    // Events every 50 ms: webhooks arrive more often than --backfill-interval, so no backfill
+    // Poll runs; registering again is what must say the producer is back.
+    let publishing = tokio::spawn({
+        let client = producer.client.clone();
+        async move {
+            for _ in 0..200 {
+                let events = vec![pb::NewEvent {
+                    topic: "t".into(),
+                    payload: "x".into(),
+                }];
+                let _ = client.clone().publish(pb::PublishRequest { events }).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    // Well before the publishing stops (10 s) and lets a backfill Poll run.
+    let stats = tokio::time::timeout(
+        Duration::from_secs(4),
+        consumer.wait_for("connected again", |s| {
+            s.connected && s.webhooks_received > 0
+        }),
+    )
+    .await
+    .expect("connected again within 4 s, while webhooks flow");
+    assert_eq!(stats.events_missed, 0);
+    publishing.abort();
+    consumer.stop().await;
+}
