@@ -105,7 +105,7 @@ PY
 
 # A real Prometheus scrapes both services, with the compose config's jobs pointed at this run.
 prom=$(free_port)
-sed -e "s/producer:8080/127.0.0.1:$http/" -e "s/\[\"push:9464\", \"poll:9464\", \"long-poll:9464\"\]/[\"127.0.0.1:$cmetrics\"]/" \
+sed -e "s/producer:8080/127.0.0.1:$http/" -e "s/\[\"push:9464\", \"poll:9464\", \"long-poll:9464\", \"webhook:9464\"\]/[\"127.0.0.1:$cmetrics\"]/" \
   -e "s/scrape_interval: 5s/scrape_interval: 1s/" deploy/prometheus/prometheus.yml >"$work/prometheus.yml"
 grep -q "127.0.0.1:$cmetrics" "$work/prometheus.yml"
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
