@@ -83,8 +83,19 @@ pub async fn serve(role: Role, args: Vec<String>) -> Result<(), String> {
                 .map_err(|e| e.to_string())
         }
         Config::Consumer(config) => {
-            println!("LISTENING {addr}");
-            consumer::run(config, listener, shutdown)
+            // Its HTTP port: /metrics, and in webhook mode the endpoint the producer POSTs to.
+            let http = TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| format!("bind HTTP: {e}"))?;
+            println!(
+                "LISTENING {addr} {}",
+                http.local_addr().map_err(|e| e.to_string())?
+            );
+            let listeners = consumer::Listeners {
+                grpc: listener,
+                metrics: Some(http),
+            };
+            consumer::run_with(config, listeners, shutdown)
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -100,7 +111,8 @@ enum Config {
 /// A running child: its address, its pid for `/proc`, and the stdin that keeps it alive.
 pub struct Proc {
     pub addr: SocketAddr,
-    /// The producer's HTTP side (`/metrics`); `None` for a consumer.
+    /// The HTTP side: the producer's (`/metrics`, `/webhooks`), or the consumer's (`/metrics`,
+    /// and `/webhook` in webhook mode).
     pub http: Option<SocketAddr>,
     pub pid: u32,
     child: Child,
@@ -169,9 +181,22 @@ impl Proc {
     /// received and sent so far.
     pub fn usage_towards(&self, peer: SocketAddr) -> Usage {
         let mut usage = Usage::of(self.pid);
-        if let Some((received, sent)) = socket_bytes(self.pid, peer.port()) {
+        if let Some((received, sent)) = socket_bytes(self.pid, "dport", peer.port()) {
             usage.read_bytes = received;
             usage.written_bytes = sent;
+        }
+        usage
+    }
+
+    /// [`Proc::usage_towards`], plus the bytes of the connections others opened to this
+    /// process's HTTP port: a webhook consumer's traffic is mostly the producer's POSTs.
+    pub fn usage_towards_and_http(&self, peer: SocketAddr) -> Usage {
+        let mut usage = self.usage_towards(peer);
+        if let Some(http) = self.http
+            && let Some((received, sent)) = socket_bytes(self.pid, "sport", http.port())
+        {
+            usage.read_bytes += received;
+            usage.written_bytes += sent;
         }
         usage
     }
@@ -284,17 +309,18 @@ pub fn raise_fd_limit() {
 }
 
 /// (received, sent) TCP payload bytes, summed over the established connections of process `pid`
-/// to port `peer_port`, from the kernel's TCP_INFO as `ss` reports it. `/proc/PID/io` would not
+/// whose `side` (`dport`: the peer's port, `sport`: this process's own) is `port`, from the
+/// kernel's TCP_INFO as `ss` reports it. `/proc/PID/io` would not
 /// do: it counts read()/write() but not the recv()/send() that sockets use. `None` without `ss`.
-fn socket_bytes(pid: u32, peer_port: u16) -> Option<(u64, u64)> {
+fn socket_bytes(pid: u32, side: &str, port: u16) -> Option<(u64, u64)> {
     let out = std::process::Command::new("ss")
         .args([
             "-tinpH",
             "state",
             "established",
-            "dport",
+            side,
             "=",
-            &format!(":{peer_port}"),
+            &format!(":{port}"),
         ])
         .output()
         .ok()

@@ -65,6 +65,8 @@ enum Scenario {
     Throughput,
     Fanout,
     Slow,
+    /// The consumer down for a while under load: push next to a webhook receiver.
+    Outage,
     Storage,
     Jetstream,
 }
@@ -163,6 +165,7 @@ async fn run(
         (Scenario::Throughput, 4),
         (Scenario::Fanout, settings.fanout.len()),
         (Scenario::Slow, 1),
+        (Scenario::Outage, 2),
         (Scenario::Storage, storage::steps(&settings.storage)),
         (Scenario::Jetstream, jetstream::steps(&settings.jetstream)),
     ]
@@ -294,6 +297,33 @@ async fn run(
                     scenarios::mib(r.rss_peak_after)
                 ));
                 results.slow = Some(r);
+            }
+            Err(err) => results.failed(&mut progress, err),
+        }
+    }
+
+    for mode in [push, &scenarios::webhook()]
+        .into_iter()
+        .filter(|_| wanted(Scenario::Outage))
+    {
+        progress.start(&format!(
+            "receiver down: {} consumer stopped for {:.1} s at {} events/s",
+            mode.name,
+            settings.outage_down.as_secs_f64(),
+            settings.outage_rate
+        ));
+        match scenarios::outage(mode, &settings).await {
+            Ok(r) => {
+                progress.done(&format!(
+                    "backlog {} events, caught up {:.0} ms after restarting ({} by Poll), \
+                     {} missed, {} duplicates",
+                    r.backlog,
+                    r.recovery.as_secs_f64() * 1000.0,
+                    r.backfilled,
+                    r.missed,
+                    r.duplicates
+                ));
+                results.outage.push(r);
             }
             Err(err) => results.failed(&mut progress, err),
         }

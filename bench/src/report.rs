@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::{
     Progress,
     jetstream::JetStreamResults,
-    scenarios::{FanoutRun, LatencyRun, Settings, SlowRun, ThroughputRun, mib, ms},
+    scenarios::{FanoutRun, LatencyRun, OutageRun, Settings, SlowRun, ThroughputRun, mib, ms},
     scrape::Quantile,
     storage::{Backend, StorageResults},
 };
@@ -26,6 +26,7 @@ pub struct Results {
     pub throughput: Vec<ThroughputRun>,
     pub fanout: Vec<FanoutRun>,
     pub slow: Option<SlowRun>,
+    pub outage: Vec<OutageRun>,
     pub storage: StorageResults,
     pub jetstream: JetStreamResults,
     pub errors: Vec<String>,
@@ -41,6 +42,7 @@ impl Results {
             throughput: vec![],
             fanout: vec![],
             slow: None,
+            outage: vec![],
             storage: StorageResults::default(),
             jetstream: JetStreamResults::default(),
             errors: vec![],
@@ -492,11 +494,11 @@ fn markdown(r: &Results, targets: &[Target]) -> String {
 
     let _ = writeln!(
         o,
-        "\n## Latency by mode and rate\n\nEnd-to-end: the producer's append time (`produced_at`) to the consumer's receipt, from the consumer's HDR histogram. Cost per event over the window: consumer RPCs, bytes through the consumer's sockets (HTTP/2 and gRPC framing included; `/proc/PID/io`), CPU of each process. The producer's CPU includes serving the publisher; the delivery column subtracts a run with the publisher alone at the same rate (CPU time is counted in 10 ms ticks, so low rates are coarse).\n"
+        "\n## Latency by mode and rate\n\nEnd-to-end: the producer's append time (`produced_at`) to the consumer's receipt, from the consumer's HDR histogram. Cost per event over the window: calls (the consumer's RPCs, and for webhook the producer's POSTs to it), bytes through the consumer's sockets (HTTP/2 and gRPC framing included; `/proc/PID/io`), CPU of each process. The producer's CPU includes serving the publisher; the delivery column subtracts a run with the publisher alone at the same rate (CPU time is counted in 10 ms ticks, so low rates are coarse).\n"
     );
     let _ = writeln!(
         o,
-        "| mode | events/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | RPCs | empty responses | bytes/event | producer CPU µs/event | of which delivery | consumer CPU µs/event |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+        "| mode | events/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | calls | empty responses | bytes/event | producer CPU µs/event | of which delivery | consumer CPU µs/event |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     );
     for l in &r.latency {
         let _ = writeln!(
@@ -594,6 +596,37 @@ fn markdown(r: &Results, targets: &[Target]) -> String {
             mib(sl.rss_peak_after),
             yes(sl.delivered_after),
         );
+    }
+
+    if !r.outage.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n## Receiver down\n\nEvents are published at {} events/s throughout; the consumer (with a checkpoint) runs for {:.1} s, stops, stays down for {:.1} s, and starts again from its checkpoint while publishing goes on for {:.1} s. The backlog is what was published after its checkpoint and before it started again; recovery is from its start until it had all of the backlog. A webhook consumer Polls from its checkpoint at start, then registers its subscription from where the Polls stopped; meanwhile the producer retried the dead endpoint with backoff.\n",
+            s.outage_rate,
+            s.outage_before.as_secs_f64(),
+            s.outage_down.as_secs_f64(),
+            s.outage_after.as_secs_f64(),
+        );
+        let _ = writeln!(
+            o,
+            "| mode | backlog events | recovery ms | backlog events/s | got by Poll | webhooks accepted | producer retries while down | missed | duplicates | every event once |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|:-:|"
+        );
+        for x in &r.outage {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |",
+                x.mode,
+                x.backlog,
+                x.recovery.as_secs_f64() * 1000.0,
+                x.backlog as f64 / x.recovery.as_secs_f64().max(1e-6),
+                x.backfilled,
+                x.webhooks,
+                x.retries_while_down,
+                x.missed,
+                x.duplicates,
+                yes(x.missed == 0 && x.last_sequence == x.published),
+            );
+        }
     }
 
     storage_markdown(&mut o, r);
@@ -826,6 +859,13 @@ fn to_json(r: &Results, targets: &[Target]) -> serde_json::Value {
             "rss_peak_after": s.rss_peak_after, "delivered_before": s.delivered_before,
             "delivered_after": s.delivered_after, "stalled_lag": s.stalled_lag,
         })),
+        "outage": r.outage.iter().map(|x| json!({
+            "mode": x.mode, "rate": x.rate, "down_us": us(x.down), "backlog": x.backlog,
+            "recovery_us": us(x.recovery), "backfilled": x.backfilled, "webhooks": x.webhooks,
+            "retries_while_down": x.retries_while_down, "published": x.published,
+            "last_sequence": x.last_sequence, "received": x.received, "missed": x.missed,
+            "duplicates": x.duplicates,
+        })).collect::<Vec<_>>(),
         "storage": storage_json(&r.storage),
         "jetstream": jetstream::json(&r.jetstream),
         "errors": r.errors,
@@ -1132,6 +1172,7 @@ pub fn check(dir: &Path) -> Result<String, String> {
         "## Throughput",
         "## Fan-out",
         "## Slow consumer",
+        "## Receiver down",
         "## Storage",
         "## JetStream",
     ] {
@@ -1182,6 +1223,16 @@ pub fn check(dir: &Path) -> Result<String, String> {
     }
     if r["slow_consumer"]["delivered_after"] != true {
         return Err("slow consumer: the others did not get every event".into());
+    }
+    let outage = list("outage");
+    if outage.len() != 2
+        || outage
+            .iter()
+            .any(|x| x["missed"] != 0 || x["last_sequence"] != x["published"] || x["backlog"] == 0)
+    {
+        return Err(format!(
+            "receiver down: expected push and webhook, each ending on every event: {outage:?}"
+        ));
     }
     check_storage(&r["storage"])?;
     jetstream::check(&r["jetstream"])?;

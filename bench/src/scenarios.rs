@@ -7,6 +7,8 @@
 //! 2. [`throughput`]: one consumer draining a full log (push and poll), and live publish→receive.
 //! 3. [`fanout`]: many Subscribe streams at 1,000 events/s; producer memory per subscriber.
 //! 4. [`slow_consumer`]: one subscriber stops reading; do the others notice?
+//! 5. [`outage`]: the consumer (push, or a webhook receiver) is down for a while under load;
+//!    the backlog, and how long the restarted one takes to catch up.
 //!
 //! Every producer here uses the memory store; [`crate::storage`] and [`crate::jetstream`]
 //! measure the stores.
@@ -40,6 +42,12 @@ pub struct Settings {
     pub throughput_tries: usize,
     pub slow_subscribers: usize,
     pub slow_window: Duration,
+    /// The receiver-down scenario: events/s published throughout, how long before the consumer
+    /// stops, how long it stays down, and how long publishing goes on after it is back.
+    pub outage_rate: u64,
+    pub outage_before: Duration,
+    pub outage_down: Duration,
+    pub outage_after: Duration,
     pub storage: StorageSettings,
     pub jetstream: JetStreamSettings,
 }
@@ -59,6 +67,10 @@ impl Settings {
             throughput_tries: 3,
             slow_subscribers: 100,
             slow_window: Duration::from_secs(5),
+            outage_rate: 10_000,
+            outage_before: Duration::from_secs(2),
+            outage_down: Duration::from_secs(5),
+            outage_after: Duration::from_secs(3),
             storage: StorageSettings::full(),
             jetstream: JetStreamSettings::full(),
         }
@@ -78,6 +90,10 @@ impl Settings {
             throughput_tries: 1,
             slow_subscribers: 20,
             slow_window: Duration::from_secs(1),
+            outage_rate: 1_000,
+            outage_before: Duration::from_millis(500),
+            outage_down: Duration::from_secs(1),
+            outage_after: Duration::from_secs(1),
             storage: StorageSettings::quick(),
             jetstream: JetStreamSettings::quick(),
         }
@@ -128,7 +144,25 @@ pub fn modes() -> Vec<Mode> {
             ]),
             interval: None,
         },
+        webhook(),
     ]
+}
+
+/// The webhook consumer: the producer POSTs to the HTTP port the bench child binds for it
+/// (`--metrics-listen` only satisfies the flag check; the child passes its own listener).
+pub fn webhook() -> Mode {
+    Mode {
+        name: consumer::Mode::Webhook.name(),
+        args: strings(&[
+            "--mode",
+            consumer::Mode::Webhook.name(),
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--max-events",
+            "1000",
+        ]),
+        interval: None,
+    }
 }
 
 pub fn strings(s: &[&str]) -> Vec<String> {
@@ -159,7 +193,8 @@ pub struct LatencyRun {
     pub p99: Duration,
     pub p999: Duration,
     pub max: Duration,
-    /// RPCs the consumer sent during the window (push: 0, its one stream was opened before).
+    /// Calls during the window: RPCs the consumer sent (push: 0, its one stream was opened
+    /// before), plus the webhook POSTs the producer made to it.
     pub rpcs: u64,
     /// Responses with no events (empty polls, heartbeats, expired long polls).
     pub empty_responses: u64,
@@ -190,13 +225,19 @@ pub async fn latency(
     let consumer = Proc::spawn(Role::Consumer, &consumer_args(&producer, "latest", mode)).await?;
     let mut stats = ConsumerStats::connect(&consumer.url()).await?;
     let ready = stats.wait_ready().await?;
-    let (p0, c0) = (producer.usage(), consumer.usage_towards(producer.addr));
+    let (p0, c0) = (
+        producer.usage(),
+        consumer.usage_towards_and_http(producer.addr),
+    );
     let started = Instant::now();
     let published = publish_at_rate_isolated(&producer.url(), rate, settings.window).await?;
     // Let the last events arrive: a poller may be a whole interval away from its next call.
     tokio::time::sleep(mode.interval.unwrap_or_default() + Duration::from_millis(300)).await;
     let s = stats.wait_for_events(published.events, progress).await?;
-    let (p1, c1) = (producer.usage(), consumer.usage_towards(producer.addr));
+    let (p1, c1) = (
+        producer.usage(),
+        consumer.usage_towards_and_http(producer.addr),
+    );
     let (p, c) = (p1.since(&p0), c1.since(&c0));
     consumer.stop().await;
     producer.stop().await;
@@ -209,7 +250,7 @@ pub async fn latency(
         p99: duration_of(&s.latency_p99),
         p999: duration_of(&s.latency_p999),
         max: duration_of(&s.latency_max),
-        rpcs: s.rpcs_sent - ready.rpcs_sent,
+        rpcs: (s.rpcs_sent + s.webhooks_received) - (ready.rpcs_sent + ready.webhooks_received),
         empty_responses: s.empty_responses - ready.empty_responses,
         consumer_read_bytes: c.read_bytes,
         consumer_written_bytes: c.written_bytes,
@@ -332,7 +373,10 @@ pub async fn live(
     let consumer = Proc::spawn(Role::Consumer, &consumer_args(&producer, "latest", mode)).await?;
     let mut stats = ConsumerStats::connect(&consumer.url()).await?;
     let ready = stats.wait_ready().await?;
-    let (p0, c0) = (producer.usage(), consumer.usage_towards(producer.addr));
+    let (p0, c0) = (
+        producer.usage(),
+        consumer.usage_towards_and_http(producer.addr),
+    );
     let url = producer.url();
     let started = Instant::now();
     let publishers = tokio::spawn(async move { publish_flat_out(&url, n, 2, MAX_PUBLISH).await });
@@ -364,7 +408,7 @@ pub async fn live(
         producer_cpu: p1.since(&p0).cpu,
         consumer_cpu: c1.since(&c0).cpu,
         consumer_read_bytes: c1.since(&c0).read_bytes,
-        rpcs: s.rpcs_sent - ready.rpcs_sent,
+        rpcs: (s.rpcs_sent + s.webhooks_received) - (ready.rpcs_sent + ready.webhooks_received),
         tries: vec![],
     })
 }
@@ -569,4 +613,127 @@ pub fn fastest(runs: Vec<ThroughputRun>) -> Option<ThroughputRun> {
         .max_by(|a, b| a.rate().total_cmp(&b.rate()))?;
     best.tries = tries;
     Some(best)
+}
+
+/// One receiver-down measurement.
+#[derive(Debug, Clone)]
+pub struct OutageRun {
+    pub mode: String,
+    pub rate: u64,
+    pub down: Duration,
+    /// Events the restarted consumer had to catch up on: published after its checkpoint and
+    /// before it started again.
+    pub backlog: u64,
+    /// From the restarted consumer's spawn until it had every event of the backlog.
+    pub recovery: Duration,
+    /// Of what the restarted consumer received, events fetched by Poll (webhook: backfill).
+    pub backfilled: u64,
+    /// Webhook POSTs the restarted consumer accepted.
+    pub webhooks: u64,
+    /// Webhook POSTs the producer tried while the consumer was down (retried with backoff).
+    pub retries_while_down: u64,
+    /// Events published in all, and what the restarted consumer ended on.
+    pub published: u64,
+    pub last_sequence: u64,
+    pub received: u64,
+    pub missed: u64,
+    pub duplicates: u64,
+}
+
+/// The producer's webhook POSTs that failed and will be retried (a `retry` outcome).
+const WEBHOOK_RETRIES: &str = "pushpull_producer_webhook_attempt_seconds_count{outcome=\"retry\"}";
+
+/// Publishes at `outage_rate` throughout; the consumer (with a checkpoint) runs for
+/// `outage_before`, stops (gracefully), stays down for `outage_down`, and starts again from
+/// its checkpoint while publishing goes on for `outage_after`. Measures the backlog it came
+/// back to and how long it took to have all of it; then checks it ends with every event once.
+pub async fn outage(mode: &Mode, settings: &Settings) -> Result<OutageRun, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let checkpoint = dir.path().join("cursor");
+    let producer = Proc::spawn(Role::Producer, &memory_store()).await?;
+    let mut args = consumer_args(&producer, "latest", mode);
+    args.extend(strings(&[
+        "--checkpoint",
+        &checkpoint.display().to_string(),
+        "--checkpoint-interval",
+        "100ms",
+    ]));
+    let consumer = Proc::spawn(Role::Consumer, &args).await?;
+    ConsumerStats::connect(&consumer.url())
+        .await?
+        .wait_ready()
+        .await?;
+    let total = settings.outage_before + settings.outage_down + settings.outage_after;
+    let publisher = tokio::spawn({
+        let url = producer.url();
+        let rate = settings.outage_rate;
+        async move { publish_at_rate_isolated(&url, rate, total).await }
+    });
+    tokio::time::sleep(settings.outage_before).await;
+    consumer.stop().await;
+    let metrics = producer.http.ok_or("the producer serves no /metrics")?;
+    let before = crate::scrape::Scrape::get(metrics).await?;
+    tokio::time::sleep(settings.outage_down).await;
+
+    let head = head_sequence(&producer.url()).await?;
+    let restarted = Instant::now();
+    let after = crate::scrape::Scrape::get(metrics).await?;
+    let consumer = Proc::spawn(Role::Consumer, &args).await?;
+    let mut stats = ConsumerStats::connect(&consumer.url()).await?;
+    let limit = Instant::now() + Duration::from_secs(60);
+    let recovery = loop {
+        let s = stats.get().await?;
+        if s.last_sequence >= head {
+            break restarted.elapsed();
+        }
+        if Instant::now() > limit {
+            return Err(format!(
+                "{}: the restarted consumer reached {} of {head} in 60 s",
+                mode.name, s.last_sequence
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let published = publisher.await.map_err(|e| format!("publisher: {e}"))??;
+    let limit = Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let s = stats.get().await?;
+        if s.last_sequence >= published.last_sequence || Instant::now() > limit {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    consumer.stop().await;
+    producer.stop().await;
+    let resumed_from = s.last_sequence - s.events_received;
+    Ok(OutageRun {
+        mode: mode.name.to_owned(),
+        rate: settings.outage_rate,
+        down: settings.outage_down,
+        backlog: head.saturating_sub(resumed_from),
+        recovery,
+        backfilled: s.events_backfilled,
+        webhooks: s.webhooks_received,
+        retries_while_down: after.grew(&before, WEBHOOK_RETRIES),
+        published: published.last_sequence,
+        last_sequence: s.last_sequence,
+        received: s.events_received,
+        missed: s.events_missed,
+        duplicates: s.duplicates_dropped,
+    })
+}
+
+/// The producer's head now, from a Poll that asks for no events after it.
+async fn head_sequence(url: &str) -> Result<u64, String> {
+    let mut client = producer_client(channel(url).await?);
+    let answer = client
+        .poll(pushpull::pb::PollRequest {
+            after_sequence: None,
+            max_events: 1,
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| format!("poll: {s}"))?
+        .into_inner();
+    Ok(answer.head_sequence)
 }
