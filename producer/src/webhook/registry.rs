@@ -45,6 +45,9 @@ pub const STATE_FILE: &str = "webhooks.json";
 /// crash can make the producer deliver again, in time.
 pub const SAVE_EVERY: Duration = Duration::from_millis(200);
 
+/// At shutdown, how long a webhook POST in flight may still take to be answered.
+const FINISH_IN_FLIGHT: Duration = Duration::from_secs(1);
+
 /// Most subscriptions one producer keeps: each has a task and a connection, and whoever may
 /// create them should not be able to make the producer open a million.
 pub const MAX_WEBHOOKS: usize = 1_000;
@@ -591,15 +594,28 @@ async fn deliver(webhooks: Webhooks, id: String, generation: u64, cancel: Cancel
                 let started = SystemTime::now();
                 webhooks.update(&id, generation, |s| s.last_attempt_at = Some(started));
                 let timer = std::time::Instant::now();
+                let attempt = delivery::attempt(
+                    &inner.client,
+                    &subscription.url,
+                    &secret,
+                    &batch,
+                    settings.timeout,
+                );
+                tokio::pin!(attempt);
                 let outcome = tokio::select! {
-                    () = cancel.cancelled() => return,
-                    outcome = delivery::attempt(
-                        &inner.client,
-                        &subscription.url,
-                        &secret,
-                        &batch,
-                        settings.timeout,
-                    ) => outcome,
+                    outcome = &mut attempt => outcome,
+                    () = cancel.cancelled() => {
+                        // Replaced or deleted: the batch is abandoned. The producer stopping:
+                        // the POST in flight gets a moment to finish, so a 2xx it brings is
+                        // recorded rather than delivered again after the restart.
+                        if webhooks.current(&id, generation).is_none() {
+                            return;
+                        }
+                        match tokio::time::timeout(FINISH_IN_FLIGHT, &mut attempt).await {
+                            Ok(outcome) => outcome,
+                            Err(_) => return,
+                        }
+                    }
                 };
                 inner
                     .metrics

@@ -635,3 +635,37 @@ async fn http_json_manages_the_same_subscriptions() {
     let body: Value = gone.json().await.unwrap();
     assert_eq!(body["reason"], "WEBHOOK_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn a_post_in_flight_at_shutdown_is_let_finish_and_not_delivered_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let receiver = Receiver::start().await;
+    *receiver.script.delay.lock().unwrap() = Duration::from_millis(300);
+    let producer = spawn_producer(&["--store", "file", "--data-dir", data]).await;
+    webhooks(&producer)
+        .await
+        .create_webhook(create("inflight", &receiver.url))
+        .await
+        .unwrap();
+    producer.publish_n("t", 1).await;
+    // The POST is on its way (answered after 300 ms) when the producer is told to stop.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    producer.stop().await.unwrap();
+    assert_eq!(
+        receiver.accepted(),
+        vec![1],
+        "the POST in flight was answered"
+    );
+
+    *receiver.script.delay.lock().unwrap() = Duration::ZERO;
+    let producer = spawn_producer(&["--store", "file", "--data-dir", data]).await;
+    producer.publish_n("t", 1).await;
+    assert_eq!(
+        receiver.wait_accepted(2).await,
+        vec![1, 2],
+        "its 2xx was recorded before the producer stopped"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(receiver.accepted(), vec![1, 2]);
+}
