@@ -1322,16 +1322,7 @@ async fn wait_for_head(producer: &Proc, sequence: u64) -> Result<(), String> {
     let mut client = producer_client(channel(&producer.url()).await?);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let head = client
-            .poll(pushpull::pb::PollRequest {
-                after_sequence: None,
-                max_events: 1,
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| format!("poll: {s}"))?
-            .into_inner()
-            .head_sequence;
+        let head = crate::load::head_sequence(&mut client).await?;
         if head >= sequence {
             return Ok(());
         }

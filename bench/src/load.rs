@@ -323,6 +323,20 @@ impl ConsumerStats {
     }
 }
 
+/// The producer's head now, from a Poll that asks for no events after it.
+pub async fn head_sequence(client: &mut ProducerServiceClient<Channel>) -> Result<u64, String> {
+    let answer = client
+        .poll(pb::PollRequest {
+            after_sequence: None,
+            max_events: 1,
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| format!("poll: {s}"))?
+        .into_inner();
+    Ok(answer.head_sequence)
+}
+
 pub fn duration_of(d: &Option<prost_types::Duration>) -> Duration {
     d.as_ref()
         .and_then(|d| pushpull::time::std_duration(d).ok())

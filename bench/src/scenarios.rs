@@ -675,7 +675,7 @@ pub async fn outage(mode: &Mode, settings: &Settings) -> Result<OutageRun, Strin
     let before = crate::scrape::Scrape::get(metrics).await?;
     tokio::time::sleep(settings.outage_down).await;
 
-    let head = head_sequence(&producer.url()).await?;
+    let head = load::head_sequence(&mut producer_client(channel(&producer.url()).await?)).await?;
     let restarted = Instant::now();
     let after = crate::scrape::Scrape::get(metrics).await?;
     let consumer = Proc::spawn(Role::Consumer, &args).await?;
@@ -721,19 +721,4 @@ pub async fn outage(mode: &Mode, settings: &Settings) -> Result<OutageRun, Strin
         missed: s.events_missed,
         duplicates: s.duplicates_dropped,
     })
-}
-
-/// The producer's head now, from a Poll that asks for no events after it.
-async fn head_sequence(url: &str) -> Result<u64, String> {
-    let mut client = producer_client(channel(url).await?);
-    let answer = client
-        .poll(pushpull::pb::PollRequest {
-            after_sequence: None,
-            max_events: 1,
-            ..Default::default()
-        })
-        .await
-        .map_err(|s| format!("poll: {s}"))?
-        .into_inner();
-    Ok(answer.head_sequence)
 }
