@@ -63,17 +63,18 @@ pub async fn serve(role: Role, args: Vec<String>) -> Result<(), String> {
             _ = stdin_closed => {}
         }
     };
+    // Both services get an HTTP port: the producer's /metrics, which the storage scenario
+    // reads (fsync times, store reads), and the consumer's /metrics and, in webhook mode, the
+    // endpoint the producer POSTs to. Idle, it costs nothing.
+    let http = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("bind HTTP: {e}"))?;
+    println!(
+        "LISTENING {addr} {}",
+        http.local_addr().map_err(|e| e.to_string())?
+    );
     match config {
         Config::Producer(config) => {
-            // The HTTP side serves /metrics, which the storage scenario reads (fsync times,
-            // store reads); idle, it costs nothing.
-            let http = TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|e| format!("bind HTTP: {e}"))?;
-            println!(
-                "LISTENING {addr} {}",
-                http.local_addr().map_err(|e| e.to_string())?
-            );
             let listeners = producer::Listeners {
                 grpc: listener,
                 http: Some(http),
@@ -83,14 +84,6 @@ pub async fn serve(role: Role, args: Vec<String>) -> Result<(), String> {
                 .map_err(|e| e.to_string())
         }
         Config::Consumer(config) => {
-            // Its HTTP port: /metrics, and in webhook mode the endpoint the producer POSTs to.
-            let http = TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|e| format!("bind HTTP: {e}"))?;
-            println!(
-                "LISTENING {addr} {}",
-                http.local_addr().map_err(|e| e.to_string())?
-            );
             let listeners = consumer::Listeners {
                 grpc: listener,
                 metrics: Some(http),
