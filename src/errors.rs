@@ -42,6 +42,8 @@ pub mod key {
     pub const FLAG: &str = "flag";
     /// The webhook subscription concerned.
     pub const WEBHOOK_ID: &str = "webhook_id";
+    /// The token scope a call needs.
+    pub const SCOPE: &str = "scope";
 }
 
 /// The reason and metadata of one refusal: what a client branches on.

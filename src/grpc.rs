@@ -1,15 +1,16 @@
 //! The one gRPC server assembly both services use, so they behave the same on the wire and a
-//! rule (TLS and auth, next) is added once: the service itself, gRPC health (SERVING /
-//! NOT_SERVING), reflection in both protocol versions, HTTP/2 keepalives, message limits and
-//! compression, sockets set up for low-latency pushes, and a graceful shutdown with a bounded
-//! grace period.
+//! rule is added once: the service itself, gRPC health (SERVING / NOT_SERVING), reflection in
+//! both protocol versions, message limits and compression, a request guard (the producer's
+//! bearer tokens), and a graceful shutdown with a bounded grace period. Connections (TLS,
+//! HTTP/2 settings and keepalives, connection limits, sockets set up for low-latency pushes)
+//! are [`crate::serve`]'s.
 //!
 //! [`GrpcServer::serve`] takes the service's `stop` token, the one its workers (stream tasks,
 //! the consumer's reader) listen to, and cancels it *whatever* ends the server: the shutdown
 //! future, a worker cancelling it, or the listener going away. A caller awaits its workers after
 //! `serve` returns, so their final state (the consumer's checkpoint) is always saved.
 
-use std::{future::Future, time::Duration};
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -18,11 +19,16 @@ use tokio::{
 use tokio_stream::{Stream, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 use tonic::{
+    Status,
+    body::Body,
     codec::CompressionEncoding,
     server::NamedService,
     service::Routes,
-    transport::{Server, server::Connected, server::TcpIncoming},
+    transport::server::{Connected, TcpConnectInfo, TcpIncoming, TlsConnectInfo},
 };
+use tower::ServiceExt as _;
+
+use crate::serve::{self, ConnLimits, ConnStats, Protocols};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
@@ -34,7 +40,7 @@ pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every pushpull gRPC server is configured with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// Largest message decoded or encoded, both directions. tonic's own default (4 MiB in,
     /// unlimited out) would refuse a large Publish before the service could say why.
@@ -43,7 +49,28 @@ pub struct ServerOptions {
     /// returns anyway: tonic waits for every connection to close, and a client that never reads
     /// could hold it open forever.
     pub shutdown_grace: Duration,
+    /// Connection limits, HTTP/2 settings and timeouts.
+    pub limits: ConnLimits,
+    /// Serve under TLS with this configuration (its ALPN is set to `h2`); plaintext without.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
+
+impl ServerOptions {
+    /// Plaintext, default connection limits: tests and tools.
+    pub fn plain(max_message_bytes: usize, shutdown_grace: Duration) -> Self {
+        Self {
+            max_message_bytes,
+            shutdown_grace,
+            limits: ConnLimits::default(),
+            tls: None,
+        }
+    }
+}
+
+/// Decides, before a call reaches its service, whether it may proceed: the producer's bearer
+/// tokens. Sees the method's path (`/pushpull.v1.ProducerService/Publish`) and the request's
+/// headers (gRPC metadata); an `Err` status is the call's answer.
+pub type Guard = Arc<dyn Fn(&str, &http::HeaderMap) -> Result<(), Status> + Send + Sync>;
 
 /// A generated service server whose message limits and compression the assembly sets, so
 /// every service gets the same ones. Implemented for the servers this crate generates.
@@ -157,6 +184,8 @@ pub struct GrpcServer {
     routes: Routes,
     health: Health,
     options: ServerOptions,
+    guard: Option<Guard>,
+    stats: ConnStats,
 }
 
 impl GrpcServer {
@@ -175,6 +204,8 @@ impl GrpcServer {
                 services: vec![S::NAME],
             },
             options,
+            guard: None,
+            stats: ConnStats::default(),
         })
     }
 
@@ -187,6 +218,18 @@ impl GrpcServer {
             .add_service(service.configured(self.options.max_message_bytes));
         self.health.services.push(S::NAME);
         self
+    }
+
+    /// Every call passes `guard` first (health and reflection too: the guard decides which
+    /// paths it leaves open).
+    pub fn with_guard(mut self, guard: Guard) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// The counters of the connections this server will serve (for metrics).
+    pub fn connection_stats(&self) -> ConnStats {
+        self.stats.clone()
     }
 
     /// The health handle, for the service to report NOT_SERVING while it cannot work.
@@ -222,14 +265,41 @@ impl GrpcServer {
             routes,
             health,
             options,
+            guard,
+            stats,
         } = self;
         let routes = routes
             .add_service(reflection_v1(&health.services)?)
-            .add_service(reflection_v1alpha(&health.services)?);
+            .add_service(reflection_v1alpha(&health.services)?)
+            .prepare();
+        let service = Guarded { routes, guard };
+        let server = serve::Server::new(
+            "grpc",
+            Protocols::Http2,
+            options.tls.as_deref().cloned(),
+            options.limits,
+        )
+        .with_stats(stats);
         health.set_serving().await;
-        // tonic stops accepting when `incoming` ends, then waits for every open connection to
-        // close, and would never hear of it again: so the end itself cancels `stop`, which
-        // stops the workers and starts the grace period.
+        // The serving loop cancels `stop` whatever ends it (shutdown, or `incoming` ending),
+        // which stops the workers and starts the grace period.
+        let serving = {
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = stop.cancelled() => {}
+                }
+                info!(
+                    service = %name,
+                    "shutting down: refusing new calls, ending open streams"
+                );
+                stop.cancel();
+            }
+        };
+        tokio::spawn(serving);
+        // Known at once, not when the last connection has closed (a health Watch never does):
+        // the end of `incoming` itself marks it, and cancels `stop`.
         let listener_closed = CancellationToken::new();
         let incoming = incoming.chain(tokio_stream::iter(std::iter::from_fn({
             let (listener_closed, stop) = (listener_closed.clone(), stop.clone());
@@ -240,30 +310,10 @@ impl GrpcServer {
                 None
             }
         })));
-        let stopping = {
-            let stop = stop.clone();
-            let health = health.clone();
-            async move {
-                tokio::select! {
-                    () = shutdown => {}
-                    () = stop.cancelled() => {}
-                }
-                info!(
-                    service = %name,
-                    "shutting down: refusing new calls, ending open streams"
-                );
-                health.set_not_serving().await;
-                stop.cancel();
-            }
-        };
-        let server = Server::builder()
-            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
-            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, stopping);
+        let server = server.serve(incoming, service, stop.clone());
         let grace = options.shutdown_grace;
         let served = tokio::select! {
-            served = server => served.map_err(ServeError::from),
+            _ = server => Ok(()),
             // However `stop` was cancelled (the listener closing included), health watchers
             // hear NOT_SERVING at once, not when the grace period is over.
             () = async {
@@ -293,7 +343,7 @@ impl GrpcServer {
 pub trait Connection:
     AsyncRead
     + AsyncWrite
-    + Connected<ConnectInfo: Clone + Send + Sync + 'static>
+    + Connected<ConnectInfo: PeerAddr + Clone + Send + Sync + 'static>
     + Unpin
     + Send
     + 'static
@@ -303,11 +353,70 @@ pub trait Connection:
 impl<T> Connection for T where
     T: AsyncRead
         + AsyncWrite
-        + Connected<ConnectInfo: Clone + Send + Sync + 'static>
+        + Connected<ConnectInfo: PeerAddr + Clone + Send + Sync + 'static>
         + Unpin
         + Send
         + 'static
 {
+}
+
+/// The peer's address in a connection's connect info, where it has one (for logs and
+/// handlers; an in-memory test connection has none).
+pub trait PeerAddr {
+    fn peer_addr(&self) -> Option<SocketAddr>;
+}
+
+impl PeerAddr for TcpConnectInfo {
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        self.remote_addr
+    }
+}
+
+impl PeerAddr for () {
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+}
+
+impl<T: PeerAddr> PeerAddr for TlsConnectInfo<T> {
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        self.get_ref().peer_addr()
+    }
+}
+
+/// The routes behind the guard: a call the guard refuses is answered with its status and
+/// never reaches a service.
+#[derive(Clone)]
+struct Guarded {
+    routes: Routes,
+    guard: Option<Guard>,
+}
+
+impl tower::Service<http::Request<Body>> for Guarded {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // Routes (an axum router) is always ready; each call clones it.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if let Some(guard) = &self.guard
+            && let Err(status) = guard(request.uri().path(), request.headers())
+        {
+            let (parts, ()) = status.into_http::<()>().into_parts();
+            let response = http::Response::from_parts(parts, Body::empty());
+            return Box::pin(async move { Ok(response) });
+        }
+        Box::pin(self.routes.clone().oneshot(request))
+    }
 }
 
 /// What `serve_incoming` serves: a stream of accepted connections (or accept errors, which

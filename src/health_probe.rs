@@ -60,18 +60,87 @@ pub struct HealthcheckArgs {
     /// Give up (and report unhealthy) after this long, connection included.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+
+    #[command(flatten)]
+    pub tls: ProbeTls,
+}
+
+/// TLS flags of the probing subcommands (`healthcheck`, the consumer's `stats`). The default
+/// address is `https://` when the service itself serves TLS (its --tls-cert).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ProbeTls {
+    /// CA (PEM) that signed the server's certificate; the system's roots without it.
+    #[arg(long, value_name = "PATH")]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// Certificate (PEM) to present if the server asks for one (mutual TLS); with
+    /// --tls-client-key.
+    #[arg(long, value_name = "PATH")]
+    pub tls_client_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --tls-client-cert (PEM).
+    #[arg(long, value_name = "PATH")]
+    pub tls_client_key: Option<std::path::PathBuf>,
+}
+
+impl ProbeTls {
+    /// The flags' names, for messages.
+    pub const FLAGS: [&'static str; 3] = ["--tls-ca", "--tls-client-cert", "--tls-client-key"];
+
+    pub fn files(&self) -> crate::tls::ClientFiles {
+        crate::tls::ClientFiles {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_client_cert.clone(),
+            key: self.tls_client_key.clone(),
+        }
+    }
+
+    /// `address` as given, or the service's own port on loopback, `https://` when the service
+    /// serves TLS (`serves_tls`) or TLS flags are given.
+    pub fn address(&self, address: Option<&str>, listen: SocketAddr, serves_tls: bool) -> String {
+        match address {
+            Some(address) if address.contains("://") => address.to_owned(),
+            Some(address) if serves_tls || self.files().is_set() => format!("https://{address}"),
+            Some(address) => address.to_owned(),
+            None if serves_tls || self.files().is_set() => {
+                format!("https://{}", local_address(listen))
+            }
+            None => local_address(listen).to_string(),
+        }
+    }
+
+    /// The endpoint for `address` (see [`ProbeTls::address`]).
+    pub fn endpoint(&self, address: &str) -> Result<Endpoint, ProbeError> {
+        let uri = if address.contains("://") {
+            address.to_owned()
+        } else {
+            format!("http://{address}")
+        };
+        crate::tls::endpoint(&uri, &self.files(), Self::FLAGS).map_err(|reason| {
+            ProbeError::Address {
+                address: address.to_owned(),
+                reason,
+            }
+        })
+    }
 }
 
 impl HealthcheckArgs {
     /// Runs the check against `--address`, or the loopback address of `listen`, and prints one
     /// line: the result on stdout, or the reason on stderr. Docker keeps this output in the
     /// container's health log (`docker inspect`).
-    pub async fn run(&self, listen: SocketAddr) -> ExitCode {
+    pub async fn run(&self, listen: SocketAddr, serves_tls: bool) -> ExitCode {
         let address = self
-            .address
-            .clone()
-            .unwrap_or_else(|| local_address(listen).to_string());
-        match check(&address, &self.service, self.timeout).await {
+            .tls
+            .address(self.address.as_deref(), listen, serves_tls);
+        let endpoint = match self.tls.endpoint(&address) {
+            Ok(endpoint) => endpoint,
+            Err(err) => {
+                eprintln!("unhealthy: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match check_endpoint(endpoint, &address, &self.service, self.timeout).await {
             Ok(()) => {
                 println!("{address}: SERVING");
                 ExitCode::SUCCESS
@@ -99,9 +168,19 @@ pub fn local_address(listen: SocketAddr) -> SocketAddr {
 /// `SERVING`; an unreachable server, an error status or anything else is an error. The whole
 /// call, connection included, is bounded by `timeout`, so a hung server cannot hang the probe.
 pub async fn check(address: &str, service: &str, timeout: Duration) -> Result<(), ProbeError> {
+    check_endpoint(endpoint(address)?, address, service, timeout).await
+}
+
+/// [`check`] over an endpoint already set up (TLS).
+pub async fn check_endpoint(
+    endpoint: Endpoint,
+    address: &str,
+    service: &str,
+    timeout: Duration,
+) -> Result<(), ProbeError> {
     // The outer `tokio::time::timeout` bounds the call, so a hung server is reported as a
     // timeout rather than as tonic's own CANCELLED status.
-    let endpoint = endpoint(address)?.connect_timeout(timeout);
+    let endpoint = endpoint.connect_timeout(timeout);
     let call = async {
         let channel = endpoint
             .connect()

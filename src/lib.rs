@@ -6,8 +6,12 @@
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors that gRPC reflection serves.
 //! - [`codec`]: the gRPC codec of the generated code: prost, decoding from contiguous bytes.
 //! - [`time`]: conversions between protobuf and std time types.
-//! - [`grpc`]: the one gRPC server assembly both services use: health, reflection, keepalives,
-//!   message limits, graceful shutdown with a bounded grace period.
+//! - [`grpc`]: the one gRPC server assembly both services use: health, reflection, message
+//!   limits, a request guard, graceful shutdown with a bounded grace period.
+//! - [`serve`]: connections, for gRPC and HTTP alike: TLS, HTTP/2 settings, the connection
+//!   limit, the first-request timeout.
+//! - [`tls`]: TLS configurations from PEM files, for servers and clients, and development
+//!   certificates.
 //! - [`errors`]: structured errors (`google.rpc.ErrorInfo` reasons and metadata), built by the
 //!   services and read by clients.
 //! - [`health_probe`]: the `healthcheck` subcommand: a gRPC health check client for containers.
@@ -22,9 +26,11 @@ pub mod errors;
 pub mod grpc;
 pub mod health_probe;
 pub mod process;
+pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod wire;
 
 /// Generated code for the `pushpull.v1` protobuf package.

@@ -29,10 +29,9 @@ impl pb::consumer_service_server::ConsumerService for Nothing {
     }
 }
 
-const OPTIONS: ServerOptions = ServerOptions {
-    max_message_bytes: 1 << 20,
-    shutdown_grace: Duration::from_secs(30),
-};
+fn options() -> ServerOptions {
+    ServerOptions::plain(1 << 20, Duration::from_secs(30))
+}
 
 fn server(options: ServerOptions) -> GrpcServer {
     GrpcServer::new(ConsumerServiceServer::new(Nothing), options).unwrap()
@@ -73,7 +72,7 @@ async fn a_listener_that_closes_stops_the_workers_and_says_so() {
     let addr = listener.local_addr().unwrap();
     let (incoming, acceptor) = closable_incoming(listener);
     let stop = CancellationToken::new();
-    let serving = tokio::spawn(server(OPTIONS).serve_incoming(
+    let serving = tokio::spawn(server(options()).serve_incoming(
         incoming,
         std::future::pending(),
         stop.clone(),
@@ -108,7 +107,7 @@ async fn a_listener_that_closes_under_an_open_stream_stops_the_workers_at_once()
     let stop = CancellationToken::new();
     let options = ServerOptions {
         shutdown_grace: Duration::from_millis(500),
-        ..OPTIONS
+        ..options()
     };
     let serving = tokio::spawn(server(options).serve_incoming(
         incoming,
@@ -144,7 +143,7 @@ async fn a_worker_cancelling_stop_ends_the_server_and_health_watchers_see_not_se
     let stop = CancellationToken::new();
     let options = ServerOptions {
         shutdown_grace: Duration::from_millis(300),
-        ..OPTIONS
+        ..options()
     };
     let serving =
         tokio::spawn(server(options).serve(listener, std::future::pending(), stop.clone()));

@@ -2,11 +2,11 @@
 //! consumer instead of starting one: `healthcheck` for container healthchecks, `stats` to read
 //! its counters where no gRPC tool is installed (`docker compose exec push consumer stats`).
 
-use std::{net::SocketAddr, process::ExitCode, time::Duration};
+use std::{process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use pushpull::{
-    health_probe::{HealthcheckArgs, endpoint, local_address},
+    health_probe::{HealthcheckArgs, ProbeTls},
     pb::{self, consumer_service_client::ConsumerServiceClient},
     time::{std_duration, system_time},
 };
@@ -46,14 +46,20 @@ pub struct StatsArgs {
     /// Give up after this long, connection included.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+
+    #[command(flatten)]
+    pub tls: ProbeTls,
 }
 
 impl Command {
     /// Runs the subcommand; `config` supplies defaults such as the listen port.
     pub async fn run(&self, config: &Config) -> ExitCode {
         match self {
-            Command::Healthcheck(args) => args.run(config.listen).await,
-            Command::Stats(args) => match fetch_stats(args, config.listen).await {
+            Command::Healthcheck(args) => {
+                args.run(config.listen, config.serving.tls_cert.is_some())
+                    .await
+            }
+            Command::Stats(args) => match fetch_stats(args, config).await {
                 Ok(stats) => {
                     print!("{}", format_stats(&stats));
                     ExitCode::SUCCESS
@@ -70,13 +76,14 @@ impl Command {
 /// Calls GetStats on `--address`, or on the loopback address of `listen`.
 async fn fetch_stats(
     args: &StatsArgs,
-    listen: SocketAddr,
+    config: &Config,
 ) -> Result<pb::GetStatsResponse, Box<dyn std::error::Error>> {
-    let address = args
-        .address
-        .clone()
-        .unwrap_or_else(|| local_address(listen).to_string());
-    let endpoint = endpoint(&address)?.connect_timeout(args.timeout);
+    let address = args.tls.address(
+        args.address.as_deref(),
+        config.listen,
+        config.serving.tls_cert.is_some(),
+    );
+    let endpoint = args.tls.endpoint(&address)?.connect_timeout(args.timeout);
     let call = async {
         let channel = endpoint.connect().await?;
         let response = ConsumerServiceClient::new(channel)

@@ -122,6 +122,70 @@ pub struct Config {
     /// Log output format.
     #[arg(long, env = "CONSUMER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// CA (PEM) that signed the producer's certificate, for `https://` producers; the
+    /// system's roots without it. Refused with an `http://` address, which would ignore it.
+    #[arg(long, env = "CONSUMER_PRODUCER_CA", value_name = "PATH")]
+    pub producer_ca: Option<PathBuf>,
+
+    /// Certificate (PEM) to present to a producer that asks for one (--tls-client-ca there);
+    /// with --producer-key.
+    #[arg(long, env = "CONSUMER_PRODUCER_CERT", value_name = "PATH")]
+    pub producer_cert: Option<PathBuf>,
+
+    /// The private key of --producer-cert (PEM).
+    #[arg(long, env = "CONSUMER_PRODUCER_KEY", value_name = "PATH")]
+    pub producer_key: Option<PathBuf>,
+
+    /// File holding the bearer token sent to the producer (`authorization: Bearer …`), which
+    /// needs the `read` scope. The token may also come from `CONSUMER_PRODUCER_TOKEN`; there
+    /// is no flag holding it, since a command line shows in every process listing.
+    #[arg(long, env = "CONSUMER_PRODUCER_TOKEN_FILE", value_name = "PATH")]
+    pub producer_token_file: Option<PathBuf>,
+
+    /// The token from `CONSUMER_PRODUCER_TOKEN`.
+    #[arg(skip = std::env::var("CONSUMER_PRODUCER_TOKEN").ok())]
+    pub producer_token: Option<String>,
+
+    /// TLS and connection limits of the consumer's own ports (GetStats, /metrics, /webhook).
+    #[command(flatten)]
+    pub serving: ServingFlags,
+}
+
+pushpull::serving_flags!("CONSUMER_");
+
+/// The flags naming the consumer's TLS settings towards the producer, for messages.
+pub const PRODUCER_TLS_FLAGS: [&str; 3] = ["--producer-ca", "--producer-cert", "--producer-key"];
+
+impl Config {
+    /// The TLS files for connecting to the producer.
+    pub fn producer_tls(&self) -> pushpull::tls::ClientFiles {
+        pushpull::tls::ClientFiles {
+            ca: self.producer_ca.clone(),
+            cert: self.producer_cert.clone(),
+            key: self.producer_key.clone(),
+        }
+    }
+
+    /// The bearer token for the producer: the file's (trimmed), else the environment's.
+    pub fn producer_token(&self) -> Result<Option<String>, String> {
+        let token = match &self.producer_token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("--producer-token-file {}: {e}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => self.producer_token.as_ref().map(|t| t.trim().to_owned()),
+        };
+        match token {
+            Some(t) if t.is_empty() => Err("the producer token is empty".into()),
+            Some(t) if t.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                Err("the producer token holds whitespace or control characters".into())
+            }
+            other => Ok(other),
+        }
+    }
 }
 
 /// How the consumer reads the log.
@@ -253,7 +317,7 @@ impl FromStr for StartFrom {
 /// (gRPC requests have paths of their own), so it is refused as well.
 fn producer_url(address: &str) -> Result<String, String> {
     let address = address.trim();
-    let expected = "expected http://host:port";
+    let expected = "expected http://host:port or https://host:port";
     if address.is_empty() {
         return Err(format!(
             "an empty address (two commas in a row, or one at the end?); {expected}"
@@ -263,12 +327,7 @@ fn producer_url(address: &str) -> Result<String, String> {
         .parse()
         .map_err(|err| format!("not a URL ({err}); {expected}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "https is not supported (this consumer has no TLS, and would speak plaintext to it); {expected}"
-            ));
-        }
+        Some("http" | "https") => {}
         Some(other) => {
             return Err(format!("the scheme {other:?} is not supported; {expected}"));
         }
@@ -418,6 +477,18 @@ pub const WEBHOOK_NEEDS_HTTP: &str = "--mode webhook receives webhooks on the HT
 impl Config {
     /// Checks values clap cannot: refused at start rather than misbehaving later.
     pub fn validate(&self) -> Result<(), String> {
+        self.serving.validate()?;
+        // tonic would connect to an http:// address in plaintext and ignore the TLS settings.
+        if self.producer_tls().is_set()
+            && let Some(plain) = self.producer.iter().find(|url| url.starts_with("http://"))
+        {
+            return Err(format!(
+                "--producer {plain} is plaintext but TLS settings ({}) are given: use https://{}, \
+                 or drop the TLS flags",
+                PRODUCER_TLS_FLAGS.join(", "),
+                plain.trim_start_matches("http://")
+            ));
+        }
         for (i, address) in self.producer.iter().enumerate() {
             if self.producer[..i].contains(address) {
                 return Err(format!("--producer lists {address} twice"));
@@ -541,11 +612,6 @@ mod tests {
         for (list, bad, why) in [
             ("http://a:1,b:2", "b:2", "no scheme; expected http://b:2"),
             (
-                "http://a:1,https://b:2",
-                "https://b:2",
-                "https is not supported",
-            ),
-            (
                 "grpc://b:2",
                 "grpc://b:2",
                 "the scheme \"grpc\" is not supported",
@@ -562,6 +628,36 @@ mod tests {
         assert!(err.contains("an empty address"), "{err}");
         let err = producers(&["--producer", "http://a:1,http://b:2,http://a:1"]).unwrap_err();
         assert_eq!(err, "--producer lists http://a:1 twice");
+    }
+
+    #[test]
+    fn tls_settings_with_a_plaintext_producer_are_refused_not_ignored() {
+        // tonic would connect to http:// in plaintext and never use the CA: a silent downgrade.
+        let err = parse(&[
+            "--producer",
+            "https://a:1,http://b:2",
+            "--producer-ca",
+            "ca.pem",
+        ])
+        .unwrap_err();
+        assert!(
+            err.contains("--producer http://b:2 is plaintext") && err.contains("use https://b:2"),
+            "{err}"
+        );
+        assert!(
+            parse(&[
+                "--producer",
+                "https://a:1,https://b:2",
+                "--producer-ca",
+                "ca.pem"
+            ])
+            .is_ok()
+        );
+        assert!(parse(&["--producer", "https://a:1"]).is_ok());
+        let err = parse(&["--tls-client-ca", "ca.pem"]).unwrap_err();
+        assert!(err.contains("--tls-client-ca needs --tls-cert"), "{err}");
+        let err = parse(&["--tls-cert", "c.pem"]).unwrap_err();
+        assert!(err.contains("--tls-cert needs --tls-key"), "{err}");
     }
 
     fn parse(args: &[&str]) -> Result<Config, String> {

@@ -133,13 +133,28 @@ async fn serve(
     }
     let cursor = start_cursor(&config).await?;
     let stats = Stats::new(config.mode, config.producer.clone(), config.topics.clone());
-    let producers =
-        Producers::new(&config.producer, config.max_message_bytes).map_err(RunError::Config)?;
+    let token = config.producer_token().map_err(RunError::Config)?;
+    let producers = Producers::with_tls(
+        &config.producer,
+        config.max_message_bytes,
+        &config.producer_tls(),
+        token.as_deref(),
+    )
+    .map_err(RunError::Config)?;
+    let tls = config.serving.server_tls().map_err(RunError::Config)?;
+    let http = pushpull::serve::Server::new(
+        "http",
+        pushpull::serve::Protocols::Http1And2,
+        tls.as_deref().cloned(),
+        config.serving.limits(),
+    );
     let server = GrpcServer::new(
         ConsumerServiceServer::new(ConsumerApi::new(stats.clone())),
         ServerOptions {
             max_message_bytes: config.max_message_bytes,
             shutdown_grace: SHUTDOWN_GRACE,
+            limits: config.serving.limits(),
+            tls,
         },
     )?;
 
@@ -194,7 +209,7 @@ async fn serve(
             info!(addr = %addr, path = webhook::PATH, "serving webhooks");
             app = app.merge(routes);
         }
-        tokio::spawn(serve_http(listener, app, stop.clone()))
+        tokio::spawn(serve_http(listener, app, http, stop.clone()))
     });
 
     info!(
@@ -237,11 +252,11 @@ async fn serve(
 async fn serve_http(
     listener: TcpListener,
     app: Router,
+    server: pushpull::serve::Server,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+    server.serve(grpc::incoming(listener), app, stop).await;
+    Ok(())
 }
 
 /// The starting cursor: the checkpoint when there is one, else `--from`. The file is read on a

@@ -18,8 +18,59 @@ use pushpull::{
         producer_service_client::ProducerServiceClient,
         webhook_service_client::WebhookServiceClient,
     },
+    tls::ClientFiles,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    metadata::AsciiMetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+
+/// A channel to one producer that sends the bearer token, if any, with every call.
+pub type Authorized = InterceptedService<Channel, BearerToken>;
+
+/// Adds `authorization: Bearer <token>` to every call (the producer's `--tokens-file`).
+#[derive(Clone)]
+pub struct BearerToken(Option<AsciiMetadataValue>);
+
+impl std::fmt::Debug for BearerToken {
+    // Never the token itself.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("BearerToken")
+            .field(&self.0.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+impl BearerToken {
+    pub fn new(token: Option<&str>) -> Result<Self, String> {
+        token
+            .map(|t| {
+                let mut value: AsciiMetadataValue = format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| "the producer token is not printable ASCII".to_owned())?;
+                // Kept out of HPACK's dynamic table, as HTTP/2 advises for credentials.
+                value.set_sensitive(true);
+                Ok(value)
+            })
+            .transpose()
+            .map(Self)
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
 
 /// Which producer of the list is in use, and how many have failed since one last answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,10 +151,10 @@ pub struct Producers {
     /// The client of each address, by the same index. Each has a lazy channel of its own: it
     /// connects on first use and reconnects by itself after a failure, so a producer that was
     /// gone is simply asked again when its turn comes; the reader decides when to call.
-    clients: Vec<ProducerServiceClient<Channel>>,
+    clients: Vec<ProducerServiceClient<Authorized>>,
     /// The WebhookService client of each address (webhook mode registers there), over the same
     /// channel as its ProducerService client.
-    webhook_clients: Vec<WebhookServiceClient<Channel>>,
+    webhook_clients: Vec<WebhookServiceClient<Authorized>>,
     rotation: Rotation,
 }
 
@@ -111,22 +162,39 @@ impl Producers {
     /// Clients for `urls` (checked by the configuration already), none connected yet; messages
     /// up to `max_message_bytes` both ways.
     pub fn new(urls: &[String], max_message_bytes: usize) -> Result<Self, String> {
+        Self::with_tls(urls, max_message_bytes, &ClientFiles::default(), None)
+    }
+
+    /// [`Producers::new`] over TLS settings (`https://` addresses) and with a bearer token.
+    pub fn with_tls(
+        urls: &[String],
+        max_message_bytes: usize,
+        tls: &ClientFiles,
+        token: Option<&str>,
+    ) -> Result<Self, String> {
+        let token = BearerToken::new(token)?;
         let channels = urls
             .iter()
             .map(|url| {
-                Ok(Endpoint::from_shared(url.clone())
-                    .map_err(|e| format!("--producer {url:?}: {e}"))?
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(grpc::HTTP2_KEEPALIVE_INTERVAL)
-                    .keep_alive_timeout(grpc::HTTP2_KEEPALIVE_TIMEOUT)
-                    .keep_alive_while_idle(true)
-                    .connect_lazy())
+                Ok(
+                    pushpull::tls::endpoint(url, tls, crate::config::PRODUCER_TLS_FLAGS)
+                        .map_err(|e| format!("--producer {url:?}: {e}"))?
+                        .connect_timeout(CONNECT_TIMEOUT)
+                        .tcp_nodelay(true)
+                        .http2_keep_alive_interval(grpc::HTTP2_KEEPALIVE_INTERVAL)
+                        .keep_alive_timeout(grpc::HTTP2_KEEPALIVE_TIMEOUT)
+                        .keep_alive_while_idle(true)
+                        .connect_lazy(),
+                )
             })
             .collect::<Result<Vec<Channel>, String>>()?;
         if channels.is_empty() {
             return Err("--producer names no producer".into());
         }
+        let channels: Vec<Authorized> = channels
+            .into_iter()
+            .map(|channel| InterceptedService::new(channel, token.clone()))
+            .collect();
         let clients = channels
             .iter()
             .map(|channel| {
@@ -148,12 +216,12 @@ impl Producers {
     }
 
     /// The client of the producer in use (a cheap clone: clients share their channel).
-    pub fn client(&self) -> ProducerServiceClient<Channel> {
+    pub fn client(&self) -> ProducerServiceClient<Authorized> {
         self.clients[self.rotation.current()].clone()
     }
 
     /// The WebhookService client of the producer in use.
-    pub fn webhook_client(&self) -> WebhookServiceClient<Channel> {
+    pub fn webhook_client(&self) -> WebhookServiceClient<Authorized> {
         self.webhook_clients[self.rotation.current()].clone()
     }
 

@@ -25,13 +25,59 @@ pub enum Command {
     /// Ask a running producer (by default this container's own, on the --listen port) over the
     /// gRPC health protocol; exit 0 only if it is SERVING. For container healthchecks.
     Healthcheck(HealthcheckArgs),
+    /// Write a development CA and certificates signed by it (for TLS and mutual TLS on
+    /// loopback and in docker compose). Never for production: the CA key sits beside them.
+    DevCerts(DevCertsArgs),
+}
+
+/// Flags of the `dev-certs` subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevCertsArgs {
+    /// Directory to write into (created if missing): `ca.pem`, `ca.key`, and `<name>.pem` /
+    /// `<name>.key` per --name. Existing files are replaced.
+    #[arg(long, default_value = "certs")]
+    pub out: std::path::PathBuf,
+
+    /// Certificates to make, each valid for its name (a compose service's host name),
+    /// `localhost`, 127.0.0.1 and ::1, as server and as client certificate.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "producer,consumer,client"
+    )]
+    pub name: Vec<String>,
+
+    /// More names or addresses every certificate is valid for.
+    #[arg(long, value_delimiter = ',')]
+    pub san: Vec<String>,
 }
 
 impl Command {
     /// Runs the subcommand; `config` supplies defaults such as the listen port.
     pub async fn run(&self, config: &Config) -> ExitCode {
         match self {
-            Command::Healthcheck(args) => args.run(config.listen).await,
+            Command::Healthcheck(args) => {
+                args.run(config.listen, config.serving.tls_cert.is_some())
+                    .await
+            }
+            Command::DevCerts(args) => {
+                match pushpull::tls::dev_certs(&args.out, &args.name, &args.san) {
+                    Ok(()) => {
+                        println!(
+                            "wrote {} ({}) and {} (.pem/.key) into {}",
+                            pushpull::tls::dev::CA_CERT,
+                            pushpull::tls::dev::CA_KEY,
+                            args.name.join(", "),
+                            args.out.display()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(err) => {
+                        eprintln!("dev-certs: {err}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
         }
     }
 }

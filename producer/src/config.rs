@@ -184,7 +184,37 @@ pub struct Config {
     /// Log output format.
     #[arg(long, env = "PRODUCER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// TLS and connection limits, the same on the gRPC and HTTP ports.
+    #[command(flatten)]
+    pub serving: ServingFlags,
+
+    /// Bearer tokens, one per line: `<token> <scope>[,<scope>…]` with scopes `publish`,
+    /// `read`, `metrics`; `#` comments (or the same text in `PRODUCER_TOKENS`). With tokens, every call but health, reflection and the
+    /// dashboard page needs one (UNAUTHENTICATED / HTTP 401 without, PERMISSION_DENIED / 403
+    /// without the scope). Without any, anyone may publish and read.
+    #[arg(long, env = "PRODUCER_TOKENS_FILE", value_name = "PATH")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// Bearer tokens from the environment variable `PRODUCER_TOKENS`, as in --tokens-file
+    /// (`;` also separates entries); they add to the file's. There is no flag on purpose: a
+    /// command line shows in every process listing.
+    #[arg(skip = std::env::var("PRODUCER_TOKENS").ok())]
+    pub tokens: Option<String>,
+
+    /// With tokens configured, `GET /metrics` needs a token with the `metrics` scope too.
+    /// Off: metrics stay open to scrapers without one.
+    #[arg(long, env = "PRODUCER_METRICS_AUTH")]
+    pub metrics_auth: bool,
+
+    /// CA (PEM) to trust for `https://` addresses in --consumers (the dashboard's link to
+    /// their GetStats); the system's roots without it. The producer's --tls-cert/--tls-key are
+    /// presented if a consumer asks for a client certificate.
+    #[arg(long, env = "PRODUCER_CONSUMERS_CA", value_name = "PATH")]
+    pub consumers_ca: Option<PathBuf>,
 }
+
+pushpull::serving_flags!("PRODUCER_");
 
 /// `--retention-age`: a duration, or `off`.
 pub type Age = Option<Duration>;
@@ -238,6 +268,7 @@ impl Config {
     /// Checks that the limits fit together; a bad combination is refused at start, not found
     /// in production.
     pub fn validate(&self) -> Result<(), String> {
+        self.serving.validate()?;
         let need = self.max_batch_bytes + self.max_payload_bytes + FRAMING_HEADROOM;
         if self.max_message_bytes < need {
             return Err(format!(

@@ -11,6 +11,8 @@ use std::time::Duration;
 use pushpull::errors::{ErrorInfo, ErrorReason, key};
 use tonic::{Code, Status};
 
+use crate::auth::AuthError;
+
 /// How long a client should wait before reconnecting to a producer that is shutting down
 /// (RetryInfo on gRPC, `Retry-After` on HTTP): long enough for a restart to begin listening.
 pub const RETRY_AFTER_SHUTDOWN: Duration = Duration::from_secs(1);
@@ -136,6 +138,9 @@ pub enum Error {
     /// A webhook id, URL or secret that is malformed.
     #[error("{field} is invalid: {detail}")]
     InvalidWebhook { field: &'static str, detail: String },
+    /// The call's bearer token is missing, unknown, or lacks the scope (see [`crate::auth`]).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 impl Error {
@@ -179,6 +184,9 @@ impl Error {
             Error::WebhookExists { .. } => ErrorReason::WebhookExists,
             Error::WebhookTargetNotAllowed { .. } => ErrorReason::WebhookTargetNotAllowed,
             Error::InvalidWebhook { .. } => ErrorReason::InvalidWebhook,
+            Error::Auth(AuthError::Missing) => ErrorReason::TokenMissing,
+            Error::Auth(AuthError::Invalid) => ErrorReason::TokenInvalid,
+            Error::Auth(AuthError::ScopeMissing { .. }) => ErrorReason::ScopeMissing,
         }
     }
 
@@ -191,7 +199,10 @@ impl Error {
             Error::StorageCorrupt { .. } => Code::DataLoss,
             Error::WebhookNotFound { .. } => Code::NotFound,
             Error::WebhookExists { .. } => Code::AlreadyExists,
-            Error::WebhookTargetNotAllowed { .. } => Code::PermissionDenied,
+            Error::WebhookTargetNotAllowed { .. } | Error::Auth(AuthError::ScopeMissing { .. }) => {
+                Code::PermissionDenied
+            }
+            Error::Auth(AuthError::Missing | AuthError::Invalid) => Code::Unauthenticated,
             Error::InvalidWebhook { .. }
             | Error::InvalidTopic { .. }
             | Error::TooManyTopics { .. }
@@ -220,7 +231,8 @@ impl Error {
             Error::ShuttingDown
             | Error::StorageFull { .. }
             | Error::StorageUnavailable { .. }
-            | Error::StorageCorrupt { .. } => return None,
+            | Error::StorageCorrupt { .. }
+            | Error::Auth(_) => return None,
         })
     }
 
@@ -279,7 +291,9 @@ impl Error {
                 info.with(key::WEBHOOK_ID, id)
             }
             Error::WebhookTargetNotAllowed { .. } => info.with(key::FLAG, "--webhook-allow"),
-            Error::InvalidMaxWait { .. }
+            Error::Auth(AuthError::ScopeMissing { scope }) => info.with(key::SCOPE, scope),
+            Error::Auth(AuthError::Missing | AuthError::Invalid)
+            | Error::InvalidMaxWait { .. }
             | Error::InvalidWebhook { .. }
             | Error::ShuttingDown
             | Error::StorageFull { .. }

@@ -9,6 +9,7 @@
 //! - [`api`]: what the producer does for a client, whatever the transport: publish, subscribe,
 //!   poll; gRPC and HTTP are thin adapters over it.
 //! - [`limits`]: the request limits every transport applies.
+//! - [`auth`]: bearer tokens and their scopes, checked on gRPC and HTTP.
 //! - [`follow`]: the one follow loop: a cursor waiting for the head to move, for push streams
 //!   and long polls on every transport.
 //! - [`service`]: `pushpull.v1.ProducerService` over the [`api`]: Publish, Subscribe (push),
@@ -25,6 +26,7 @@
 //! parses flags, binds and calls it.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -119,7 +121,12 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate().map_err(RunError::Config)?;
+    // Files are read before anything opens: a bad certificate or token file stops the start.
+    let tls = config.serving.server_tls().map_err(RunError::Config)?;
+    let tokens = auth::Tokens::load(config.tokens_file.as_deref(), config.tokens.as_deref())
+        .map_err(RunError::Config)?;
     let listener = listeners.grpc;
+    warn_if_exposed(&config, listener.local_addr()?, &listeners.http, &tokens);
     let store_metrics = StoreMetrics::default();
     let log = open_log(&config, &store_metrics).await?;
     let stop = CancellationToken::new();
@@ -134,11 +141,27 @@ pub async fn run_with(
     }
     let http = match listeners.http {
         Some(listener) => {
-            let state =
-                http::AppState::new(&config, api.clone(), metrics.clone(), webhooks.clone())
-                    .map_err(RunError::Config)?;
-            info!(addr = %listener.local_addr()?, "HTTP serving: /events /ws /poll /publish /metrics /");
-            Some(tokio::spawn(http::serve(listener, state)))
+            let state = http::AppState::new(
+                &config,
+                api.clone(),
+                metrics.clone(),
+                webhooks.clone(),
+                tokens.clone(),
+            )
+            .map_err(RunError::Config)?;
+            let server = pushpull::serve::Server::new(
+                "http",
+                pushpull::serve::Protocols::Http1And2,
+                tls.as_deref().cloned(),
+                config.serving.limits(),
+            );
+            metrics.watch_connections("http", server.stats());
+            info!(
+                addr = %listener.local_addr()?,
+                tls = server.is_tls(),
+                "HTTP serving: /events /ws /poll /publish /metrics /"
+            );
+            Some(tokio::spawn(http::serve(listener, state, server)))
         }
         None => None,
     };
@@ -167,12 +190,16 @@ pub async fn run_with(
         ServerOptions {
             max_message_bytes: config.max_message_bytes,
             shutdown_grace: config.shutdown_grace,
+            limits: config.serving.limits(),
+            tls,
         },
     )?
     .with_service(WebhookServiceServer::new(WebhookApi::new(
         webhooks.clone(),
-        metrics,
-    )));
+        metrics.clone(),
+    )))
+    .with_guard(grpc_guard(tokens, metrics.clone()));
+    metrics.watch_connections("grpc", server.connection_stats());
     if config.store == StoreKind::Jetstream {
         tokio::spawn(report_store_health(
             log.clone(),
@@ -203,6 +230,65 @@ pub async fn run_with(
     closed.map_err(|err| RunError::Store(err.to_string()))?;
     info!("producer stopped");
     Ok(())
+}
+
+/// The gRPC side of [`auth`]: each method's scope, checked before the call reaches a service;
+/// a refusal is counted like any other.
+fn grpc_guard(tokens: auth::Tokens, metrics: Metrics) -> grpc::Guard {
+    Arc::new(move |path: &str, headers: &axum::http::HeaderMap| {
+        let Some(scope) = auth::grpc_scope(path) else {
+            return Ok(());
+        };
+        let authorization = headers.get("authorization").map(|v| v.as_bytes());
+        tokens
+            .check(authorization, None, scope)
+            .map(|_| ())
+            .map_err(|err| {
+                let err = error::Error::Auth(err);
+                metrics.rejected("grpc", err.reason());
+                tonic::Status::from(err)
+            })
+    })
+}
+
+/// Says loudly, at start, when a port reachable from other machines is served without TLS or
+/// without tokens: fine on a laptop, not beyond one.
+fn warn_if_exposed(
+    config: &Config,
+    grpc: std::net::SocketAddr,
+    http: &Option<TcpListener>,
+    tokens: &auth::Tokens,
+) {
+    let http = http.as_ref().and_then(|l| l.local_addr().ok());
+    let exposed: Vec<_> = std::iter::once(grpc)
+        .chain(http)
+        .filter(|addr| !addr.ip().is_loopback())
+        .collect();
+    if exposed.is_empty() {
+        return;
+    }
+    let tls = config.serving.tls_cert.is_some();
+    if !tls || !tokens.enabled() {
+        warn!(
+            addresses = ?exposed,
+            tls,
+            tokens = tokens.len(),
+            "SERVING BEYOND LOOPBACK WITHOUT {}: anyone who reaches these ports can {}. \
+             See README \"Running it securely\" (--tls-cert/--tls-key, --tokens-file).",
+            match (tls, tokens.enabled()) {
+                (false, false) => "TLS OR TOKENS",
+                (false, true) => "TLS",
+                _ => "TOKENS",
+            },
+            if tokens.enabled() {
+                "read the traffic, tokens included"
+            } else {
+                "publish and read every event"
+            }
+        );
+    } else {
+        info!(addresses = ?exposed, tokens = tokens.len(), client_certificates = config.serving.tls_client_ca.is_some(), "serving with TLS and bearer tokens");
+    }
 }
 
 /// The webhook flags as the registry takes them. Subscriptions are kept beside a durable log

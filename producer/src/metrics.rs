@@ -7,7 +7,7 @@
 //! where it happens, labelled by `transport`.
 
 use std::{
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -23,7 +23,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use pushpull::errors::ErrorReason;
+use pushpull::{errors::ErrorReason, serve::ConnStats};
 
 use crate::{log::EventLog, store::StoreMetrics};
 
@@ -106,6 +106,8 @@ struct Inner {
     webhook_attempts: Family<OutcomeLabels, Histogram>,
     webhook_subscriptions: Family<StateLabels, Gauge>,
     store: StoreMetrics,
+    /// The servers' connection counters (gRPC and HTTP ports), read at scrape time.
+    connections: Arc<Mutex<Vec<(&'static str, ConnStats)>>>,
 }
 
 impl Metrics {
@@ -193,6 +195,10 @@ impl Metrics {
             store.jetstream_retries.clone(),
         );
         registry.register_collector(Box::new(LogCollector { log }));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        registry.register_collector(Box::new(ConnCollector {
+            servers: connections.clone(),
+        }));
         // Every series exists from the start at 0, so a scrape lists them all and `rate()`
         // has a starting point.
         const PUSH: [Transport; 3] = [Transport::GrpcStream, Transport::Sse, Transport::WebSocket];
@@ -225,6 +231,7 @@ impl Metrics {
                 webhook_attempts,
                 webhook_subscriptions,
                 store: store.clone(),
+                connections,
             }),
         }
     }
@@ -243,6 +250,15 @@ impl Metrics {
             tracing::error!(%err, "cannot encode metrics");
         }
         out
+    }
+
+    /// Reports the connections of the server on `port` (`grpc`, `http`).
+    pub fn watch_connections(&self, port: &'static str, stats: ConnStats) {
+        self.inner
+            .connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((port, stats));
     }
 
     /// Counts an open push stream until the guard is dropped.
@@ -356,6 +372,63 @@ impl GaugeGuard {
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// Reads the servers' connection counters at scrape time.
+#[derive(Debug)]
+struct ConnCollector {
+    servers: Arc<Mutex<Vec<(&'static str, ConnStats)>>>,
+}
+
+impl Collector for ConnCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // Copied out, so the lock is not held while encoding.
+        let servers: Vec<_> = self
+            .servers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(port, stats)| (*port, stats.counts()))
+            .collect();
+        let mut open = encoder.encode_descriptor(
+            "connections_open",
+            "Connections being served, by port (grpc, http)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (port, counts) in &servers {
+            ConstGauge::new(counts.open as i64).encode(open.encode_family(&[("port", *port)])?)?;
+        }
+        let mut accepted = encoder.encode_descriptor(
+            "connections_accepted",
+            "Connections accepted and served, by port",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (port, counts) in &servers {
+            ConstCounter::new(counts.accepted)
+                .encode(accepted.encode_family(&[("port", *port)])?)?;
+        }
+        let mut closed = encoder.encode_descriptor(
+            "connections_refused",
+            "Connections refused or closed unserved, by port and reason: max_connections \
+             (over --max-connections, answered RESOURCE_EXHAUSTED / 503), no_request (nothing \
+             within --first-request-timeout), tls_handshake (failed or timed out)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (port, counts) in &servers {
+            for (reason, value) in [
+                ("max_connections", counts.refused_over_limit),
+                ("no_request", counts.closed_before_request),
+                ("tls_handshake", counts.tls_failed),
+            ] {
+                ConstCounter::new(value)
+                    .encode(closed.encode_family(&[("port", *port), ("reason", reason)])?)?;
+            }
+        }
+        Ok(())
     }
 }
 

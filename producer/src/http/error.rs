@@ -15,7 +15,7 @@ use axum::{
 use pushpull::errors::{ErrorInfo, ErrorReason, key};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::{auth::AuthError, error::Error};
 
 /// Why an HTTP request (or a WebSocket message) was refused.
 #[derive(Debug)]
@@ -68,6 +68,8 @@ impl ApiError {
                 Error::WebhookNotFound { .. } => StatusCode::NOT_FOUND,
                 Error::WebhookExists { .. } => StatusCode::CONFLICT,
                 Error::WebhookTargetNotAllowed { .. } => StatusCode::FORBIDDEN,
+                Error::Auth(AuthError::ScopeMissing { .. }) => StatusCode::FORBIDDEN,
+                Error::Auth(AuthError::Missing | AuthError::Invalid) => StatusCode::UNAUTHORIZED,
                 _ => StatusCode::BAD_REQUEST,
             },
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -106,7 +108,10 @@ impl ApiError {
                         ErrorReason::StorageCorrupt => "storage_corrupt",
                         ErrorReason::WebhookNotFound => "not_found",
                         ErrorReason::WebhookExists => "already_exists",
-                        ErrorReason::WebhookTargetNotAllowed => "permission_denied",
+                        ErrorReason::WebhookTargetNotAllowed | ErrorReason::ScopeMissing => {
+                            "permission_denied"
+                        }
+                        ErrorReason::TokenMissing | ErrorReason::TokenInvalid => "unauthenticated",
                         _ => "invalid_argument",
                     }
                     .into(),
@@ -173,6 +178,13 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(after.as_secs().max(1)),
+            );
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750 §3: what a client should send instead.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"pushpull\""),
             );
         }
         response.extensions_mut().insert(Rejected(self.reason()));

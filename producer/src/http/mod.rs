@@ -21,21 +21,29 @@ pub mod store;
 pub mod webhooks;
 pub mod ws;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, State},
+    extract::{DefaultBodyLimit, Request, State},
     http::header,
     middleware,
     response::{Html, IntoResponse, Response},
     routing::{get, post},
-    serve::ListenerExt as _,
 };
 use tokio::net::TcpListener;
 
-use crate::{Config, api::Api, log::EventLog, metrics::Metrics, webhook::registry::Webhooks};
+use crate::{
+    Config,
+    api::Api,
+    auth::{Scope, Tokens},
+    error::Error,
+    log::EventLog,
+    metrics::Metrics,
+    webhook::registry::Webhooks,
+};
 use consumers::ConsumerLink;
+use error::ApiError;
 use error::Rejected;
 
 /// The dashboard: one page, no build step.
@@ -55,6 +63,10 @@ pub struct AppState {
     pub store: Arc<store::StoreSetup>,
     /// The webhook subscriptions, shared with gRPC's `WebhookService`.
     pub webhooks: Webhooks,
+    /// The bearer tokens every route but the dashboard page checks ([`authorize`]).
+    pub tokens: Tokens,
+    /// Whether `/metrics` needs a token with the `metrics` scope (`--metrics-auth`).
+    pub metrics_auth: bool,
 }
 
 impl AppState {
@@ -65,6 +77,7 @@ impl AppState {
         api: Api,
         metrics: Metrics,
         webhooks: Webhooks,
+        tokens: Tokens,
     ) -> Result<Self, String> {
         let consumers = config
             .consumers
@@ -78,6 +91,8 @@ impl AppState {
             consumers: Arc::new(consumers),
             store: Arc::new(store::StoreSetup::new(config)),
             webhooks,
+            tokens,
+            metrics_auth: config.metrics_auth,
         })
     }
 
@@ -102,6 +117,7 @@ pub fn router(state: AppState) -> Router {
             get(webhooks::get).delete(webhooks::delete),
         )
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::map_response_with_state(
             state.clone(),
             count_rejections,
@@ -109,17 +125,77 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until the producer's stop signal; open streams end with it (each listens to it).
-pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+/// Serves on `listener` with `server`'s TLS and limits until the producer's stop signal;
+/// open streams end with it (each listens to it).
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    server: pushpull::serve::Server,
+) -> std::io::Result<()> {
     let stop = state.api.stop().clone();
-    // Small pushes must not wait for Nagle's algorithm (see `pushpull::grpc::incoming`).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+    server
+        .serve(pushpull::grpc::incoming(listener), router(state), stop)
+        .await;
+    Ok(())
+}
+
+/// What a route needs of its caller.
+enum Needs {
+    /// Nothing: the dashboard page (it holds no data; its requests carry the token).
+    Nothing,
+    /// A valid token, whatever its scopes: a WebSocket, whose messages are checked one by one.
+    Token,
+    Scope(Scope),
+}
+
+/// Checks the bearer token (the `Authorization` header; on `/events` and `/ws`, which browsers
+/// open without headers, the `access_token` query parameter too) against what the route needs,
+/// and hands the caller to the handler. A refusal is a 401 or 403 with the usual JSON error.
+async fn authorize(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let needs = match path {
+        "/" => Needs::Nothing,
+        "/metrics" if !state.metrics_auth => Needs::Nothing,
+        "/metrics" => Needs::Scope(Scope::Metrics),
+        "/publish" => Needs::Scope(Scope::Publish),
+        "/ws" => Needs::Token,
+        _ => Needs::Scope(Scope::Read),
+    };
+    let access_token = match path {
+        "/events" | "/ws" => request.uri().query().and_then(|query| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(name, _)| name == "access_token")
+                .map(|(_, token)| token.into_owned())
+        }),
+        _ => None,
+    };
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|value| value.as_bytes());
+    let caller = match needs {
+        Needs::Nothing => Ok(None),
+        Needs::Token => state
+            .tokens
+            .caller(authorization, access_token.as_deref())
+            .map(Some),
+        Needs::Scope(scope) => state
+            .tokens
+            .check(authorization, access_token.as_deref(), scope)
+            .map(Some),
+    };
+    match caller {
+        Ok(Some(caller)) => {
+            request.extensions_mut().insert(caller);
+        }
+        Ok(None) => {}
+        Err(err) => return ApiError::from(Error::Auth(err)).into_response(),
+    }
+    next.run(request).await
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

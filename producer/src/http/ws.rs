@@ -15,6 +15,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use axum::{
+    Extension,
     extract::{
         ConnectInfo, Query, State, WebSocketUpgrade,
         ws::{CloseFrame, Message, WebSocket, close_code, rejection::WebSocketUpgradeRejection},
@@ -33,6 +34,7 @@ use super::{
     poll::publish_events,
 };
 use crate::{
+    auth::{Caller, Scope},
     error::Error,
     follow::Follower,
     log::{self, Event, TopicFilter},
@@ -104,11 +106,13 @@ struct Subscription {
 pub async fn upgrade(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<ReadParams>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     state.api.check_running()?;
     let initial = if query.after.is_some() || query.topics.is_some() {
+        caller.may(Scope::Read).map_err(Error::Auth)?;
         let after = params::after(query.after.as_deref(), "after")?;
         let topics = params::topic_list(query.topics.as_deref());
         // Subscribed now, so a bad cursor or topic is a plain 400 before the upgrade.
@@ -121,7 +125,7 @@ pub async fn upgrade(
         Err(rejection) => return Ok(rejection.into_response()),
     };
     let span = info_span!("websocket", %peer);
-    Ok(ws.on_upgrade(move |socket| connection(state, socket, initial).instrument(span)))
+    Ok(ws.on_upgrade(move |socket| connection(state, socket, caller, initial).instrument(span)))
 }
 
 /// What woke the connection loop.
@@ -132,7 +136,12 @@ enum Wake {
     Batch(Result<log::Batch, Error>),
 }
 
-async fn connection(state: AppState, mut socket: WebSocket, initial: Option<Follower<Event>>) {
+async fn connection(
+    state: AppState,
+    mut socket: WebSocket,
+    caller: Caller,
+    initial: Option<Follower<Event>>,
+) {
     debug!("WebSocket attached");
     let heartbeat = state.api.limits().heartbeat_interval;
     let stop = state.api.stop().clone();
@@ -168,7 +177,9 @@ async fn connection(state: AppState, mut socket: WebSocket, initial: Option<Foll
             Wake::Inbound(Some(Ok(message))) => {
                 last_heard = Instant::now();
                 let reply = match message {
-                    Message::Text(text) => handle(&state, &mut subscription, text.as_str()).await,
+                    Message::Text(text) => {
+                        handle(&state, &caller, &mut subscription, text.as_str()).await
+                    }
                     Message::Binary(_) => Some(ServerMessage::Error(
                         ApiError::bad("message", "send JSON text messages, not binary").body(),
                     )),
@@ -240,6 +251,7 @@ async fn connection(state: AppState, mut socket: WebSocket, initial: Option<Foll
 /// Handles one client message; returns the reply, if any.
 async fn handle(
     state: &AppState,
+    caller: &Caller,
     subscription: &mut Option<Subscription>,
     text: &str,
 ) -> Option<ServerMessage> {
@@ -257,6 +269,17 @@ async fn handle(
             return Some(ServerMessage::Error(error.body()));
         }
     };
+    // The socket needed a valid token to open; each message needs its own scope.
+    let needs = match &message {
+        ClientMessage::Subscribe { .. } => Some(Scope::Read),
+        ClientMessage::Publish { .. } => Some(Scope::Publish),
+        ClientMessage::Unsubscribe => None,
+    };
+    if let Some(Err(err)) = needs.map(|scope| caller.may(scope)) {
+        let error = ApiError::from(Error::Auth(err));
+        state.metrics.rejected("websocket", error.reason());
+        return Some(ServerMessage::Error(error.body()));
+    }
     Some(match message {
         ClientMessage::Subscribe { after, topics } => {
             return Some(subscribe(state, subscription, after, topics));
