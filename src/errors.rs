@@ -42,6 +42,8 @@ pub mod key {
     pub const FLAG: &str = "flag";
     /// The webhook subscription concerned.
     pub const WEBHOOK_ID: &str = "webhook_id";
+    /// What a capacity limit counts (`subscribers`, `long_polls`, `http_streams`).
+    pub const RESOURCE: &str = "resource";
 }
 
 /// The reason and metadata of one refusal: what a client branches on.

@@ -9,6 +9,8 @@
 //! - [`api`]: what the producer does for a client, whatever the transport: publish, subscribe,
 //!   poll; gRPC and HTTP are thin adapters over it.
 //! - [`limits`]: the request limits every transport applies.
+//! - [`capacity`]: how many subscribers, long polls and HTTP streams are served at once.
+//! - [`push`]: the channel from a push subscriber's task to its stream, and the stall timeout.
 //! - [`follow`]: the one follow loop: a cursor waiting for the head to move, for push streams
 //!   and long polls on every transport.
 //! - [`service`]: `pushpull.v1.ProducerService` over the [`api`]: Publish, Subscribe (push),
@@ -25,6 +27,7 @@
 //! parses flags, binds and calls it.
 
 pub mod api;
+pub mod capacity;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -35,6 +38,7 @@ pub mod limits;
 pub mod log;
 mod metered;
 pub mod metrics;
+pub mod push;
 pub mod service;
 pub mod store;
 pub mod webhook;
@@ -125,7 +129,7 @@ pub async fn run_with(
     let stop = CancellationToken::new();
     let api = Api::new(log.clone(), Limits::new(&config), stop.clone());
 
-    let metrics = Metrics::new(log.clone(), &store_metrics);
+    let metrics = Metrics::new(log.clone(), &store_metrics, api.capacity().clone());
     let webhooks = Webhooks::start(webhook_settings(&config)?, api.clone(), metrics.clone())
         .await
         .map_err(RunError::Store)?;
