@@ -150,7 +150,9 @@ pub struct Config {
     /// long while a response waits for it is ended: RESOURCE_EXHAUSTED (reason
     /// SUBSCRIBER_STALLED) on gRPC, an `end` event on SSE, a close frame on WebSocket. The
     /// client resumes from the last event it received. Bounds what a client that stopped
-    /// reading costs: its task and cursor go, and no more than two responses stay buffered.
+    /// reading costs: its task, cursor and place under --max-subscribers / --max-http-streams
+    /// are freed; the (at most two) responses prepared for it and what sits in socket and
+    /// HTTP/2 buffers wait for the client to read or leave (a WebSocket is closed at once).
     #[arg(long, env = "PRODUCER_STALL_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub stall_timeout: Duration,
 
