@@ -44,6 +44,8 @@ pub mod key {
     pub const WEBHOOK_ID: &str = "webhook_id";
     /// The token scope a call needs.
     pub const SCOPE: &str = "scope";
+    /// What a capacity limit counts (`subscribers`, `long_polls`, `http_streams`).
+    pub const RESOURCE: &str = "resource";
 }
 
 /// The reason and metadata of one refusal: what a client branches on.

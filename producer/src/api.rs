@@ -1,7 +1,7 @@
 //! What the producer does for a client, whatever the transport: gRPC ([`crate::service`]) and
 //! HTTP ([`crate::http`]) are thin adapters over [`Api`], so a rule (refusing work while
-//! shutting down, resolving a cursor, the request limits, how a long poll waits) is written
-//! once and every transport behaves alike.
+//! shutting down, resolving a cursor, the request limits, the capacity limits, how a long poll
+//! waits) is written once and every transport behaves alike.
 
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    capacity::{Capacity, Resource, Slot},
     error::Error,
     follow::{Follower, Take},
     limits::Limits,
@@ -20,6 +21,8 @@ use crate::{
 pub struct Api {
     log: EventLog,
     limits: Limits,
+    /// How many subscribers, long polls and HTTP streams are served now, against the limits.
+    capacity: Capacity,
     /// Cancelled when the producer starts shutting down: new calls are refused, and every
     /// stream and long poll waiting on the log ends with it (tonic's and axum's graceful
     /// shutdowns wait for open streams to end on their own).
@@ -28,7 +31,13 @@ pub struct Api {
 
 impl Api {
     pub fn new(log: EventLog, limits: Limits, stop: CancellationToken) -> Self {
-        Self { log, limits, stop }
+        let capacity = Capacity::new(&limits);
+        Self {
+            log,
+            limits,
+            capacity,
+            stop,
+        }
     }
 
     pub fn log(&self) -> &EventLog {
@@ -37,6 +46,16 @@ impl Api {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    pub fn capacity(&self) -> &Capacity {
+        &self.capacity
+    }
+
+    /// A place under `resource`'s limit, held by a stream for its life; refused with
+    /// [`Error::AtCapacity`] when the producer already serves as many.
+    pub fn admit(&self, resource: Resource) -> Result<Slot, Error> {
+        self.capacity.take(resource)
     }
 
     /// The producer's stop signal, for transports to end their own streams with.
@@ -73,6 +92,9 @@ impl Api {
 
     /// One poll: the batch after `after`; with a `wait`, it returns as soon as a matching event
     /// exists, or empty once `wait` has passed, never later.
+    ///
+    /// A long poll takes a slot under `--max-long-polls` only once it has to wait: one that
+    /// finds events at once is answered even when the limit is reached.
     pub async fn poll<E: Take>(
         &self,
         after: Option<u64>,
@@ -82,8 +104,17 @@ impl Api {
     ) -> Result<Batch<E>, Error> {
         self.check_running()?;
         let until = Instant::now() + wait;
-        Follower::new(self.log.clone(), filter, after, limits)?
-            .next_batch(Some(until), &self.stop)
-            .await
+        let mut follower = Follower::new(self.log.clone(), filter, after, limits)?;
+        if wait.is_zero() {
+            return follower.next_batch(Some(until), &self.stop).await;
+        }
+        let now = follower
+            .next_batch(Some(Instant::now()), &self.stop)
+            .await?;
+        if !now.events.is_empty() {
+            return Ok(now);
+        }
+        let _waiting = self.admit(Resource::LongPolls)?;
+        follower.next_batch(Some(until), &self.stop).await
     }
 }

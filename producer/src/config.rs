@@ -126,6 +126,36 @@ pub struct Config {
     #[arg(long, env = "PRODUCER_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
 
+    /// Most gRPC Subscribe streams open at once. One more is refused with RESOURCE_EXHAUSTED
+    /// (reason TOO_MANY_SUBSCRIBERS, with a RetryInfo delay) and everyone already subscribed
+    /// is served as before. Each stream costs a task, a cursor and up to two prepared
+    /// responses; the default leaves room for the benchmark's 10,000 subscribers.
+    #[arg(long, env = "PRODUCER_MAX_SUBSCRIBERS", default_value_t = 16_384)]
+    pub max_subscribers: usize,
+
+    /// Most long polls waiting at once (gRPC Poll with max_wait, HTTP GET /poll?wait=). One
+    /// more that would have to wait is refused with RESOURCE_EXHAUSTED / HTTP 503 (reason
+    /// TOO_MANY_LONG_POLLS); a long poll that finds events at once is answered anyway, and
+    /// polls without a wait are never counted.
+    #[arg(long, env = "PRODUCER_MAX_LONG_POLLS", default_value_t = 4_096)]
+    pub max_long_polls: usize,
+
+    /// Most SSE streams (GET /events) and WebSocket connections (GET /ws) open at once,
+    /// together. One more is refused with HTTP 503 and Retry-After (reason
+    /// TOO_MANY_HTTP_STREAMS).
+    #[arg(long, env = "PRODUCER_MAX_HTTP_STREAMS", default_value_t = 4_096)]
+    pub max_http_streams: usize,
+
+    /// A push stream (gRPC Subscribe, SSE, WebSocket) whose client has taken nothing for this
+    /// long while a response waits for it is ended: RESOURCE_EXHAUSTED (reason
+    /// SUBSCRIBER_STALLED) on gRPC, an `end` event on SSE, a close frame on WebSocket. The
+    /// client resumes from the last event it received. Bounds what a client that stopped
+    /// reading costs: its task, cursor and place under --max-subscribers / --max-http-streams
+    /// are freed; the (at most two) responses prepared for it and what sits in socket and
+    /// HTTP/2 buffers wait for the client to read or leave (a WebSocket is closed at once).
+    #[arg(long, env = "PRODUCER_STALL_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub stall_timeout: Duration,
+
     /// After SIGTERM, how long open connections get to finish before the process exits anyway.
     #[arg(long, env = "PRODUCER_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -305,6 +335,15 @@ impl Config {
         if self.heartbeat_interval.is_zero() {
             return Err("--heartbeat-interval must be greater than zero".into());
         }
+        if self.max_subscribers == 0 || self.max_long_polls == 0 || self.max_http_streams == 0 {
+            return Err(
+                "--max-subscribers, --max-long-polls and --max-http-streams must be at least 1"
+                    .into(),
+            );
+        }
+        if self.stall_timeout.is_zero() {
+            return Err("--stall-timeout must be greater than zero".into());
+        }
         webhook::allow::AllowList::parse(&self.webhook_allow)
             .map_err(|err| format!("--webhook-allow: {err}"))?;
         if self.webhook_retry_min.is_zero() || self.webhook_retry_min > self.webhook_retry_max {
@@ -346,6 +385,11 @@ mod tests {
         );
         assert_eq!(config.fsync, FsyncPolicy::Always);
         assert_eq!(config.retention_age, None);
+        assert!(
+            config.max_subscribers >= 10_000,
+            "the benchmark runs 10,000 subscribers"
+        );
+        assert!(config.stall_timeout > config.heartbeat_interval);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use pushpull::errors::{ErrorInfo, ErrorReason, key};
 use tonic::{Code, Status};
 
 use crate::auth::AuthError;
+use crate::capacity::Resource;
 
 /// How long a client should wait before reconnecting to a producer that is shutting down
 /// (RetryInfo on gRPC, `Retry-After` on HTTP): long enough for a restart to begin listening.
@@ -20,6 +21,11 @@ pub const RETRY_AFTER_SHUTDOWN: Duration = Duration::from_secs(1);
 /// How long a publisher should wait after the disk was full: long enough for an operator or
 /// retention to free space, short enough not to stall a pipeline that could go on.
 pub const RETRY_AFTER_STORAGE_FULL: Duration = Duration::from_secs(5);
+
+/// How long a client refused at a capacity limit should wait before trying again: long enough
+/// that a crowd of refused clients does not come straight back (clients add jitter), short
+/// enough that a slot freed by a departing client is soon used.
+pub const RETRY_AFTER_AT_CAPACITY: Duration = Duration::from_secs(2);
 
 /// Everything a request to the producer can fail with.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -121,6 +127,24 @@ pub enum Error {
     #[error("cannot {doing}: {detail}")]
     StorageCorrupt { doing: &'static str, detail: String },
 
+    /// The producer already serves as many clients of this kind as `--max-*` allows; nothing
+    /// was started, and everyone already served goes on as before.
+    #[error(
+        "the producer serves at most {max} {noun} (flag {flag}); try again later",
+        noun = resource.noun(),
+        flag = resource.flag()
+    )]
+    AtCapacity { resource: Resource, max: usize },
+
+    /// A push stream whose client took nothing for `--stall-timeout` while a response waited.
+    #[error(
+        "the stream was ended because the client took nothing for {timeout} while a response \
+         was waiting (flag --stall-timeout); resume from the last event received, and read \
+         faster or subscribe to fewer topics",
+        timeout = humantime::format_duration(*timeout)
+    )]
+    SubscriberStalled { timeout: Duration },
+
     /// No webhook subscription has this id.
     #[error("webhook_id {id:?} names no webhook subscription")]
     WebhookNotFound { id: String },
@@ -187,6 +211,12 @@ impl Error {
             Error::Auth(AuthError::Missing) => ErrorReason::TokenMissing,
             Error::Auth(AuthError::Invalid) => ErrorReason::TokenInvalid,
             Error::Auth(AuthError::ScopeMissing { .. }) => ErrorReason::ScopeMissing,
+            Error::AtCapacity { resource, .. } => match resource {
+                Resource::Subscribers => ErrorReason::TooManySubscribers,
+                Resource::LongPolls => ErrorReason::TooManyLongPolls,
+                Resource::HttpStreams => ErrorReason::TooManyHttpStreams,
+            },
+            Error::SubscriberStalled { .. } => ErrorReason::SubscriberStalled,
         }
     }
 
@@ -195,7 +225,9 @@ impl Error {
         match self {
             Error::CursorExpired { .. } | Error::CursorAhead { .. } => Code::OutOfRange,
             Error::ShuttingDown | Error::StorageUnavailable { .. } => Code::Unavailable,
-            Error::StorageFull { .. } => Code::ResourceExhausted,
+            Error::StorageFull { .. }
+            | Error::AtCapacity { .. }
+            | Error::SubscriberStalled { .. } => Code::ResourceExhausted,
             Error::StorageCorrupt { .. } => Code::DataLoss,
             Error::WebhookNotFound { .. } => Code::NotFound,
             Error::WebhookExists { .. } => Code::AlreadyExists,
@@ -232,7 +264,9 @@ impl Error {
             | Error::StorageFull { .. }
             | Error::StorageUnavailable { .. }
             | Error::StorageCorrupt { .. }
-            | Error::Auth(_) => return None,
+            | Error::Auth(_)
+            | Error::AtCapacity { .. }
+            | Error::SubscriberStalled { .. } => return None,
         })
     }
 
@@ -292,6 +326,13 @@ impl Error {
             }
             Error::WebhookTargetNotAllowed { .. } => info.with(key::FLAG, "--webhook-allow"),
             Error::Auth(AuthError::ScopeMissing { scope }) => info.with(key::SCOPE, scope),
+            Error::AtCapacity { resource, max } => info
+                .with(key::RESOURCE, resource.name())
+                .with(key::LIMIT, max)
+                .with(key::FLAG, resource.flag()),
+            Error::SubscriberStalled { timeout } => info
+                .with(key::LIMIT, humantime::format_duration(*timeout))
+                .with(key::FLAG, "--stall-timeout"),
             Error::Auth(AuthError::Missing | AuthError::Invalid)
             | Error::InvalidMaxWait { .. }
             | Error::InvalidWebhook { .. }
@@ -307,6 +348,7 @@ impl Error {
         match self {
             Error::ShuttingDown | Error::StorageUnavailable { .. } => Some(RETRY_AFTER_SHUTDOWN),
             Error::StorageFull { .. } => Some(RETRY_AFTER_STORAGE_FULL),
+            Error::AtCapacity { .. } => Some(RETRY_AFTER_AT_CAPACITY),
             _ => None,
         }
     }
@@ -384,6 +426,46 @@ mod tests {
         assert_eq!(
             status.get_details_retry_info().unwrap().retry_delay,
             Some(RETRY_AFTER_SHUTDOWN)
+        );
+    }
+
+    #[test]
+    fn capacity_refusals_name_the_limit_and_its_flag_and_say_when_to_retry() {
+        let status = Status::from(Error::AtCapacity {
+            resource: Resource::Subscribers,
+            max: 16_384,
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.message(),
+            "the producer serves at most 16384 Subscribe streams (flag --max-subscribers); \
+             try again later"
+        );
+        let info = ErrorInfo::from_status(&status).unwrap();
+        assert_eq!(info.reason, ErrorReason::TooManySubscribers);
+        assert_eq!(info.get(key::RESOURCE), Some("subscribers"));
+        assert_eq!(info.get_u64(key::LIMIT), Some(16_384));
+        assert_eq!(info.get(key::FLAG), Some("--max-subscribers"));
+        assert_eq!(
+            status.get_details_retry_info().unwrap().retry_delay,
+            Some(RETRY_AFTER_AT_CAPACITY)
+        );
+        let polls = Error::AtCapacity {
+            resource: Resource::LongPolls,
+            max: 1,
+        };
+        assert_eq!(polls.reason(), ErrorReason::TooManyLongPolls);
+
+        let stalled = Status::from(Error::SubscriberStalled {
+            timeout: Duration::from_secs(30),
+        });
+        assert_eq!(stalled.code(), Code::ResourceExhausted);
+        assert!(stalled.message().contains("30s"), "{}", stalled.message());
+        let info = ErrorInfo::from_status(&stalled).unwrap();
+        assert_eq!(info.reason, ErrorReason::SubscriberStalled);
+        assert_eq!(
+            (info.get(key::LIMIT), info.get(key::FLAG)),
+            (Some("30s"), Some("--stall-timeout"))
         );
     }
 

@@ -10,6 +10,8 @@
 //!   poll; gRPC and HTTP are thin adapters over it.
 //! - [`limits`]: the request limits every transport applies.
 //! - [`auth`]: bearer tokens and their scopes, checked on gRPC and HTTP.
+//! - [`capacity`]: how many subscribers, long polls and HTTP streams are served at once.
+//! - [`push`]: the channel from a push subscriber's task to its stream, and the stall timeout.
 //! - [`follow`]: the one follow loop: a cursor waiting for the head to move, for push streams
 //!   and long polls on every transport.
 //! - [`service`]: `pushpull.v1.ProducerService` over the [`api`]: Publish, Subscribe (push),
@@ -27,6 +29,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod capacity;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -37,6 +40,7 @@ pub mod limits;
 pub mod log;
 mod metered;
 pub mod metrics;
+pub mod push;
 pub mod service;
 pub mod store;
 pub mod webhook;
@@ -132,7 +136,7 @@ pub async fn run_with(
     let stop = CancellationToken::new();
     let api = Api::new(log.clone(), Limits::new(&config), stop.clone());
 
-    let metrics = Metrics::new(log.clone(), &store_metrics);
+    let metrics = Metrics::new(log.clone(), &store_metrics, api.capacity().clone());
     let webhooks = Webhooks::start(webhook_settings(&config)?, api.clone(), metrics.clone())
         .await
         .map_err(RunError::Store)?;

@@ -32,6 +32,15 @@ pub struct Limits {
     /// An idle push stream gets a heartbeat (gRPC: an empty response; SSE: a comment;
     /// WebSocket: a ping) this often.
     pub heartbeat_interval: Duration,
+    /// Most gRPC Subscribe streams at once (see [`crate::capacity`]).
+    pub max_subscribers: usize,
+    /// Most long polls waiting at once, gRPC and HTTP together.
+    pub max_long_polls: usize,
+    /// Most SSE streams and WebSocket connections at once.
+    pub max_http_streams: usize,
+    /// A push stream whose client takes nothing for this long while a response waits is
+    /// ended (see [`crate::push`]).
+    pub stall_timeout: Duration,
 }
 
 impl Limits {
@@ -43,6 +52,10 @@ impl Limits {
             max_batch_events: config.max_batch_events,
             max_batch_bytes: config.max_batch_bytes,
             heartbeat_interval: config.heartbeat_interval,
+            max_subscribers: config.max_subscribers,
+            max_long_polls: config.max_long_polls,
+            max_http_streams: config.max_http_streams,
+            stall_timeout: config.stall_timeout,
         }
     }
 

@@ -25,7 +25,11 @@ use prometheus_client::{
 
 use pushpull::{errors::ErrorReason, serve::ConnStats};
 
-use crate::{log::EventLog, store::StoreMetrics};
+use crate::{
+    capacity::{Capacity, Resource},
+    log::EventLog,
+    store::StoreMetrics,
+};
 
 /// How events leave the producer. The label values are part of the metrics' contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,8 +115,8 @@ struct Inner {
 }
 
 impl Metrics {
-    /// Metrics for one producer serving `log`.
-    pub fn new(log: EventLog, store: &StoreMetrics) -> Self {
+    /// Metrics for one producer serving `log`, within `capacity`.
+    pub fn new(log: EventLog, store: &StoreMetrics, capacity: Capacity) -> Self {
         let mut registry = Registry::with_prefix("pushpull_producer");
         let subscribers = Family::<TransportLabels, Gauge>::default();
         let pollers = Family::<TransportLabels, Gauge>::default();
@@ -199,6 +203,7 @@ impl Metrics {
         registry.register_collector(Box::new(ConnCollector {
             servers: connections.clone(),
         }));
+        registry.register_collector(Box::new(CapacityCollector { capacity }));
         // Every series exists from the start at 0, so a scrape lists them all and `rate()`
         // has a starting point.
         const PUSH: [Transport; 3] = [Transport::GrpcStream, Transport::Sse, Transport::WebSocket];
@@ -427,6 +432,54 @@ impl Collector for ConnCollector {
                 ConstCounter::new(value)
                     .encode(closed.encode_family(&[("port", *port), ("reason", reason)])?)?;
             }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the capacity counters at scrape time: the slots are counted where they are taken
+/// ([`Capacity`]), so the numbers here are the ones the limits are enforced on.
+#[derive(Debug)]
+struct CapacityCollector {
+    capacity: Capacity,
+}
+
+impl Collector for CapacityCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, help, value) in [
+            (
+                "limit_in_use",
+                "Clients counted against a capacity limit now, by resource: subscribers (gRPC \
+                 Subscribe streams, --max-subscribers), long_polls (long polls waiting, \
+                 --max-long-polls), http_streams (SSE streams and WebSocket connections, \
+                 --max-http-streams)",
+                Capacity::in_use as fn(&Capacity, Resource) -> usize,
+            ),
+            (
+                "limit_max",
+                "The capacity limits, by resource (see limit_in_use): one client more is \
+                 refused (rejected_requests, reason TOO_MANY_*)",
+                Capacity::max,
+            ),
+        ] {
+            let gauge = ConstGauge::new(0i64);
+            let mut family = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            for resource in Resource::ALL {
+                let gauge = ConstGauge::new(value(&self.capacity, resource) as i64);
+                gauge.encode(family.encode_family(&[("resource", resource.name())])?)?;
+            }
+        }
+        let counter = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "subscribers_stalled",
+            "Push streams ended because their client took nothing for --stall-timeout while a \
+             response waited (reason SUBSCRIBER_STALLED), by transport",
+            None,
+            counter.metric_type(),
+        )?;
+        for (transport, count) in self.capacity.stalled() {
+            ConstCounter::new(count)
+                .encode(family.encode_family(&[("transport", transport.label())])?)?;
         }
         Ok(())
     }

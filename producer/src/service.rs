@@ -19,16 +19,18 @@ use pushpull::{
         server::{self as wire, producer_service_server::ProducerService},
     },
 };
-use tokio::{sync::mpsc, time::Instant};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::{
     api::Api,
+    capacity::{Resource, Slot},
     error::Error,
     follow::Follower,
     log::{Batch, Event, NewEvent, TopicFilter},
+    metrics::Transport,
+    push::{self, SendError},
 };
 
 /// Responses a subscriber's task may have made before the client has read them. Small on
@@ -87,7 +89,7 @@ impl ProducerService for ProducerApi {
         }))
     }
 
-    type SubscribeStream = ReceiverStream<Result<wire::SubscribeResponse, Status>>;
+    type SubscribeStream = push::Receiver<Result<wire::SubscribeResponse, Status>>;
 
     async fn subscribe(
         &self,
@@ -102,15 +104,17 @@ impl ProducerService for ProducerApi {
         // itself instead of a stream that ends at once.
         let filter = TopicFilter::new(req.topics)?;
         let follower = self.api.subscribe(req.after_sequence, filter)?;
-        let (tx, rx) = mpsc::channel(SUBSCRIBER_CHANNEL_CAPACITY);
+        let slot = self.api.admit(Resource::Subscribers)?;
+        let (tx, rx) = push::channel(SUBSCRIBER_CHANNEL_CAPACITY, self.api.limits().stall_timeout);
         let span = info_span!("subscriber", %peer, after_sequence = follower.cursor());
         let subscriber = Subscriber {
             api: self.api.clone(),
             follower,
             tx,
+            _slot: slot,
         };
         tokio::spawn(subscriber.run().instrument(span));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(rx))
     }
 
     async fn poll(
@@ -137,18 +141,24 @@ impl ProducerService for ProducerApi {
 }
 
 /// One push subscriber: a follower and the sending half of its stream. Runs as its own task
-/// and ends when the client goes away, the producer shuts down, or retention overtakes the
-/// cursor.
+/// and ends when the client goes away, the producer shuts down, retention overtakes the
+/// cursor, or the client stops reading.
 struct Subscriber {
     api: Api,
     follower: Follower<EncodedEvent>,
-    tx: mpsc::Sender<Result<wire::SubscribeResponse, Status>>,
+    tx: push::Sender<Result<wire::SubscribeResponse, Status>>,
+    /// Its place under `--max-subscribers`, given back when the task ends: a stalled
+    /// subscriber's stream may linger until its client reads or leaves, but the task and cursor
+    /// it was counted for are gone.
+    _slot: Slot,
 }
 
 /// Why a subscriber's task ended.
 enum End {
     ClientGone,
     ShuttingDown,
+    /// The client took nothing for the stall timeout while a response waited.
+    Stalled,
     Failed(Error),
 }
 
@@ -158,6 +168,17 @@ impl Subscriber {
         let end = self.stream().await;
         let after_sequence = self.follower.cursor();
         match end {
+            End::Stalled => {
+                let timeout = self.api.limits().stall_timeout;
+                warn!(
+                    after_sequence,
+                    stall_timeout = %humantime::format_duration(timeout),
+                    "subscriber stalled; ending stream"
+                );
+                self.api.capacity().count_stalled(Transport::GrpcStream);
+                let status = Error::SubscriberStalled { timeout }.into();
+                self.tx.end_with(Err(status));
+            }
             End::ClientGone => info!(after_sequence, "subscriber left"),
             End::ShuttingDown => {
                 debug!(after_sequence, "ending stream: shutting down");
@@ -171,7 +192,9 @@ impl Subscriber {
     }
 
     async fn send_final(&self, err: Error) {
-        let _ = tokio::time::timeout(FINAL_STATUS_TIMEOUT, self.tx.send(Err(err.into()))).await;
+        self.tx
+            .send_last(Err(err.into()), FINAL_STATUS_TIMEOUT)
+            .await;
     }
 
     async fn stream(&mut self) -> End {
@@ -200,7 +223,7 @@ impl Subscriber {
     }
 
     /// Sends one response, waiting for room in the channel (that is, for the client to read)
-    /// but not past shutdown.
+    /// but not past shutdown, nor past the stall timeout.
     async fn send(&self, batch: Batch<EncodedEvent>) -> Option<End> {
         let response = wire::SubscribeResponse {
             head_sequence: batch.head,
@@ -212,7 +235,134 @@ impl Subscriber {
         tokio::select! {
             biased;
             () = self.api.stop().cancelled() => Some(End::ShuttingDown),
-            sent = send => sent.err().map(|_| End::ClientGone),
+            sent = send => match sent {
+                Ok(()) => None,
+                Err(SendError::Gone) => Some(End::ClientGone),
+                Err(SendError::Stalled) => Some(End::Stalled),
+            },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use clap::Parser as _;
+    use futures_util::StreamExt as _;
+    use pushpull::errors::{ErrorReason, reason};
+    use tokio_util::sync::CancellationToken;
+    use tonic::Code;
+
+    use super::*;
+    use crate::{
+        Config,
+        limits::Limits,
+        log::{EventLog, PublishLimits},
+        store::Retention,
+    };
+
+    fn service(flags: &[&str]) -> ProducerApi {
+        let config = Config::parse_from(std::iter::once("producer").chain(flags.iter().copied()));
+        let log = EventLog::memory_with_log_id(
+            "t".into(),
+            Retention {
+                max_events: 1000,
+                max_bytes: usize::MAX,
+                max_age: None,
+            },
+            PublishLimits {
+                max_events: 100,
+                max_payload_bytes: 100,
+            },
+        );
+        ProducerApi::new(Api::new(
+            log,
+            Limits::new(&config),
+            CancellationToken::new(),
+        ))
+    }
+
+    async fn publish(service: &ProducerApi, n: usize) {
+        let events = (0..n)
+            .map(|_| NewEvent {
+                topic: "t".into(),
+                payload: Bytes::new(),
+            })
+            .collect();
+        service.api.publish(events).await.unwrap();
+    }
+
+    fn from_oldest() -> Request<pb::SubscribeRequest> {
+        Request::new(pb::SubscribeRequest {
+            after_sequence: Some(0),
+            topics: vec![],
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscriber_that_stops_reading_is_ended_with_stalled_ahead_of_its_backlog() {
+        let service = service(&["--stall-timeout", "30s", "--max-batch-events", "1"]);
+        // One event per response: more than the channel holds, so the task waits on a client
+        // that never reads.
+        publish(&service, 5).await;
+        let mut stream = service.subscribe(from_oldest()).await.unwrap().into_inner();
+        assert_eq!(service.api.capacity().in_use(Resource::Subscribers), 1);
+
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert_eq!(
+            service.api.capacity().in_use(Resource::Subscribers),
+            0,
+            "the task is gone, and its slot with it"
+        );
+        assert_eq!(
+            service.api.capacity().stalled()[0],
+            (Transport::GrpcStream, 1)
+        );
+        let status = stream
+            .next()
+            .await
+            .expect("the final status")
+            .expect_err("not a buffered response");
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(reason(&status), Some(ErrorReason::SubscriberStalled));
+        assert!(stream.next().await.is_none(), "the stream ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscriber_that_reads_slowly_but_within_the_timeout_is_kept() {
+        let service = service(&["--stall-timeout", "30s", "--max-batch-events", "1"]);
+        publish(&service, 5).await;
+        let mut stream = service.subscribe(from_oldest()).await.unwrap().into_inner();
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            tokio::time::sleep(Duration::from_secs(29)).await;
+            let response = stream.next().await.unwrap().unwrap();
+            got.extend(response.events.iter().map(|_| response.next_after_sequence));
+        }
+        assert_eq!(got, vec![1, 2, 3, 4, 5]);
+        assert_eq!(service.api.capacity().stalled()[0].1, 0);
+    }
+
+    #[tokio::test]
+    async fn subscribers_over_the_limit_are_refused_and_a_departed_one_frees_its_slot() {
+        let service = service(&["--max-subscribers", "1"]);
+        let first = service.subscribe(from_oldest()).await.unwrap();
+        let refused = service.subscribe(from_oldest()).await.unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert_eq!(reason(&refused), Some(ErrorReason::TooManySubscribers));
+        assert!(
+            refused.message().contains("--max-subscribers"),
+            "{}",
+            refused.message()
+        );
+        drop(first);
+        // The task sees its client gone at once, and gives the slot back as it ends.
+        for _ in 0..1000 {
+            if service.api.capacity().in_use(Resource::Subscribers) == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        service.subscribe(from_oldest()).await.unwrap();
     }
 }

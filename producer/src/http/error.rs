@@ -28,6 +28,9 @@ pub enum ApiError {
     },
     /// A parameter or body that could not be parsed at all.
     BadRequest { field: String, message: String },
+    /// A request body over the limit (`--max-message-bytes`, the gRPC message limit, so both
+    /// sides accept the same publish).
+    BodyTooLarge { max: usize },
 }
 
 impl From<Error> for ApiError {
@@ -53,6 +56,7 @@ impl ApiError {
         match self {
             ApiError::Log { err, .. } => err.reason(),
             ApiError::BadRequest { .. } => ErrorReason::MalformedRequest,
+            ApiError::BodyTooLarge { .. } => ErrorReason::BodyTooLarge,
         }
     }
 
@@ -60,9 +64,10 @@ impl ApiError {
         match self {
             ApiError::Log { err, .. } => match err {
                 Error::CursorExpired { .. } => StatusCode::GONE,
-                Error::ShuttingDown | Error::StorageUnavailable { .. } => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                Error::ShuttingDown
+                | Error::StorageUnavailable { .. }
+                | Error::AtCapacity { .. }
+                | Error::SubscriberStalled { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 Error::StorageFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
                 Error::StorageCorrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
                 Error::WebhookNotFound { .. } => StatusCode::NOT_FOUND,
@@ -73,6 +78,7 @@ impl ApiError {
                 _ => StatusCode::BAD_REQUEST,
             },
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -87,6 +93,23 @@ impl ApiError {
                     reason: info.reason_name().into(),
                     field: Some(field.clone()),
                     message: message.clone(),
+                    metadata: info.metadata,
+                    ..ErrorJson::default()
+                }
+            }
+            ApiError::BodyTooLarge { max } => {
+                let info = ErrorInfo::new(self.reason())
+                    .with(key::FIELD, "body")
+                    .with(key::LIMIT, max)
+                    .with(key::FLAG, "--max-message-bytes");
+                ErrorJson {
+                    code: "invalid_argument".into(),
+                    reason: info.reason_name().into(),
+                    field: Some("body".into()),
+                    message: format!(
+                        "the body is over {max} bytes, the limit (flag --max-message-bytes); \
+                         publish fewer events per request"
+                    ),
                     metadata: info.metadata,
                     ..ErrorJson::default()
                 }
@@ -112,6 +135,10 @@ impl ApiError {
                             "permission_denied"
                         }
                         ErrorReason::TokenMissing | ErrorReason::TokenInvalid => "unauthenticated",
+                        ErrorReason::TooManySubscribers
+                        | ErrorReason::TooManyLongPolls
+                        | ErrorReason::TooManyHttpStreams
+                        | ErrorReason::SubscriberStalled => "resource_exhausted",
                         _ => "invalid_argument",
                     }
                     .into(),
@@ -141,8 +168,9 @@ fn http_field<'a>(proto_field: &'a str, cursor_field: &'a str) -> &'a str {
 /// An error as JSON.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorJson {
-    /// The kind, for simple clients: `invalid_argument`, `cursor_expired`, `cursor_ahead` or
-    /// `shutting_down`.
+    /// The kind, for simple clients: `invalid_argument`, `cursor_expired`, `cursor_ahead`,
+    /// `shutting_down`, `resource_exhausted` (a capacity limit, or a stalled stream), `storage_*`,
+    /// `not_found`, `already_exists`, `permission_denied`.
     pub code: String,
     /// The `google.rpc.ErrorInfo` reason, as gRPC clients get it: `CURSOR_EXPIRED`,
     /// `INVALID_TOPIC`, `MALFORMED_REQUEST`, ... (`proto/pushpull/v1/errors.proto`).
@@ -241,5 +269,27 @@ mod tests {
         assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(err.reason(), ErrorReason::ShuttingDown);
         assert_eq!(err.into_response().headers()["retry-after"], "1");
+    }
+
+    #[test]
+    fn capacity_refusals_are_503_with_retry_after_and_name_their_flag() {
+        let err = ApiError::from(Error::AtCapacity {
+            resource: crate::capacity::Resource::HttpStreams,
+            max: 3,
+        });
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = err.body();
+        assert_eq!(
+            (body.code.as_str(), body.reason.as_str()),
+            ("resource_exhausted", "TOO_MANY_HTTP_STREAMS")
+        );
+        assert_eq!(body.metadata["flag"], "--max-http-streams");
+        assert_eq!(body.metadata["resource"], "http_streams");
+        assert_eq!(body.metadata["limit"], "3");
+        assert_eq!(err.into_response().headers()["retry-after"], "2");
+        let err = ApiError::BodyTooLarge { max: 10 };
+        assert_eq!(err.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(err.body().reason, "BODY_TOO_LARGE");
+        assert_eq!(err.body().metadata["flag"], "--max-message-bytes");
     }
 }

@@ -1,8 +1,13 @@
-//! Query parameters and headers shared by the HTTP endpoints, parsed into the log's types with
-//! errors that name the parameter.
+//! Query parameters, headers and bodies shared by the HTTP endpoints, parsed into the log's
+//! types with errors that name the parameter.
 
 use std::time::Duration;
 
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, Request},
+    http::StatusCode,
+};
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -19,6 +24,28 @@ pub struct ReadParams {
     pub topics: Option<String>,
     pub max_events: Option<String>,
     pub wait: Option<String>,
+}
+
+/// A request body within `--max-message-bytes` (axum's `DefaultBodyLimit`, set in
+/// [`super::router`]): over it, our JSON error (413, `BODY_TOO_LARGE`) instead of axum's plain
+/// text.
+#[derive(Debug)]
+pub struct Body(pub Bytes);
+
+impl FromRequest<super::AppState> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &super::AppState) -> Result<Self, ApiError> {
+        match Bytes::from_request(req, state).await {
+            Ok(bytes) => Ok(Body(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::BodyTooLarge {
+                    max: state.max_body_bytes,
+                })
+            }
+            Err(rejection) => Err(ApiError::bad("body", rejection.body_text())),
+        }
+    }
 }
 
 /// `after`: a sequence number; absent or empty means "from the head".

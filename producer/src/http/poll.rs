@@ -2,7 +2,6 @@
 
 use axum::{
     Json,
-    body::Bytes,
     extract::{Query, State},
 };
 
@@ -10,7 +9,7 @@ use super::{
     AppState,
     error::ApiError,
     json::{BatchJson, PublishJson, PublishedJson, decode_events},
-    params::{self, ReadParams},
+    params::{self, Body, ReadParams},
 };
 use crate::metrics::Transport;
 
@@ -41,7 +40,7 @@ pub async fn poll(
 /// with `"encoding":"base64"`): appends atomically, like gRPC `Publish`.
 pub async fn publish(
     State(state): State<AppState>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Json<PublishedJson>, ApiError> {
     let timer = state.metrics.timer("http", "publish");
     state.api.check_running()?;

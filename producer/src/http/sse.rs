@@ -10,8 +10,6 @@ use axum::{
 };
 use futures_util::{Stream, StreamExt as _, stream};
 use serde::Serialize;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument as _, debug, info_span, warn};
 
 use super::{
@@ -20,7 +18,14 @@ use super::{
     json::{EventJson, rfc3339},
     params::{self, ReadParams},
 };
-use crate::{error::Error, follow::Follower, log, metrics::Transport};
+use crate::{
+    capacity::{Resource, Slot},
+    error::Error,
+    follow::Follower,
+    log,
+    metrics::Transport,
+    push::{self, SendError},
+};
 
 /// Batches prepared ahead of the client: the log is the buffer, not this channel.
 const CHANNEL_CAPACITY: usize = 2;
@@ -62,13 +67,12 @@ pub async fn events(
         .api
         .subscribe(after, filter)
         .map_err(|err| ApiError::Log { err, cursor_field })?;
+    let slot = state.api.admit(Resource::HttpStreams)?;
 
-    let (tx, rx) = mpsc::channel::<Vec<Event>>(CHANNEL_CAPACITY);
+    let (tx, rx) = push::channel::<Vec<Event>>(CHANNEL_CAPACITY, state.api.limits().stall_timeout);
     let span = info_span!("sse", %peer, after_sequence = follower.cursor());
-    tokio::spawn(stream_events(state.clone(), follower, tx).instrument(span));
-    let body = ReceiverStream::new(rx)
-        .flat_map(stream::iter)
-        .map(Ok::<_, Infallible>);
+    tokio::spawn(stream_events(state.clone(), follower, tx, slot).instrument(span));
+    let body = rx.flat_map(stream::iter).map(Ok::<_, Infallible>);
     Ok(Sse::new(body).keep_alive(
         KeepAlive::new()
             .interval(state.api.limits().heartbeat_interval)
@@ -76,10 +80,14 @@ pub async fn events(
     ))
 }
 
+/// Feeds one SSE stream until the client leaves, the producer stops, the cursor expires or the
+/// client stops reading. `_slot` is the stream's place under `--max-http-streams`, given back
+/// when this returns.
 async fn stream_events(
     state: AppState,
     mut follower: Follower<log::Event>,
-    tx: mpsc::Sender<Vec<Event>>,
+    tx: push::Sender<Vec<Event>>,
+    _slot: Slot,
 ) {
     let _subscriber = state.metrics.subscriber(Transport::Sse);
     let stop = state.api.stop().clone();
@@ -95,8 +103,8 @@ async fn stream_events(
             server_time: rfc3339(std::time::SystemTime::now()),
         })
         .expect("plain struct serializes");
-    if tx.send(vec![open]).await.is_err() {
-        return;
+    if let Err(err) = tx.send(vec![open]).await {
+        return stalled_or_gone(&state, err, tx);
     }
     debug!("SSE stream attached");
     let end = loop {
@@ -123,7 +131,9 @@ async fn stream_events(
         tokio::select! {
             biased;
             _ = stop.cancelled() => break Error::ShuttingDown,
-            sent = tx.send(events) => if sent.is_err() { return debug!("SSE client left") },
+            sent = tx.send(events) => if let Err(err) = sent {
+                return stalled_or_gone(&state, err, tx);
+            },
         }
         state.metrics.delivered(Transport::Sse, n);
     };
@@ -134,10 +144,32 @@ async fn stream_events(
         state.metrics.lagged(Transport::Sse);
         warn!(after_sequence = follower.cursor(), %end, "ending SSE stream");
     }
-    let body = ApiError::from(end).body();
-    let event = Event::default()
+    let event = end_event(end);
+    tx.send_last(vec![event], FINAL_EVENT_TIMEOUT).await;
+}
+
+/// A send failed: the client left, or took nothing for `--stall-timeout`; then the stream ends
+/// with an `end` event saying so, ahead of what is still buffered (the client resumes from the
+/// last `id:` it received).
+fn stalled_or_gone(state: &AppState, err: SendError, tx: push::Sender<Vec<Event>>) {
+    match err {
+        SendError::Gone => debug!("SSE client left"),
+        SendError::Stalled => {
+            let timeout = state.api.limits().stall_timeout;
+            warn!(
+                stall_timeout = %humantime::format_duration(timeout),
+                "SSE client stalled; ending stream"
+            );
+            state.api.capacity().count_stalled(Transport::Sse);
+            tx.end_with(vec![end_event(Error::SubscriberStalled { timeout })]);
+        }
+    }
+}
+
+/// The `end` event: the error body saying why the stream ends.
+fn end_event(err: Error) -> Event {
+    Event::default()
         .event("end")
-        .json_data(body)
-        .expect("plain struct serializes");
-    let _ = tokio::time::timeout(FINAL_EVENT_TIMEOUT, tx.send(vec![event])).await;
+        .json_data(ApiError::from(err).body())
+        .expect("plain struct serializes")
 }

@@ -13,14 +13,13 @@ use std::time::SystemTime;
 
 use axum::{
     Json,
-    body::Bytes,
     extract::{Path, State},
     http::StatusCode,
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, error::ApiError, json::rfc3339};
+use super::{AppState, error::ApiError, json::rfc3339, params::Body};
 use crate::webhook::registry::{NewWebhook, Subscription};
 
 /// A subscription as JSON: `pushpull.v1.Webhook`'s fields.
@@ -84,7 +83,7 @@ struct CreateJson {
 }
 
 /// `POST /webhooks`.
-pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn create(State(state): State<AppState>, Body(body): Body) -> Result<Response, ApiError> {
     let request: CreateJson = serde_json::from_slice(&body).map_err(|err| {
         ApiError::bad(
             "body",

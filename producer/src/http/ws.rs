@@ -35,6 +35,7 @@ use super::{
 };
 use crate::{
     auth::{Caller, Scope},
+    capacity::{Resource, Slot},
     error::Error,
     follow::Follower,
     log::{self, Event, TopicFilter},
@@ -124,8 +125,12 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return Ok(rejection.into_response()),
     };
+    // Taken before the upgrade, so a client over the limit gets a plain 503 it can read.
+    let slot = state.api.admit(Resource::HttpStreams)?;
     let span = info_span!("websocket", %peer);
-    Ok(ws.on_upgrade(move |socket| connection(state, socket, caller, initial).instrument(span)))
+    Ok(ws.on_upgrade(move |socket| {
+        connection(state, socket, caller, initial, slot).instrument(span)
+    }))
 }
 
 /// What woke the connection loop.
@@ -136,11 +141,14 @@ enum Wake {
     Batch(Result<log::Batch, Error>),
 }
 
+/// One WebSocket connection of `caller` (whose scopes each message is checked against);
+/// `_slot` is its place under `--max-http-streams`, given back when it ends.
 async fn connection(
     state: AppState,
     mut socket: WebSocket,
     caller: Caller,
     initial: Option<Follower<Event>>,
+    _slot: Slot,
 ) {
     debug!("WebSocket attached");
     let heartbeat = state.api.limits().heartbeat_interval;
@@ -348,11 +356,36 @@ async fn send(state: &AppState, socket: &mut WebSocket, message: ServerMessage) 
     send_raw(state, socket, message.to_message()).await
 }
 
-/// Sends, waiting for a slow client but not past shutdown. False when the socket is done.
+/// Sends, waiting for a slow client but not past shutdown, nor past `--stall-timeout`: a client
+/// that takes nothing for that long is sent a close frame saying so (if it can still be
+/// written) and dropped. False when the socket is done.
 async fn send_raw(state: &AppState, socket: &mut WebSocket, message: Message) -> bool {
-    tokio::select! {
+    let timeout = state.api.limits().stall_timeout;
+    let sent = tokio::select! {
         biased;
-        _ = state.api.stop().cancelled() => false,
-        sent = socket.send(message) => sent.is_ok(),
-    }
+        _ = state.api.stop().cancelled() => return false,
+        sent = tokio::time::timeout(timeout, socket.send(message)) => sent,
+    };
+    let Err(_stalled) = sent else {
+        return sent.is_ok_and(|sent| sent.is_ok());
+    };
+    warn!(
+        stall_timeout = %humantime::format_duration(timeout),
+        "WebSocket client stalled; closing"
+    );
+    state.api.capacity().count_stalled(Transport::WebSocket);
+    let close = Message::Close(Some(CloseFrame {
+        code: close_code::POLICY,
+        reason: stall_reason(timeout).into(),
+    }));
+    let _ = tokio::time::timeout(FINAL_SEND_TIMEOUT, socket.send(close)).await;
+    false
+}
+
+/// The close frame's reason for a stalled client (at most 123 bytes, as RFC 6455 allows).
+fn stall_reason(timeout: Duration) -> String {
+    format!(
+        "SUBSCRIBER_STALLED: nothing read for {} (--stall-timeout)",
+        humantime::format_duration(timeout)
+    )
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::{helpers::*, http_client::*};
 
 /// `name{labels}` → value, from the text exposition.
-async fn scrape(http: std::net::SocketAddr) -> HashMap<String, f64> {
+pub async fn scrape(http: std::net::SocketAddr) -> HashMap<String, f64> {
     let response = reqwest::get(url(http, "/metrics")).await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
     let content_type = response.headers()["content-type"]
@@ -30,7 +30,7 @@ async fn scrape(http: std::net::SocketAddr) -> HashMap<String, f64> {
         .collect()
 }
 
-fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
+pub fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
     *m.get(key).unwrap_or_else(|| panic!("no {key} in {m:#?}"))
 }
 

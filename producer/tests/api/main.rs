@@ -11,6 +11,7 @@ mod http_poll;
 mod http_sse;
 mod http_ws;
 mod jetstream;
+mod limits;
 mod poll;
 mod publish;
 mod published;
