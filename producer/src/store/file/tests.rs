@@ -527,3 +527,17 @@ async fn appends_after_close_fail_and_reads_go_on() {
     assert_eq!(log.append(vec![ev(0)]).await, Err(Error::ShuttingDown));
     assert_eq!(everything(&log).await.len(), 3);
 }
+
+/// Sequences start at 1, and recovery counts on `first - 1`: a stray `000…0.log` in the data
+/// directory (copied in, hand-made) once panicked the scan on an overflow (and in a release
+/// build made the head `u64::MAX`).
+#[tokio::test]
+async fn a_segment_named_for_sequence_zero_is_refused_as_corrupt() {
+    let dir = TempDir::new().unwrap();
+    let log = log_at(dir.path(), keep_all()).unwrap();
+    log.close().await.unwrap();
+    drop(log);
+    fs::write(dir.path().join(segment::file_name(0)), b"").unwrap();
+    let err = log_at(dir.path(), keep_all()).unwrap_err();
+    assert!(matches!(err, OpenError::Corrupt { .. }), "{err}");
+}
