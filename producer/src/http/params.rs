@@ -3,6 +3,10 @@
 
 use std::time::Duration;
 
+use axum::{
+    extract::{FromRequestParts, Query},
+    http::request::Parts,
+};
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -13,12 +17,35 @@ use crate::{
 };
 
 /// `?after=SEQ&topics=a,b` (SSE, WebSocket) plus the poll-only parameters.
+///
+/// An extractor of its own, not axum's `Query`, so that a query string that does not parse (a
+/// parameter given twice) is refused with our JSON error like every other bad parameter, not
+/// with axum's plain-text 400.
 #[derive(Debug, Default, Deserialize)]
 pub struct ReadParams {
     pub after: Option<String>,
     pub topics: Option<String>,
     pub max_events: Option<String>,
     pub wait: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ReadParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(params) = Query::<ReadParams>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| {
+                ApiError::bad(
+                    "query",
+                    format!(
+                        "{}; give each of after, topics, max_events and wait at most once",
+                        rejection.body_text()
+                    ),
+                )
+            })?;
+        Ok(params)
+    }
 }
 
 /// `after`: a sequence number; absent or empty means "from the head".

@@ -16,7 +16,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     extract::{
-        ConnectInfo, Query, State, WebSocketUpgrade,
+        ConnectInfo, State, WebSocketUpgrade,
         ws::{CloseFrame, Message, WebSocket, close_code, rejection::WebSocketUpgradeRejection},
     },
     response::{IntoResponse as _, Response},
@@ -104,7 +104,7 @@ struct Subscription {
 pub async fn upgrade(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(query): Query<ReadParams>,
+    query: ReadParams,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     state.api.check_running()?;
