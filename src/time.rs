@@ -17,12 +17,20 @@ pub fn system_time(ts: &prost_types::Timestamp) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::new(ts.seconds as u64, ts.nanos as u32))
 }
 
-/// A std `Duration` as a protobuf `Duration`, saturating at the protobuf maximum.
+/// The largest protobuf `Duration` (about 10,000 years): readers such as Go's `durationpb`
+/// refuse anything longer.
+const MAX_PROTO_DURATION: prost_types::Duration = prost_types::Duration {
+    seconds: 315_576_000_000,
+    nanos: 999_999_999,
+};
+
+/// A std `Duration` as a protobuf `Duration`, saturating at the protobuf maximum. (prost's own
+/// conversion only stops at `i64::MAX` seconds, far past it.)
 pub fn proto_duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration::try_from(d).unwrap_or(prost_types::Duration {
-        seconds: 315_576_000_000,
-        nanos: 999_999_999,
-    })
+    match prost_types::Duration::try_from(d) {
+        Ok(p) if p.seconds <= MAX_PROTO_DURATION.seconds => p,
+        _ => MAX_PROTO_DURATION,
+    }
 }
 
 /// Why a protobuf `Duration` could not be read as a std `Duration`.
@@ -85,6 +93,17 @@ mod tests {
             std_duration(&d(0, 1_000_000_000)),
             Err(DurationError::Malformed)
         );
+    }
+
+    #[test]
+    fn proto_duration_saturates_at_the_protobuf_maximum() {
+        let max = prost_types::Duration {
+            seconds: 315_576_000_000,
+            nanos: 999_999_999,
+        };
+        assert_eq!(proto_duration(Duration::new(315_576_000_000, 5)).nanos, 5);
+        assert_eq!(proto_duration(Duration::from_secs(315_576_000_001)), max);
+        assert_eq!(proto_duration(Duration::MAX), max);
     }
 
     #[test]
