@@ -126,3 +126,60 @@ mod tests {
         assert_eq!(system_time(&bad), None);
     }
 }
+
+/// Durations and timestamps arrive in clients' requests: any field values are read or refused,
+/// never panicked on, and what is accepted converts back to the same value.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn nanos() -> impl Strategy<Value = i32> {
+        prop_oneof![any::<i32>(), -1_000_000_000..=1_000_000_000i32]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn a_proto_duration_is_read_exactly_or_refused(seconds in any::<i64>(), nanos in nanos()) {
+            let d = prost_types::Duration { seconds, nanos };
+            let _ = display_duration(&d);
+            match std_duration(&d) {
+                Ok(std) => {
+                    prop_assert!(seconds >= 0 && (0..1_000_000_000).contains(&nanos));
+                    // Past the protobuf range it is read (a limit refuses it) but written
+                    // back saturated.
+                    if seconds <= MAX_PROTO_DURATION.seconds {
+                        prop_assert_eq!(proto_duration(std), d);
+                    } else {
+                        prop_assert_eq!(proto_duration(std), MAX_PROTO_DURATION);
+                    }
+                }
+                Err(DurationError::Negative) => prop_assert!(seconds < 0 || nanos < 0),
+                Err(DurationError::Malformed) => prop_assert!(
+                    nanos.unsigned_abs() > 999_999_999
+                        || (seconds > 0 && nanos < 0)
+                        || (seconds < 0 && nanos > 0)
+                ),
+            }
+        }
+
+        #[test]
+        fn a_timestamp_is_an_instant_or_none(seconds in any::<i64>(), nanos in nanos()) {
+            let ts = prost_types::Timestamp { seconds, nanos };
+            if let Some(at) = system_time(&ts) {
+                prop_assert_eq!(timestamp(at), ts);
+            } else {
+                prop_assert!(seconds < 0 || !(0..1_000_000_000).contains(&nanos));
+            }
+        }
+
+        #[test]
+        fn any_std_duration_converts_or_saturates(secs in any::<u64>(), nanos in 0..1_000_000_000u32) {
+            let d = proto_duration(Duration::new(secs, nanos));
+            prop_assert!(d.seconds >= 0 && d.seconds <= 315_576_000_000);
+            prop_assert!(std_duration(&d).is_ok());
+        }
+    }
+}

@@ -207,7 +207,7 @@ mod proptests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(1024))]
+        #![proptest_config(ProptestConfig::with_cases(512))]
 
         #[test]
         fn after_is_a_sequence_or_an_error_naming_its_field(v in text()) {
