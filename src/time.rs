@@ -17,12 +17,20 @@ pub fn system_time(ts: &prost_types::Timestamp) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::new(ts.seconds as u64, ts.nanos as u32))
 }
 
-/// A std `Duration` as a protobuf `Duration`, saturating at the protobuf maximum.
+/// The largest protobuf `Duration` (about 10,000 years): readers such as Go's `durationpb`
+/// refuse anything longer.
+const MAX_PROTO_DURATION: prost_types::Duration = prost_types::Duration {
+    seconds: 315_576_000_000,
+    nanos: 999_999_999,
+};
+
+/// A std `Duration` as a protobuf `Duration`, saturating at the protobuf maximum. (prost's own
+/// conversion only stops at `i64::MAX` seconds, far past it.)
 pub fn proto_duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration::try_from(d).unwrap_or(prost_types::Duration {
-        seconds: 315_576_000_000,
-        nanos: 999_999_999,
-    })
+    match prost_types::Duration::try_from(d) {
+        Ok(p) if p.seconds <= MAX_PROTO_DURATION.seconds => p,
+        _ => MAX_PROTO_DURATION,
+    }
 }
 
 /// Why a protobuf `Duration` could not be read as a std `Duration`.
@@ -88,6 +96,17 @@ mod tests {
     }
 
     #[test]
+    fn proto_duration_saturates_at_the_protobuf_maximum() {
+        let max = prost_types::Duration {
+            seconds: 315_576_000_000,
+            nanos: 999_999_999,
+        };
+        assert_eq!(proto_duration(Duration::new(315_576_000_000, 5)).nanos, 5);
+        assert_eq!(proto_duration(Duration::from_secs(315_576_000_001)), max);
+        assert_eq!(proto_duration(Duration::MAX), max);
+    }
+
+    #[test]
     fn display_duration_matches_json_mapping() {
         let d = |seconds, nanos| prost_types::Duration { seconds, nanos };
         assert_eq!(display_duration(&d(30, 0)), "30s");
@@ -105,5 +124,62 @@ mod tests {
             nanos: -5,
         };
         assert_eq!(system_time(&bad), None);
+    }
+}
+
+/// Durations and timestamps arrive in clients' requests: any field values are read or refused,
+/// never panicked on, and what is accepted converts back to the same value.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn nanos() -> impl Strategy<Value = i32> {
+        prop_oneof![any::<i32>(), -1_000_000_000..=1_000_000_000i32]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn a_proto_duration_is_read_exactly_or_refused(seconds in any::<i64>(), nanos in nanos()) {
+            let d = prost_types::Duration { seconds, nanos };
+            let _ = display_duration(&d);
+            match std_duration(&d) {
+                Ok(std) => {
+                    prop_assert!(seconds >= 0 && (0..1_000_000_000).contains(&nanos));
+                    // Past the protobuf range it is read (a limit refuses it) but written
+                    // back saturated.
+                    if seconds <= MAX_PROTO_DURATION.seconds {
+                        prop_assert_eq!(proto_duration(std), d);
+                    } else {
+                        prop_assert_eq!(proto_duration(std), MAX_PROTO_DURATION);
+                    }
+                }
+                Err(DurationError::Negative) => prop_assert!(seconds < 0 || nanos < 0),
+                Err(DurationError::Malformed) => prop_assert!(
+                    nanos.unsigned_abs() > 999_999_999
+                        || (seconds > 0 && nanos < 0)
+                        || (seconds < 0 && nanos > 0)
+                ),
+            }
+        }
+
+        #[test]
+        fn a_timestamp_is_an_instant_or_none(seconds in any::<i64>(), nanos in nanos()) {
+            let ts = prost_types::Timestamp { seconds, nanos };
+            if let Some(at) = system_time(&ts) {
+                prop_assert_eq!(timestamp(at), ts);
+            } else {
+                prop_assert!(seconds < 0 || !(0..1_000_000_000).contains(&nanos));
+            }
+        }
+
+        #[test]
+        fn any_std_duration_converts_or_saturates(secs in any::<u64>(), nanos in 0..1_000_000_000u32) {
+            let d = proto_duration(Duration::new(secs, nanos));
+            prop_assert!(d.seconds >= 0 && d.seconds <= 315_576_000_000);
+            prop_assert!(std_duration(&d).is_ok());
+        }
     }
 }

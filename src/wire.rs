@@ -269,3 +269,52 @@ mod tests {
         assert_eq!(again.events[0], first);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// The file store and the tail cache parse stored encodings: any bytes are a view or
+        /// an error, and a view's payload range lies inside the bytes.
+        #[test]
+        fn any_bytes_are_a_view_or_malformed(bytes in prop::collection::vec(any::<u8>(), 0..96)) {
+            if let Ok(view) = EventView::parse(&bytes) {
+                prop_assert!(view.payload.start <= view.payload.end && view.payload.end <= bytes.len());
+            }
+        }
+
+        /// What is encoded reads back, and any cut of it is malformed or a view of less.
+        #[test]
+        fn an_encoding_reads_back_and_a_cut_one_never_invents_data(
+            sequence in any::<u64>(),
+            topic in "[a-z._-]{0,12}",
+            payload in prop::collection::vec(any::<u8>(), 0..48),
+            nanos in 0u64..4_000_000_000_000_000_000,
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let at = UNIX_EPOCH + Duration::from_nanos(nanos);
+            let mut buf = BytesMut::new();
+            let payload_at = encode_event(sequence, &topic, &payload, at, &mut buf);
+            let view = EventView::parse(&buf).unwrap();
+            prop_assert_eq!((view.sequence, view.topic, view.produced_at), (sequence, topic.as_str(), at));
+            prop_assert_eq!(&buf[view.payload.clone()], &payload[..]);
+            if !payload.is_empty() {
+                prop_assert_eq!(view.payload, payload_at);
+            }
+
+            let cut = cut.index(buf.len());
+            if let Ok(view) = EventView::parse(&buf[..cut]) {
+                prop_assert!(view.payload.end <= cut);
+                // A field is whole or absent: never a payload cut short.
+                prop_assert!(view.payload.is_empty() || buf[view.payload.clone()] == payload[..]);
+            }
+        }
+    }
+}

@@ -499,3 +499,63 @@ mod tests {
         assert!(load(&path).is_err());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A checkpoint file as found on disk: random bytes, or lines close to the format.
+    fn file() -> impl Strategy<Value = Vec<u8>> {
+        let line = prop_oneof![
+            "log_id=[ -~]{0,20}",
+            "after_sequence=[ 0-9a-z-]{0,22}",
+            "[ -~]{0,20}",
+            Just(String::new()),
+        ];
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..64),
+            prop::collection::vec(line, 0..4).prop_map(|l| l.join("\n").into_bytes()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever the file holds: a checkpoint, or an error naming the file.
+        #[test]
+        fn any_file_is_a_checkpoint_or_a_precise_error(bytes in file()) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("cursor");
+            fs::write(&path, &bytes).unwrap();
+            match load(&path) {
+                Ok(Some(cp)) => {
+                    let text = String::from_utf8(bytes).unwrap();
+                    let line = format!("after_sequence={}", cp.after_sequence);
+                    prop_assert!(text.contains(&line), "{}", text);
+                }
+                Ok(None) => prop_assert!(false, "a file that exists read as none"),
+                Err(err) => {
+                    let prefix = format!("checkpoint {}", path.display());
+                    prop_assert!(err.to_string().starts_with(&prefix), "{}", err);
+                }
+            }
+        }
+
+    }
+
+    proptest! {
+        // Each case fsyncs a file and a directory.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any cursor in a log id the producer could send reads back as saved.
+        #[test]
+        fn a_saved_checkpoint_reads_back(log_id in "[A-Za-z0-9._-]{1,40}", after_sequence in any::<u64>()) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("cursor");
+            let cp = Checkpoint { log_id, after_sequence };
+            save(&path, &cp).unwrap();
+            prop_assert_eq!(load(&path).unwrap(), Some(cp));
+        }
+    }
+}

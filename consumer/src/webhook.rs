@@ -1307,3 +1307,102 @@ mod tests {
         writer.await.unwrap();
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use std::{sync::Arc, time::UNIX_EPOCH};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A delivery body as anyone might send it with a good signature: random bytes, or an
+    /// envelope with any sequences, encodings, payloads and timestamps.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        let event = (
+            0u64..12,
+            prop_oneof![Just("utf8"), Just("base64"), Just("rot13")],
+            prop_oneof!["[A-Za-z0-9+/=]{0,8}", any::<String>()],
+            prop_oneof![
+                Just("2024-01-02T03:04:05.000006Z".to_owned()),
+                "[0-9TZ:.-]{0,27}",
+            ],
+        )
+            .prop_map(|(sequence, encoding, payload, at)| {
+                serde_json::json!({"sequence": sequence, "topic": "t", "payload": payload,
+                    "encoding": encoding, "produced_at": at})
+            });
+        let envelope = (
+            prop_oneof![Just(EVENT_TYPE.to_owned()), "[a-z.]{0,16}"],
+            0u64..6,
+            0u64..12,
+            prop::collection::vec(event, 0..4),
+        )
+            .prop_map(|(kind, after, next_after, events)| {
+                serde_json::to_vec(&serde_json::json!({
+                    "type": kind,
+                    "data": {"webhook_id": "w", "events": events, "after_sequence": after,
+                        "next_after_sequence": next_after, "head_sequence": 20, "log_id": "L"},
+                }))
+                .unwrap()
+            });
+        prop_oneof![prop::collection::vec(any::<u8>(), 0..64), envelope]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// A batch that parses keeps the contract the reader counts on (sequences rising
+        /// strictly within (after, next_after]); anything else is refused naming the field.
+        #[test]
+        fn any_body_is_a_batch_within_its_bounds_or_refused_by_field(body in body()) {
+            match parse_batch(&body) {
+                Ok(batch) => {
+                    prop_assert!(batch.after <= batch.next_after);
+                    let mut previous = batch.after;
+                    for event in &batch.events {
+                        prop_assert!(previous < event.sequence && event.sequence <= batch.next_after);
+                        previous = event.sequence;
+                    }
+                }
+                Err(err) => {
+                    let field = err.field.as_str();
+                    let known = matches!(field, "body" | "type" | "data.next_after_sequence")
+                        || field.starts_with("data.events[");
+                    prop_assert!(known, "{}", field);
+                }
+            }
+        }
+
+        /// What the producer sends (`WebhookBatch::body`) reads back as the same events, any
+        /// payload bytes, text or not.
+        #[test]
+        fn a_producer_batch_reads_back(
+            after in 0u64..1000,
+            payloads in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..24), 0..5),
+            micros in 0u64..4_000_000_000_000_000,
+        ) {
+            let at = UNIX_EPOCH + Duration::from_micros(micros);
+            let events: Vec<producer::log::Event> = payloads
+                .iter()
+                .enumerate()
+                .map(|(i, p)| producer::log::Event {
+                    sequence: after + 1 + i as u64,
+                    topic: Arc::from("t.x"),
+                    payload: p.clone().into(),
+                    produced_at: at,
+                })
+                .collect();
+            let head = after + events.len() as u64;
+            let log_batch = producer::log::Batch { events, next_after: head, head, oldest: 1 };
+            let sent = producer::webhook::delivery::WebhookBatch::new("wh-1", after, &log_batch, "L");
+
+            let got = parse_batch(&sent.body(SystemTime::now())).unwrap();
+
+            prop_assert_eq!((got.after, got.next_after, got.head), (after, head, head));
+            prop_assert_eq!((got.webhook_id.as_str(), got.log_id.as_str()), ("wh-1", "L"));
+            let expected: Vec<pb::Event> = log_batch.events.into_iter().map(pb::Event::from).collect();
+            prop_assert_eq!(got.events, expected);
+        }
+    }
+}

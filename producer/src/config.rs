@@ -436,3 +436,50 @@ mod tests {
         assert!(err.contains("--max-message-bytes 1000"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// `--retention-age`: any text is an age, `off`, or an error quoting it; what humantime
+        /// prints reads back.
+        #[test]
+        fn any_age_is_read_or_refused(text in prop_oneof![
+            any::<String>(),
+            "[0-9]{1,22}(ns|ms|s|m|h|d|w|y|[a-z]{1,3})?",
+            "(off|OFF|Off|0s|0)",
+        ]) {
+            match parse_age(&text) {
+                Ok(None) => prop_assert!(text.eq_ignore_ascii_case("off")),
+                Ok(Some(age)) => prop_assert!(!age.is_zero()),
+                Err(err) => prop_assert!(!err.is_empty()),
+            }
+        }
+
+        #[test]
+        fn a_printed_age_reads_back(secs in 1u64..10_000_000_000, nanos in 0u32..1_000_000_000) {
+            let age = Duration::new(secs, nanos);
+            prop_assert_eq!(parse_age(&humantime::format_duration(age).to_string()), Ok(Some(age)));
+        }
+
+        #[test]
+        fn any_http_listen_is_an_address_off_or_refused(text in prop_oneof![
+            any::<String>(),
+            "[0-9.:]{0,24}",
+            any::<SocketAddr>().prop_map(|a| a.to_string()),
+        ]) {
+            match text.parse::<HttpListen>() {
+                Ok(HttpListen::On(addr)) => prop_assert_eq!(addr.to_string().parse::<SocketAddr>(), Ok(addr)),
+                Ok(HttpListen::Off) => prop_assert!(text.eq_ignore_ascii_case("off")),
+                Err(err) => {
+                    let quoted = format!("{text:?}");
+                    prop_assert!(err.contains(&quoted), "{}", err);
+                }
+            }
+        }
+    }
+}

@@ -183,3 +183,58 @@ mod tests {
         assert_eq!(field, "events[1].payload");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any payload, text or not, goes out as JSON and comes back in a publish as the same
+        /// bytes: what a client reads it can publish again.
+        #[test]
+        fn any_payload_survives_json_both_ways(payload in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..64),
+            any::<String>().prop_map(String::into_bytes),
+        ]) {
+            let out = EventJson::from(&Event {
+                sequence: 1,
+                topic: Arc::from("t"),
+                payload: Bytes::from(payload.clone()),
+                produced_at: SystemTime::UNIX_EPOCH,
+            });
+            let text = serde_json::to_string(&out).unwrap();
+            let back: EventJson = serde_json::from_str(&text).unwrap();
+            let decoded = decode_events(vec![NewEventJson {
+                topic: back.topic,
+                payload: back.payload,
+                encoding: back.encoding,
+            }])
+            .unwrap();
+            prop_assert_eq!(&decoded[0].payload[..], &payload[..]);
+        }
+
+        /// Any base64 claim is decoded or refused naming the event's payload.
+        #[test]
+        fn a_bad_base64_payload_is_refused_by_field(i in 0usize..3, payload in any::<String>()) {
+            let mut events = vec![
+                NewEventJson { topic: "t".into(), payload: "AA==".into(), encoding: Encoding::Base64 };
+                3
+            ];
+            events[i].payload = payload.clone();
+            match decode_events(events) {
+                Ok(decoded) => prop_assert_eq!(decoded.len(), 3),
+                Err((field, message)) => {
+                    prop_assert!(BASE64.decode(&payload).is_err());
+                    prop_assert_eq!(field, format!("events[{i}].payload"));
+                    prop_assert!(message.contains("base64"));
+                }
+            }
+        }
+    }
+}

@@ -1,9 +1,6 @@
 //! `GET /poll` (HTTP long polling) and `POST /publish`, in JSON.
 
-use axum::{
-    Json,
-    extract::{Query, State},
-};
+use axum::{Json, extract::State};
 
 use super::{
     AppState,
@@ -17,7 +14,7 @@ use crate::metrics::Transport;
 /// gRPC `Poll`; with `wait` it returns as soon as a matching event exists, or empty at the end.
 pub async fn poll(
     State(state): State<AppState>,
-    Query(query): Query<ReadParams>,
+    query: ReadParams,
 ) -> Result<Json<BatchJson>, ApiError> {
     let timer = state.metrics.timer("http", "poll");
     let limits = state.api.limits();

@@ -4,7 +4,7 @@
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
 use axum::{
-    extract::{ConnectInfo, Query, State},
+    extract::{ConnectInfo, State},
     http::HeaderMap,
     response::sse::{Event, KeepAlive, Sse},
 };
@@ -51,7 +51,7 @@ pub async fn events(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Query(query): Query<ReadParams>,
+    query: ReadParams,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let filter = params::topics(query.topics.as_deref())?;
     // A reconnecting browser repeats the original URL (with its `after`) and adds

@@ -17,7 +17,7 @@ use std::{net::SocketAddr, time::Duration};
 use axum::{
     Extension,
     extract::{
-        ConnectInfo, Query, State, WebSocketUpgrade,
+        ConnectInfo, State, WebSocketUpgrade,
         ws::{CloseFrame, Message, WebSocket, close_code, rejection::WebSocketUpgradeRejection},
     },
     response::{IntoResponse as _, Response},
@@ -108,7 +108,7 @@ pub async fn upgrade(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(caller): Extension<Caller>,
-    Query(query): Query<ReadParams>,
+    query: ReadParams,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     state.api.check_running()?;

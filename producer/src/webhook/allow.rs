@@ -257,3 +257,52 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entry() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[a-z0-9.*/_-]{0,12}",
+            any::<IpAddr>().prop_map(|ip| ip.to_string()),
+            (any::<IpAddr>(), 0u8..140).prop_map(|(ip, len)| format!("{ip}/{len}")),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// `--webhook-allow`: any list is read, or refused quoting the entry at fault.
+        #[test]
+        fn any_list_is_read_or_the_bad_entry_is_named(entries in prop::collection::vec(entry(), 0..4)) {
+            let text = entries.join(",");
+            match AllowList::parse(&text) {
+                Ok(list) => prop_assert!(list.hosts.len() + list.nets.len() <= 2 * entries.len()),
+                Err(err) => {
+                    let named = entries
+                        .iter()
+                        .flat_map(|e| e.split(','))
+                        .any(|e| err.starts_with(&format!("{:?}", e.trim())));
+                    prop_assert!(named, "{err}");
+                }
+            }
+        }
+
+        /// A listed network allows its own addresses, whatever its prefix. (Not networks of
+        /// IPv4-mapped IPv6 addresses, `::ffff:a.b.c.d`: addresses are checked as IPv4, so
+        /// such an entry allows nothing.)
+        #[test]
+        fn a_listed_network_allows_its_addresses(ip in any::<IpAddr>(), len in 0u8..=128) {
+            let len = if ip.is_ipv4() { len % 33 } else { len };
+            let net = IpNet::new(ip, len).unwrap();
+            let mapped = |ip: IpAddr| ip.is_ipv6() && ip.to_canonical().is_ipv4();
+            prop_assume!(!mapped(ip) && !mapped(net.network()) && !mapped(net.broadcast()));
+            let list = AllowList::parse(&net.to_string()).unwrap();
+            prop_assert!(list.allows_ip(net.network()) && list.allows_ip(net.broadcast()));
+            prop_assert!(list.allows_ip(ip));
+        }
+    }
+}

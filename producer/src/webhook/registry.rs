@@ -734,3 +734,45 @@ fn disable(webhooks: &Webhooks, id: &str, generation: u64, reason: String) {
     webhooks.count();
     webhooks.inner.moved.notify_one();
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn state_file() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..128),
+            (0u32..3, prop::collection::vec(any::<String>(), 0..2)).prop_map(|(version, ids)| {
+                let webhooks: Vec<_> = ids
+                    .iter()
+                    .map(|id| serde_json::json!({"webhook_id": id, "url": "http://127.0.0.1:1/"}))
+                    .collect();
+                serde_json::json!({"version": version, "webhooks": webhooks})
+                    .to_string()
+                    .into_bytes()
+            }),
+            Just(br#"{"version":1,"webhooks":[]}"#.to_vec()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// `webhooks.json` as found on disk: subscriptions, or a refusal naming the file.
+        #[test]
+        fn any_state_file_is_read_or_refused_by_name(bytes in state_file()) {
+            let dir = tempfile::TempDir::new().unwrap();
+            let path = dir.path().join("webhooks.json");
+            std::fs::write(&path, &bytes).unwrap();
+            match load(&path) {
+                Ok(webhooks) => {
+                    let state: StateFile = serde_json::from_slice(&bytes).unwrap();
+                    prop_assert_eq!(state.version, STATE_VERSION);
+                    prop_assert_eq!(webhooks, state.webhooks);
+                }
+                Err(err) => prop_assert!(err.starts_with(&path.display().to_string()), "{err}"),
+            }
+        }
+    }
+}

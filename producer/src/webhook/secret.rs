@@ -103,3 +103,34 @@ mod tests {
         assert!(!shown.contains(&secret.reveal()[6..]));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Any text is a secret or a refusal that does not echo it.
+        #[test]
+        fn any_text_is_a_secret_or_refused_without_echoing_it(text in prop_oneof![
+            any::<String>(),
+            "whsec_[A-Za-z0-9+/=]{0,100}",
+        ]) {
+            match Secret::parse(&text) {
+                Ok(secret) => prop_assert_eq!(Secret::parse(&secret.reveal()).unwrap(), secret),
+                Err(err) => {
+                    let encoded = text.strip_prefix(PREFIX).unwrap_or(&text);
+                    prop_assert!(encoded.len() < 4 || !err.contains(encoded), "{err}");
+                }
+            }
+        }
+
+        #[test]
+        fn any_key_of_a_valid_length_reads_back(key in prop::collection::vec(any::<u8>(), MIN_KEY_BYTES..=MAX_KEY_BYTES)) {
+            let secret = Secret { key };
+            prop_assert_eq!(Secret::parse(&secret.reveal()).unwrap(), secret);
+        }
+    }
+}

@@ -162,6 +162,21 @@ async fn bad_input_gets_400_or_410_naming_the_field_and_appends_nothing() {
             Some("topics[0]"),
         ),
         ("/ws?after=5", 410, "cursor_expired", Some("after")),
+        // A parameter given twice is ambiguous: refused in JSON like the rest, not in axum's
+        // plain text (found by http_hostile.rs).
+        (
+            "/poll?after=1&after=2",
+            400,
+            "invalid_argument",
+            Some("query"),
+        ),
+        (
+            "/events?topics=a&topics=b",
+            400,
+            "invalid_argument",
+            Some("query"),
+        ),
+        ("/ws?wait=1&wait=1", 400, "invalid_argument", Some("query")),
     ];
     for (path, status, code, field) in gets {
         let (got, body) = get_json(http, path).await;

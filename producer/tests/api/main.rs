@@ -6,6 +6,7 @@ mod errors;
 mod health_reflection;
 mod helpers;
 mod http_client;
+mod http_hostile;
 mod http_metrics;
 mod http_poll;
 mod http_sse;

@@ -252,6 +252,14 @@ impl FileStore {
                 offset,
                 detail,
             };
+            // Sequences start at 1: a segment named for 0 was not written by a producer, and
+            // every rule below counts on `first - 1` being a sequence.
+            if *first == 0 {
+                return Err(corrupt(
+                    0,
+                    "a segment named for sequence 0; sequences start at 1".into(),
+                ));
+            }
             if let Some(prev) = list.values().last().map(|s: &Segment| s.last)
                 && *first != prev + 1
             {

@@ -527,3 +527,164 @@ async fn appends_after_close_fail_and_reads_go_on() {
     assert_eq!(log.append(vec![ev(0)]).await, Err(Error::ShuttingDown));
     assert_eq!(everything(&log).await.len(), 3);
 }
+
+/// Sequences start at 1, and recovery counts on `first - 1`: a stray `000…0.log` in the data
+/// directory (copied in, hand-made) once panicked the scan on an overflow (and in a release
+/// build made the head `u64::MAX`).
+#[tokio::test]
+async fn a_segment_named_for_sequence_zero_is_refused_as_corrupt() {
+    let dir = TempDir::new().unwrap();
+    let log = log_at(dir.path(), keep_all()).unwrap();
+    log.close().await.unwrap();
+    drop(log);
+    fs::write(dir.path().join(segment::file_name(0)), b"").unwrap();
+    let err = log_at(dir.path(), keep_all()).unwrap_err();
+    assert!(matches!(err, OpenError::Corrupt { .. }), "{err}");
+}
+
+/// A whole data directory after a crash or damage, whatever the damage: opening it serves a
+/// prefix of what was written, ending at a whole batch, and appends go on after it; or it is
+/// refused as corrupt. With `--truncate-corrupt` damage to segments never stops the start.
+#[test]
+fn a_damaged_directory_opens_to_a_prefix_of_whole_batches_or_is_refused() {
+    use proptest::{prelude::*, test_runner::TestRunner};
+
+    #[derive(Debug, Clone)]
+    enum Damage {
+        Truncate(f64),
+        Flip(f64, u8),
+        Random(Vec<u8>),
+        Remove,
+    }
+    let damage = prop_oneof![
+        (0.0..1.0).prop_map(Damage::Truncate),
+        (0.0..1.0, 1..=255u8).prop_map(|(at, mask)| Damage::Flip(at, mask)),
+        prop::collection::vec(any::<u8>(), 0..256).prop_map(Damage::Random),
+        Just(Damage::Remove),
+    ];
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let base = TempDir::new().unwrap();
+    let (all, batch_ends) = rt.block_on(async {
+        let log = log_at(base.path(), keep_all()).unwrap();
+        let mut ends = vec![0];
+        for i in 0..60 {
+            let (_, last) = log
+                .append((0..1 + i % 4).map(|j| ev(i * 4 + j)).collect())
+                .await
+                .unwrap();
+            ends.push(last);
+        }
+        let all = everything(&log).await;
+        log.close().await.unwrap();
+        (all, ends)
+    });
+    let files = segments(base.path());
+    assert!(files.len() >= 3, "several segments: {}", files.len());
+
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(256));
+    let cases = (0..files.len(), damage, any::<bool>());
+    runner
+        .run(&cases, |(which, damage, truncate_corrupt)| {
+            let dir = TempDir::new().unwrap();
+            copy_dir(base.path(), dir.path());
+            let path = dir.path().join(files[which].file_name().unwrap());
+            let mut bytes = fs::read(&path).unwrap();
+            let at = |f: f64| ((f * bytes.len() as f64) as usize).min(bytes.len() - 1);
+            match &damage {
+                Damage::Truncate(f) => bytes.truncate(at(*f)),
+                Damage::Flip(f, mask) => {
+                    let i = at(*f);
+                    bytes[i] ^= mask;
+                }
+                Damage::Random(random) => bytes = random.clone(),
+                Damage::Remove => {}
+            }
+            match damage {
+                Damage::Remove => fs::remove_file(&path).unwrap(),
+                _ => fs::write(&path, &bytes).unwrap(),
+            }
+            let options = FileOptions {
+                truncate_corrupt,
+                fsync: FsyncPolicy::Never,
+                ..file_options(dir.path(), keep_all())
+            };
+
+            let opened = open_log(options, 0);
+
+            let (store, tail) = match opened {
+                // Only the last segment can have been cut short by a crash: damage to an
+                // earlier one is refused unless the operator said to cut there.
+                Ok(_)
+                    if !truncate_corrupt
+                        && which + 1 < files.len()
+                        && !matches!(damage, Damage::Remove) =>
+                {
+                    return Err(TestCaseError::fail(
+                        "damage to a sealed segment was accepted",
+                    ));
+                }
+                Ok(opened) => opened,
+                Err(OpenError::Corrupt { path, .. }) => {
+                    prop_assert!(!truncate_corrupt || matches!(damage, Damage::Remove));
+                    prop_assert!(path.starts_with(dir.path()));
+                    return Ok(());
+                }
+                Err(other) => return Err(TestCaseError::fail(format!("{other}"))),
+            };
+            rt.block_on(async {
+                let log = EventLog::new(store, tail, LIMITS);
+                let read = everything(&log).await;
+                let (oldest, head) = log.bounds();
+                prop_assert!(batch_ends.contains(&head), "head {head} is not a batch end");
+                // Only a removed first segment can move the start.
+                let start = (oldest - 1) as usize;
+                prop_assert!(start == 0 || matches!(damage, Damage::Remove) && which == 0);
+                prop_assert_eq!(&read[..], &all[start..head as usize]);
+                prop_assert_eq!(log.append(vec![ev(0)]).await, Ok((head + 1, head + 1)));
+                log.close().await.unwrap();
+                Ok(())
+            })
+        })
+        .unwrap();
+}
+
+mod meta_proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn metadata() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..64),
+            (any::<u32>(), "[ -~]{0,20}").prop_map(|(format, id)| {
+                serde_json::to_vec(&serde_json::json!({"format": format, "log_id": id})).unwrap()
+            }),
+            (0u32..3).prop_map(|format| format!("{{\"format\":{format},\"log_id\":\"L\"}}").into_bytes()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// `meta.json` as found on disk: a log's id and format, or a refusal naming the file.
+        #[test]
+        fn any_metadata_file_is_read_or_refused_by_name(bytes in metadata()) {
+            let dir = TempDir::new().unwrap();
+            fs::write(dir.path().join(META), &bytes).unwrap();
+            match read_or_create_meta(dir.path(), true) {
+                Ok(log_id) => {
+                    let meta: Meta = serde_json::from_slice(&bytes).unwrap();
+                    prop_assert_eq!((meta.format, meta.log_id), (FORMAT_VERSION, log_id));
+                }
+                Err(OpenError::Corrupt { path, .. } | OpenError::Format { path, .. }) => {
+                    prop_assert_eq!(path, dir.path().join(META));
+                }
+                Err(other) => prop_assert!(false, "{}", other),
+            }
+        }
+    }
+}
