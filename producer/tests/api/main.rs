@@ -16,6 +16,7 @@ mod limits;
 mod poll;
 mod publish;
 mod published;
+mod security;
 mod shutdown;
 mod subscribe;
 mod webhooks;
