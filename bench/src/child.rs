@@ -194,6 +194,13 @@ impl Proc {
         usage
     }
 
+    /// File descriptors the process has open now (sockets, files, the runtime's own), from
+    /// `/proc/PID/fd`.
+    pub fn open_fds(&self) -> Option<u64> {
+        let entries = std::fs::read_dir(format!("/proc/{}/fd", self.pid)).ok()?;
+        Some(entries.count() as u64)
+    }
+
     /// Whether the child is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

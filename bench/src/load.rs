@@ -58,7 +58,7 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant bounds are valid")
 }
 
-fn events(n: usize) -> Vec<pb::NewEvent> {
+pub fn events(n: usize) -> Vec<pb::NewEvent> {
     let payload = Bytes::from(vec![b'x'; PAYLOAD_BYTES]);
     (0..n)
         .map(|_| pb::NewEvent {

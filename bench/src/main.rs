@@ -9,12 +9,15 @@
 //! - [`jetstream`]: the JetStream store next to the file and memory stores and next to raw
 //!   JetStream: publish throughput, catch-up, push latency, two producers' fan-out.
 //! - [`nats`]: the `nats-server` processes it runs on (one node, a three-node cluster).
+//! - [`soak`]: one producer for minutes under a mixed load that includes stalled and garbage
+//!   clients: its RSS, descriptors and tasks before and after, every reader's every event once.
 //! - [`scrape`]: the producer's own counters and histograms, from its `/metrics`.
 //! - [`report`]: targets (pass/miss), tables, charts, machine description.
 //!
 //! ```text
 //! cargo run --release -p pushpull-bench -- --full     # minutes; writes docs/bench/
 //! cargo run -p pushpull-bench -- --quick              # seconds; writes target/bench-quick/
+//! cargo run -p pushpull-bench -- --quick --only soak --soak-secs 60 --out target/soak
 //! ```
 
 mod child;
@@ -24,6 +27,7 @@ mod nats;
 mod report;
 mod scenarios;
 mod scrape;
+mod soak;
 mod storage;
 
 use std::{
@@ -44,10 +48,14 @@ struct Cli {
     /// The full run: every rate, 3 M-event drains, up to 10,000 subscribers (several minutes).
     #[arg(long, conflicts_with = "quick")]
     full: bool,
-    /// A smoke run: every scenario, small and short (well under a minute); asserts nothing
-    /// about speed.
+    /// A smoke run: every scenario but the soak, small and short (well under a minute);
+    /// asserts nothing about speed.
     #[arg(long)]
     quick: bool,
+    /// How long the soak's measured round runs, in seconds (its warm-up, a tenth of it within
+    /// 3–10 s, comes on top). Default: 180 for a full run, 20 for a quick one.
+    #[arg(long, value_name = "SECONDS")]
+    soak_secs: Option<u64>,
     /// Where to write results.md, results.json and the charts. Default: docs/bench for a full
     /// run, target/bench-quick for a quick one.
     #[arg(long)]
@@ -69,6 +77,17 @@ enum Scenario {
     Outage,
     Storage,
     Jetstream,
+    /// A producer for minutes under a mixed load with stalled and garbage clients: flat
+    /// resources, every event once. Part of a full run; a quick one runs it only when named,
+    /// as it would make the quick run several times longer. Exits non-zero when a check fails.
+    Soak,
+}
+
+impl Scenario {
+    fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map_or_else(String::new, |v| v.get_name().to_owned())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,11 +147,14 @@ fn main() -> ExitCode {
         };
     }
     child::raise_fd_limit();
-    let settings = if cli.quick {
+    let mut settings = if cli.quick {
         Settings::quick()
     } else {
         Settings::full()
     };
+    if let Some(secs) = cli.soak_secs {
+        settings.soak.duration = Duration::from_secs(secs.max(1));
+    }
     let out = cli.out.unwrap_or_else(|| {
         PathBuf::from(if cli.quick {
             "target/bench-quick"
@@ -140,8 +162,10 @@ fn main() -> ExitCode {
             "docs/bench"
         })
     });
-    let only = cli.only;
-    let wanted = move |s: Scenario| only.is_empty() || only.contains(&s);
+    let (only, quick) = (cli.only, cli.quick);
+    let wanted = move |s: Scenario| {
+        only.contains(&s) || (only.is_empty() && !(quick && s == Scenario::Soak))
+    };
     match runtime.block_on(run(settings, out, wanted)) {
         Ok(all_ran) if all_ran => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,
@@ -152,7 +176,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs every scenario, writes the report; `Ok(false)` when a scenario failed to run.
+/// Runs every scenario, writes the report; `Ok(false)` when a scenario failed to run, or the
+/// soak failed one of its checks.
 async fn run(
     settings: Settings,
     out: PathBuf,
@@ -160,6 +185,11 @@ async fn run(
 ) -> Result<bool, String> {
     let modes = scenarios::modes();
     let mut results = Results::new(&settings);
+    results.scenarios = <Scenario as clap::ValueEnum>::value_variants()
+        .iter()
+        .filter(|s| wanted(**s))
+        .map(|s| s.name())
+        .collect();
     let total = [
         (Scenario::Latency, (modes.len() + 1) * settings.rates.len()),
         (Scenario::Throughput, 4),
@@ -168,6 +198,7 @@ async fn run(
         (Scenario::Outage, 2),
         (Scenario::Storage, storage::steps(&settings.storage)),
         (Scenario::Jetstream, jetstream::steps(&settings.jetstream)),
+        (Scenario::Soak, 1),
     ]
     .into_iter()
     .filter(|(s, _)| wanted(*s))
@@ -337,6 +368,36 @@ async fn run(
         jetstream::run(&settings, &mut progress, &mut results).await;
     }
 
+    if wanted(Scenario::Soak) {
+        let s = &settings.soak;
+        progress.start(&format!(
+            "soak: a mixed load for {:.0} s after a {:.0} s warm-up, stalled and garbage clients \
+             included",
+            s.duration.as_secs_f64(),
+            s.warm_up().as_secs_f64()
+        ));
+        match soak::run(s, &mut progress).await {
+            Ok(r) => {
+                progress.done(&format!(
+                    "RSS {:.1} → {:.1} MiB, fds {} → {}, tasks {} → {}; {} readers, {} events each, \
+                     {} missed, {} duplicates",
+                    scenarios::mib(r.start.rss_bytes),
+                    scenarios::mib(r.end.rss_bytes),
+                    r.start.open_fds,
+                    r.end.open_fds,
+                    r.start.tasks,
+                    r.end.tasks,
+                    r.readers.len(),
+                    r.head_end - r.head_start,
+                    r.readers.iter().map(|t| t.missed).sum::<u64>(),
+                    r.readers.iter().map(|t| t.duplicates).sum::<u64>(),
+                ));
+                results.soak = Some(r);
+            }
+            Err(err) => results.failed(&mut progress, format!("soak: {err}")),
+        }
+    }
+
     results.finish();
     let targets = results.targets();
     eprintln!("\ntargets:");
@@ -349,7 +410,11 @@ async fn run(
         out.display(),
         progress.started.elapsed().as_secs_f64()
     );
-    Ok(results.errors.is_empty())
+    let soak_failed = results.soak.as_ref().is_some_and(|s| !s.passed());
+    if soak_failed {
+        eprintln!("the soak failed a check (see its targets above)");
+    }
+    Ok(results.errors.is_empty() && !soak_failed)
 }
 
 /// Progress lines on stderr: which step of how many, and how long each took.

@@ -23,6 +23,7 @@ use crate::{
         self, ConsumerStats, MAX_PUBLISH, Subscribers, channel, channel_with, duration_of,
         producer_client, publish_at_rate, publish_at_rate_isolated, publish_flat_out,
     },
+    soak::SoakSettings,
     storage::StorageSettings,
 };
 
@@ -50,6 +51,7 @@ pub struct Settings {
     pub outage_after: Duration,
     pub storage: StorageSettings,
     pub jetstream: JetStreamSettings,
+    pub soak: SoakSettings,
 }
 
 impl Settings {
@@ -73,6 +75,7 @@ impl Settings {
             outage_after: Duration::from_secs(3),
             storage: StorageSettings::full(),
             jetstream: JetStreamSettings::full(),
+            soak: SoakSettings::full(),
         }
     }
 
@@ -96,6 +99,7 @@ impl Settings {
             outage_after: Duration::from_secs(1),
             storage: StorageSettings::quick(),
             jetstream: JetStreamSettings::quick(),
+            soak: SoakSettings::quick(),
         }
     }
 }

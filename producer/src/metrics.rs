@@ -204,6 +204,7 @@ impl Metrics {
             servers: connections.clone(),
         }));
         registry.register_collector(Box::new(CapacityCollector { capacity }));
+        registry.register_collector(Box::new(RuntimeCollector));
         // Every series exists from the start at 0, so a scrape lists them all and `rate()`
         // has a starting point.
         const PUSH: [Transport; 3] = [Transport::GrpcStream, Transport::Sse, Transport::WebSocket];
@@ -485,6 +486,30 @@ impl Collector for CapacityCollector {
     }
 }
 
+/// The tokio runtime's live task count, read at scrape time. Every stream, long poll and
+/// connection holds a task, so a count that keeps rising after its clients have gone is a
+/// leak (the soak benchmark watches it).
+#[derive(Debug)]
+struct RuntimeCollector;
+
+impl Collector for RuntimeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // A scrape is served on the runtime; outside one (a bare `render()`) there is nothing
+        // to count.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Ok(());
+        };
+        let tasks = ConstGauge::new(runtime.metrics().num_alive_tasks() as i64);
+        tasks.encode(encoder.encode_descriptor(
+            "runtime_tasks",
+            "Tasks alive on the producer's tokio runtime now (streams, polls, connections, \
+             background work)",
+            None,
+            tasks.metric_type(),
+        )?)
+    }
+}
+
 /// Reads the log's own numbers at scrape time.
 #[derive(Debug)]
 struct LogCollector {
@@ -586,5 +611,48 @@ impl Collector for LogCollector {
                 .encode_family(&labels)?,
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+
+    fn render(registry: &Registry) -> String {
+        let mut out = String::new();
+        encode(&mut out, registry).expect("a String takes any text");
+        out
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn runtime_tasks_counts_the_tasks_alive_at_scrape_time() {
+        let mut registry = Registry::with_prefix("pushpull_producer");
+        registry.register_collector(Box::new(RuntimeCollector));
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = released.await;
+        });
+        let text = render(&registry);
+        assert!(
+            text.contains("# TYPE pushpull_producer_runtime_tasks gauge\n")
+                && text.contains("\npushpull_producer_runtime_tasks 1\n"),
+            "{text}"
+        );
+        let _ = release.send(());
+        task.await.expect("the task ends");
+        let text = render(&registry);
+        assert!(
+            text.contains("\npushpull_producer_runtime_tasks 0\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn outside_a_runtime_there_is_no_task_count() {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(RuntimeCollector));
+        assert!(!render(&registry).contains("runtime_tasks"));
     }
 }

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Benchmark smoke test: runs `pushpull-bench --quick` (every scenario, small and short) and checks
-# that each scenario ran and every output is well-formed. It asserts nothing about speed.
+# Benchmark smoke test: runs `pushpull-bench --quick` (every scenario but the soak, small and
+# short) and checks that each scenario ran and every output is well-formed. It asserts nothing
+# about speed. Then a 60 s soak (`--only soak`, about 70 s with its warm-up): a mixed load with
+# stalled and garbage clients, which exits non-zero if the producer's RSS, descriptors or tasks
+# do not come back within their margins, or a reader missed or repeated an event.
 #
 # The jetstream scenario starts nats-server (one node and a three-node cluster); CI installs it
 # (.ci/install.d/40-nats.sh). Without it the run fails under CI=true; elsewhere the report says
@@ -36,6 +39,16 @@ for f in results.md results.json latency.svg throughput.svg fanout.svg; do
   check "$f written" test -s "$out/$f"
 done
 check "outputs are complete and well-formed (pushpull-bench check)" "$bin" check "$out"
+
+soak="$out/soak"
+start=$SECONDS
+# 60 s of load, a 6 s warm-up, up to 30 s for readers to catch up and 10 s to settle: bounded.
+timeout 150 "$bin" --quick --only soak --soak-secs 60 --out "$soak" 2>"$out/soak.log"
+rc=$?
+echo "soak: exit $rc in $((SECONDS - start)) s"
+grep -E '^  \[(pass|MISS|n/a)\] soak:' "$out/soak.log" || tail -n 16 "$out/soak.log"
+check "60 s soak exits 0 (RSS, fds and tasks flat; every event once)" test "$rc" -eq 0
+check "soak outputs are well-formed (pushpull-bench check)" "$bin" check "$soak"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

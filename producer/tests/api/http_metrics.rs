@@ -77,6 +77,8 @@ async fn metrics_follow_appends_readers_deliveries_and_rejections() {
     let m = scrape(http).await;
     assert_eq!(get(&m, "pushpull_producer_events_appended_total"), 6.0);
     assert_eq!(get(&m, "pushpull_producer_head_sequence"), 6.0);
+    // At least the SSE stream's, the WebSocket's and the Subscribe stream's tasks are alive.
+    assert!(get(&m, "pushpull_producer_runtime_tasks") >= 3.0, "{m:#?}");
     assert_eq!(get(&m, "pushpull_producer_oldest_sequence"), 3.0);
     assert_eq!(get(&m, "pushpull_producer_retained_events"), 4.0);
     assert!(get(&m, "pushpull_producer_retained_bytes") >= 4.0 * 65.0);
