@@ -81,7 +81,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The settings of `config`, the URL defaulting to this consumer's HTTP port on loopback,
+    /// The settings of `config`, the URL defaulting to this consumer's HTTP port on loopback
+    /// (`https://` when it serves TLS),
     /// the secret to a fresh random one.
     pub fn new(config: &Config, http_port: u16) -> Self {
         Self {
@@ -89,7 +90,16 @@ impl Settings {
             url: config
                 .webhook_url
                 .clone()
-                .unwrap_or_else(|| format!("http://127.0.0.1:{http_port}{PATH}")),
+                // Its own port, https:// when it serves TLS (the producer needs the CA:
+                // its --webhook-ca).
+                .unwrap_or_else(|| {
+                    let scheme = if config.serving.tls_cert.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    };
+                    format!("{scheme}://127.0.0.1:{http_port}{PATH}")
+                }),
             secret: config
                 .webhook_secret
                 .clone()

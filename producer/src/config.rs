@@ -237,6 +237,12 @@ pub struct Config {
     #[arg(long, env = "PRODUCER_METRICS_AUTH")]
     pub metrics_auth: bool,
 
+    /// CA (PEM) to trust, beside the system's roots, for `https://` webhook receivers (a
+    /// consumer serving TLS with a private CA). The producer's --tls-cert/--tls-key are
+    /// presented to receivers that ask for a client certificate.
+    #[arg(long, env = "PRODUCER_WEBHOOK_CA", value_name = "PATH")]
+    pub webhook_ca: Option<PathBuf>,
+
     /// CA (PEM) to trust for `https://` addresses in --consumers (the dashboard's link to
     /// their GetStats); the system's roots without it. The producer's --tls-cert/--tls-key are
     /// presented if a consumer asks for a client certificate.

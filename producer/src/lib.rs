@@ -310,8 +310,28 @@ fn webhook_settings(config: &Config) -> Result<registry::Settings, RunError> {
             "--webhook-allow '*': webhooks may be sent to any address, internal services included"
         );
     }
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| RunError::Config(format!("{what} {}: {e}", path.display())))
+    };
+    let tls = webhook::delivery::ClientTls {
+        ca: config
+            .webhook_ca
+            .as_deref()
+            .map(|path| read("--webhook-ca", path))
+            .transpose()?,
+        identity: match (&config.serving.tls_cert, &config.serving.tls_key) {
+            (Some(cert), Some(key)) => {
+                let mut pem = read("--tls-key", key)?;
+                pem.push(b'\n');
+                pem.extend(read("--tls-cert", cert)?);
+                Some(pem)
+            }
+            _ => None,
+        },
+    };
     Ok(registry::Settings {
         allow: Arc::new(allow),
+        tls,
         timeout: config.webhook_timeout,
         backoff: Backoff {
             min: config.webhook_retry_min,

@@ -189,16 +189,39 @@ pub async fn attempt(
     }
 }
 
+/// What `https://` webhook deliveries trust and present, beyond the system's roots.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    /// Extra CA certificates (PEM, `--webhook-ca`): for receivers with private certificates.
+    pub ca: Option<Vec<u8>>,
+    /// The producer's own certificate chain and key (PEM, `--tls-cert` + `--tls-key`),
+    /// presented to receivers that ask for a client certificate.
+    pub identity: Option<Vec<u8>>,
+}
+
 /// The client every delivery uses: names resolve only into `allow`, no redirects, no proxy from
-/// the environment (a delivery goes where its URL says, where the allow-list checked it).
-pub fn client(allow: &Arc<AllowList>) -> reqwest::Client {
-    reqwest::Client::builder()
+/// the environment (a delivery goes where its URL says, where the allow-list checked it);
+/// `https://` receivers are verified against the system's roots and `tls.ca`.
+pub fn client(allow: &Arc<AllowList>, tls: &ClientTls) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
         .dns_resolver(allow.resolver())
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .user_agent(concat!("pushpull-producer/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("a client without TLS or proxies always builds")
+        .https_only(false);
+    if let Some(pem) = &tls.ca {
+        for cert in
+            reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("--webhook-ca: {e}"))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if let Some(pem) = &tls.identity {
+        builder = builder.identity(
+            reqwest::Identity::from_pem(pem).map_err(|e| format!("--tls-cert/--tls-key: {e}"))?,
+        );
+    }
+    builder.build().map_err(|e| format!("webhook client: {e}"))
 }
 
 #[cfg(test)]
@@ -215,7 +238,11 @@ mod tests {
     use crate::{log::Event, webhook::allow};
 
     fn client() -> reqwest::Client {
-        super::client(&Arc::new(AllowList::parse(allow::DEFAULT).unwrap()))
+        super::client(
+            &Arc::new(AllowList::parse(allow::DEFAULT).unwrap()),
+            &ClientTls::default(),
+        )
+        .unwrap()
     }
 
     fn batch() -> WebhookBatch {
@@ -477,7 +504,11 @@ mod tests {
         let (url, seen) = receiver(vec![]).await;
         // The receiver listens on 127.0.0.1; reach it by name with only 10/8 allowed.
         let by_name = url.replace("127.0.0.1", "localhost");
-        let only_ten = super::client(&Arc::new(AllowList::parse("10.0.0.0/8").unwrap()));
+        let only_ten = super::client(
+            &Arc::new(AllowList::parse("10.0.0.0/8").unwrap()),
+            &ClientTls::default(),
+        )
+        .unwrap();
         let outcome = attempt(
             &only_ten,
             &by_name,

@@ -60,6 +60,9 @@ pub const MAX_ID_LEN: usize = 64;
 pub struct Settings {
     /// Where webhooks may go (`--webhook-allow`).
     pub allow: Arc<AllowList>,
+    /// What `https://` deliveries trust and present (`--webhook-ca`, the producer's own
+    /// certificate).
+    pub tls: delivery::ClientTls,
     /// How long one POST may take (`--webhook-timeout`).
     pub timeout: Duration,
     /// Delays between attempts (`--webhook-retry-min`, `--webhook-retry-max`).
@@ -175,7 +178,7 @@ impl Webhooks {
             }
             None => Vec::new(),
         };
-        let client = delivery::client(&settings.allow);
+        let client = delivery::client(&settings.allow, &settings.tls)?;
         let webhooks = Self {
             inner: Arc::new(Inner {
                 api,

@@ -46,11 +46,14 @@ async fn start(args: &[&str], tokens: Option<String>, plaintext: bool) -> Secure
     .unwrap();
     let file = |name: &str| certs.path().join(name).display().to_string();
     let (cert, key) = (file("producer.pem"), file("producer.key"));
-    let mut all: Vec<&str> = Vec::new();
+    let mut all: Vec<String> = Vec::new();
     if !plaintext {
-        all.extend(["--tls-cert", &cert, "--tls-key", &key]);
+        all.extend(["--tls-cert".into(), cert, "--tls-key".into(), key]);
     }
-    all.extend(args);
+    // `{certs}` in an argument is the directory of the certificates made here.
+    let dir = certs.path().display().to_string();
+    all.extend(args.iter().map(|a| a.replace("{certs}", &dir)));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
     let mut config = Config::parse_from(std::iter::once("producer").chain(producer_flags(&all)));
     config.tokens = tokens;
     let (grpc, addr) = bind().await;
@@ -459,5 +462,91 @@ async fn over_max_connections_a_connection_is_answered_and_closed() {
     })
     .await;
     assert!(served.is_ok(), "a slot came free");
+    producer.server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn webhooks_reach_a_consumer_serving_tls() {
+    // The producer trusts the consumer's private CA for https:// deliveries.
+    let producer = start(&["--webhook-ca", "{certs}/ca.pem"], None, true).await;
+    let file = |name: &str| producer.path(name).display().to_string();
+    let (cert, key) = (file("client.pem"), file("client.key"));
+    let config = consumer::Config::parse_from([
+        "consumer",
+        "--producer",
+        &format!("http://{}", producer.addr),
+        "--mode",
+        "webhook",
+        "--from",
+        "0",
+        "--webhook-id",
+        "tls-receiver",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    let (grpc, addr) = bind().await;
+    let (http, _) = bind().await;
+    let running = Served::spawn(|shutdown| {
+        consumer::run_with(
+            config,
+            consumer::Listeners {
+                grpc,
+                metrics: Some(http),
+            },
+            shutdown,
+        )
+    });
+    // Its GetStats port serves TLS too.
+    let files = ClientFiles {
+        ca: Some(producer.path("ca.pem")),
+        ..ClientFiles::default()
+    };
+    let url = format!("https://127.0.0.1:{}", addr.port());
+    let channel = match pushpull::tls::endpoint(&url, &files, FLAGS)
+        .unwrap()
+        .connect()
+        .await
+    {
+        Ok(channel) => channel,
+        Err(err) => panic!(
+            "the consumer's gRPC port speaks TLS: {err}; the consumer: {:?}",
+            running.stop().await
+        ),
+    };
+    let mut stats = pb::consumer_service_client::ConsumerServiceClient::new(channel);
+    let until = |done: fn(&pb::GetStatsResponse) -> bool| {
+        let mut stats = stats.clone();
+        async move {
+            tokio::time::timeout(PROMPTLY, async {
+                loop {
+                    let s = stats
+                        .get_stats(pb::GetStatsRequest {})
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    if done(&s) {
+                        return s;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await
+            .expect("in time")
+        }
+    };
+    until(|s| s.connected).await;
+    let plain = producer.plain().await.unwrap();
+    for _ in 0..5 {
+        publish(plain.clone(), None).await.unwrap();
+    }
+    let s = until(|s| s.events_received >= 5 && s.webhooks_received >= 1).await;
+    assert_eq!(s.events_received, 5);
+    assert_eq!(s.events_missed, 0);
+    let _ = stats.get_stats(pb::GetStatsRequest {}).await;
+    running.stop().await.unwrap();
     producer.server.stop().await.unwrap();
 }
