@@ -14,6 +14,7 @@ mod jetstream;
 mod poll;
 mod publish;
 mod published;
+mod raw_socket;
 mod shutdown;
 mod subscribe;
 mod webhooks;
