@@ -16,5 +16,6 @@ mod publish;
 mod published;
 mod raw_socket;
 mod shutdown;
+mod stalled_memory;
 mod subscribe;
 mod webhooks;
