@@ -392,6 +392,7 @@ impl Server {
         let first = Arc::new(tokio::sync::Notify::new());
         let hyper_service = HyperService {
             service,
+            slice: self.limits.stream_send_buffer.max(MIN_SLICE),
             peer,
             extensions,
             started: started.clone(),
@@ -523,10 +524,80 @@ fn http_body_full(text: String) -> impl http_body::Body<Data = Bytes, Error = In
     Full(Some(Bytes::from(text)))
 }
 
+/// Smallest slice [`Sliced`] cuts: HTTP/2's default frame size, so a tiny
+/// `--stream-send-buffer` cannot multiply frames.
+const MIN_SLICE: usize = 16 * 1024;
+
+/// A response body whose data frames are at most `max` bytes, each a slice of the frame it
+/// was cut from (no copy).
+///
+/// hyper hands HTTP/2 one body frame at a time, and h2 buffers the whole frame whatever
+/// [`ConnLimits::stream_send_buffer`] says; then hyper polls the next frame while that one waits
+/// for the client's window. gRPC and SSE frames are whole messages (a push response can be
+/// `--max-batch-bytes`), so a client that stops reading would hold two of them per stream.
+/// Cut to the send buffer, it holds the one message being written, and the next is not made.
+struct Sliced {
+    body: Body,
+    /// What is left of the frame being cut.
+    rest: Bytes,
+    max: usize,
+}
+
+impl Sliced {
+    fn new(body: Body, max: usize) -> Self {
+        Self {
+            body,
+            rest: Bytes::new(),
+            max,
+        }
+    }
+}
+
+impl http_body::Body for Sliced {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, tonic::Status>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.rest.is_empty() {
+            match std::pin::Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => this.rest = data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return other,
+            }
+        }
+        let len = this.rest.len().min(this.max);
+        Poll::Ready(Some(Ok(http_body::Frame::data(this.rest.split_to(len)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty() && self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let body = self.body.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(body.lower() + rest);
+        if let Some(upper) = body.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint
+    }
+}
+
 /// The hyper service of one connection: marks the first request, adds the connection's
 /// extensions, and calls the tower service.
 struct HyperService<S> {
     service: ConnService<S>,
+    /// Largest data frame a response body hands hyper (see [`Sliced`]).
+    slice: usize,
     peer: Option<SocketAddr>,
     extensions: Arc<dyn Fn(&mut http::Extensions) + Send + Sync>,
     started: Arc<AtomicBool>,
@@ -563,9 +634,10 @@ where
         match &self.service {
             ConnService::Serve(service) => {
                 let service = service.clone();
+                let slice = self.slice;
                 Box::pin(async move {
                     let response = service.oneshot(request).await?;
-                    Ok(response.map(Body::new))
+                    Ok(response.map(|body| Body::new(Sliced::new(Body::new(body), slice))))
                 })
             }
             ConnService::Refuse(refusal) => {
@@ -676,4 +748,50 @@ macro_rules! serving_flags {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+
+    use http_body::Body as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn sliced_bodies_cut_frames_to_the_limit_without_losing_a_byte() {
+        let text: String = ('a'..='z').cycle().take(100 * 1024 + 7).collect();
+        let mut sliced = Sliced::new(Body::new(http_body_full(text.clone())), 16 * 1024);
+        assert_eq!(sliced.size_hint().exact(), Some(text.len() as u64));
+
+        let mut lengths = Vec::new();
+        let mut received = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut sliced).poll_frame(cx))
+            .await
+            .transpose()
+            .expect("no error")
+        {
+            let data = frame.into_data().expect("only data");
+            lengths.push(data.len());
+            received.extend_from_slice(&data);
+            assert_eq!(
+                sliced.size_hint().exact(),
+                Some((text.len() - received.len()) as u64)
+            );
+        }
+        assert_eq!(
+            lengths,
+            [
+                16 * 1024,
+                16 * 1024,
+                16 * 1024,
+                16 * 1024,
+                16 * 1024,
+                16 * 1024,
+                4 * 1024 + 7
+            ]
+        );
+        assert_eq!(received, text.as_bytes());
+        assert!(sliced.is_end_stream());
+    }
 }

@@ -113,8 +113,10 @@ pub struct Config {
     pub max_batch_events: usize,
 
     /// A Subscribe or Poll response stops growing at this many topic + payload bytes (it always
-    /// holds at least one event).
-    #[arg(long, env = "PRODUCER_MAX_BATCH_BYTES", default_value_t = 4 * 1024 * 1024)]
+    /// holds at least one event). A client that stops reading holds one encoded response in the
+    /// producer's memory per stream, so this is what a stalled subscriber costs; 256 KiB still
+    /// fits a full batch of small events.
+    #[arg(long, env = "PRODUCER_MAX_BATCH_BYTES", default_value_t = 256 * 1024)]
     pub max_batch_bytes: usize,
 
     /// gRPC message size limit, both directions. Must exceed the payload and batch limits so

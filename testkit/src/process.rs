@@ -285,6 +285,12 @@ impl ServiceProcess {
         lines.join("\n")
     }
 
+    /// The child's process id, for what a test reads about it from the OS (its memory in
+    /// `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the child has not been waited for")
+    }
+
     /// Asks the child to stop, as `docker stop` and systemd do.
     pub fn sigterm(&self) {
         let pid = self.child.id().expect("the child has not been waited for");

@@ -137,6 +137,17 @@ async fn a_consumer_killed_and_started_again_loses_nothing_while_the_producer_re
     // Answered 2xx: the consumer's checkpoint held 10 before it answered (events it may have
     // polled first at start came again by webhook, as duplicates, and were answered too).
     wait_delivered(&producer, "killed", 10).await;
+    // When the startup Poll fetched all 10 before the consumer registered, no webhook was sent
+    // and nothing waited for the checkpoint: let its writer catch up before the kill, so the
+    // restart below resumes from 10 either way.
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    while !std::fs::read_to_string(&checkpoint).is_ok_and(|s| s.contains("after_sequence=10\n")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the checkpoint never held 10"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     child.sigkill();
     child.wait_exit(PROMPTLY).await.expect("killed");

@@ -118,3 +118,49 @@ pub fn poll_request(after: Option<u64>) -> pb::PollRequest {
         ..Default::default()
     }
 }
+
+/// A raw HTTP/2 connection to `addr` through the `h2` crate, with no gRPC client on top, for
+/// sending what no well-behaved client would. The connection's own task is returned too: its
+/// result says how the producer ended the connection (a GOAWAY's reason, an I/O error).
+pub async fn h2_connect(
+    addr: SocketAddr,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
+    let (send, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    (send, tokio::spawn(connection))
+}
+
+/// The request head of a gRPC call to the producer's `method`, as a gRPC client sends it.
+pub fn grpc_head(method: &str) -> http::Request<()> {
+    http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://pushpull/pushpull.v1.ProducerService/{method}"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("a valid request head")
+}
+
+/// `message` as one gRPC frame: not compressed, its length in 4 big-endian bytes, its bytes.
+pub fn grpc_frame(message: &impl prost::Message) -> Bytes {
+    let encoded = message.encode_to_vec();
+    grpc_frame_claiming(encoded.len(), &encoded)
+}
+
+/// A gRPC frame whose length prefix says `claimed` bytes, followed by `body` whatever its
+/// length: an honest frame when they agree, a lie when they do not.
+pub fn grpc_frame_claiming(claimed: usize, body: &[u8]) -> Bytes {
+    let claimed = u32::try_from(claimed).expect("a length gRPC can state");
+    let mut frame = Vec::with_capacity(5 + body.len());
+    frame.push(0);
+    frame.extend_from_slice(&claimed.to_be_bytes());
+    frame.extend_from_slice(body);
+    frame.into()
+}
