@@ -10,6 +10,7 @@ cursor of the next call. With --max-wait the producer holds each call until an e
 (a long poll), so there is no interval to wait. Stops after --count events, or at the first
 call that ends after --timeout seconds, or on Ctrl-C, and says which --after resumes.
 Events go to stdout (`sequence=N topic=T payload=P`), everything else to stderr.
+Over TLS and with a token: --ca ca.pem [--cert c.pem --key c.key] --token T (connection.py).
 Run ./generate.sh first.
 
 Errors: every error status of the producer carries, in its details, a google.rpc.ErrorInfo
@@ -35,6 +36,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from pushpull.v1 import errors_pb2, producer_pb2, producer_pb2_grpc
+
+import connection
 
 # ErrorInfo.reason travels as the enum value's name; the generated enum gives the names.
 CURSOR_EXPIRED = errors_pb2.ErrorReason.Name(errors_pb2.CURSOR_EXPIRED)
@@ -94,11 +97,12 @@ def main() -> int:
                         help="plain poll: seconds to wait when caught up")
     parser.add_argument("--count", type=int, default=0, help="stop after this many events")
     parser.add_argument("--timeout", type=float, default=0, help="stop after this many seconds")
+    connection.add_arguments(parser)
     args = parser.parse_args()
 
     deadline = time.monotonic() + args.timeout if args.timeout else None
     cursor, log_id, received, polls, missed = args.after, None, 0, 0, 0
-    with grpc.insecure_channel(args.producer) as channel:
+    with connection.open_channel(args) as channel:
         producer = producer_pb2_grpc.ProducerServiceStub(channel)
         try:
             while True:

@@ -4,6 +4,7 @@
     python3 publish.py --count 3 --topic demo.python --payload hello
 
 prints one line per event, `sequence=1 topic=demo.python payload=hello 1`, in sequence order.
+Over TLS and with a token: --ca ca.pem [--cert c.pem --key c.key] --token T (connection.py).
 Run ./generate.sh first.
 """
 
@@ -14,6 +15,8 @@ import grpc
 
 from pushpull.v1 import producer_pb2, producer_pb2_grpc
 
+import connection
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Publish events to a pushpull producer.")
@@ -21,13 +24,14 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=3, help="events to publish (1-10,000)")
     parser.add_argument("--topic", default="demo.python")
     parser.add_argument("--payload", default="hello", help="event i gets the payload 'PAYLOAD i'")
+    connection.add_arguments(parser)
     args = parser.parse_args()
 
     events = [
         producer_pb2.NewEvent(topic=args.topic, payload=f"{args.payload} {i}".encode())
         for i in range(1, args.count + 1)
     ]
-    with grpc.insecure_channel(args.producer) as channel:
+    with connection.open_channel(args) as channel:
         producer = producer_pb2_grpc.ProducerServiceStub(channel)
         try:
             response = producer.Publish(producer_pb2.PublishRequest(events=events), timeout=10)

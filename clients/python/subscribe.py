@@ -7,6 +7,7 @@
 event; left out: only events published from now on). It stops after --count events, after
 --timeout seconds, or on Ctrl-C, and says which --after resumes where it stopped.
 Events go to stdout (`sequence=N topic=T payload=P`), everything else to stderr.
+Over TLS and with a token: --ca ca.pem [--cert c.pem --key c.key] --token T (connection.py).
 Run ./generate.sh first.
 """
 
@@ -17,6 +18,8 @@ import grpc
 
 from pushpull.v1 import producer_pb2, producer_pb2_grpc
 
+import connection
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Subscribe to a pushpull producer (push).")
@@ -25,13 +28,14 @@ def main() -> int:
     parser.add_argument("--topics", default="", help="comma-separated topics (default: all)")
     parser.add_argument("--count", type=int, default=0, help="stop after this many events")
     parser.add_argument("--timeout", type=float, default=0, help="stop after this many seconds")
+    connection.add_arguments(parser)
     args = parser.parse_args()
 
     request = producer_pb2.SubscribeRequest(topics=[t for t in args.topics.split(",") if t])
     if args.after is not None:
         request.after_sequence = args.after  # unset (not 0!) means "from now"
     cursor, received, first = args.after, 0, True
-    with grpc.insecure_channel(args.producer) as channel:
+    with connection.open_channel(args) as channel:
         producer = producer_pb2_grpc.ProducerServiceStub(channel)
         # A deadline is how a client ends a stream after a while: the call fails with
         # DEADLINE_EXCEEDED, which here is a normal stop.

@@ -12,6 +12,7 @@ seconds, or on Ctrl-C, deletes its subscription (so the producer stops POSTing t
 nobody listens on) and says which --after resumes where it stopped.
 Events go to stdout (`sequence=N topic=T payload=P`), everything else to stderr: a line
 `registered ...` once the subscription exists, and one line per delivery with what it answered.
+Over TLS and with a token: --ca ca.pem [--cert c.pem --key c.key] --token T (connection.py).
 Run ./generate.sh first.
 
 Each delivery is signed per Standard Webhooks (standardwebhooks.com): headers webhook-id,
@@ -33,6 +34,8 @@ import grpc
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from pushpull.v1 import webhook_pb2, webhook_pb2_grpc
+
+import connection
 
 
 class Receiver:
@@ -126,6 +129,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=0, help="stop after this many seconds")
     parser.add_argument("--fail-first", type=int, default=0,
                         help="answer 500 to the first N signed deliveries")
+    connection.add_arguments(parser)
     args = parser.parse_args()
 
     receiver = Receiver(args)
@@ -140,7 +144,7 @@ def main() -> int:
     if args.after is not None:
         request.after_sequence = args.after  # unset (not 0!) means "from now"
     deadline = time.monotonic() + args.timeout if args.timeout else None
-    with grpc.insecure_channel(args.producer) as channel, server:
+    with connection.open_channel(args) as channel, server:
         webhooks = webhook_pb2_grpc.WebhookServiceStub(channel)
         try:
             response = webhooks.CreateWebhook(request, timeout=10)

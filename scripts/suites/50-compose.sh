@@ -15,7 +15,11 @@
 #   5. `down` keeps the volumes: after `up`, new containers carry on in the same log, from their
 #      checkpoints; `down -v` deletes them: the next `up` starts a new log (a new log_id), which
 #      the consumers read from its first event;
-#   6. `down -v` leaves no container and no volume behind (also on failure: trap).
+#   6. the `tls` profile: a producer serving TLS with tokens (certificates and tokens from its
+#      one-shot `tls-certs` service, in a volume) and two consumers reading it over TLS, healthy
+#      through TLS healthchecks; they count events with 0 missed, and a plaintext call to the
+#      TLS producer fails where one with its CA succeeds;
+#   7. `down -v` leaves no container and no volume behind (also on failure: trap).
 # Run once per Compose available: `docker compose` (v2) and `docker-compose` (1.29). Under CI
 # both must be there (.ci/install.d/50-docker.sh installs them).
 #
@@ -65,15 +69,17 @@ phase "host build (scripts/build-prebuilt.sh: cargo build --release --locked, st
 timeout 900 scripts/build-prebuilt.sh
 
 # Host ports: free ones, so a running `docker compose up` or another test is no obstacle.
-read -r PRODUCER_PORT PUSH_PORT POLL_PORT LONG_POLL_PORT WEBHOOK_PORT < <(python3 - <<'PY'
+read -r PRODUCER_PORT PUSH_PORT POLL_PORT LONG_POLL_PORT WEBHOOK_PORT \
+  TLS_PRODUCER_PORT TLS_HTTP_PORT TLS_PUSH_PORT TLS_LONG_POLL_PORT < <(python3 - <<'PY'
 import socket
-socks = [socket.socket() for _ in range(5)]
+socks = [socket.socket() for _ in range(9)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
 PY
 )
-declare -A PORT=([push]=$PUSH_PORT [poll]=$POLL_PORT [long-poll]=$LONG_POLL_PORT [webhook]=$WEBHOOK_PORT)
+declare -A PORT=([push]=$PUSH_PORT [poll]=$POLL_PORT [long-poll]=$LONG_POLL_PORT [webhook]=$WEBHOOK_PORT
+  [push-tls]=$TLS_PUSH_PORT [long-poll-tls]=$TLS_LONG_POLL_PORT)
 declare -A MODE=([push]=READ_MODE_PUSH [poll]=READ_MODE_POLL [long-poll]=READ_MODE_LONG_POLL
   [webhook]=READ_MODE_WEBHOOK)
 # The ports each container declares (docker-compose.yml's `expose:`; the image declares none):
@@ -86,6 +92,8 @@ CONSUMERS=(push poll long-poll webhook)
 export PUSHPULL_IMAGE=$IMAGE PUSHPULL_BUILD_TARGET=prebuilt PUSHPULL_RUNTIME_IMAGE=$BASE_IMAGE
 export PUSHPULL_BIND=127.0.0.1 PUSHPULL_PRODUCER_PORT=$PRODUCER_PORT PUSHPULL_PUSH_PORT=$PUSH_PORT
 export PUSHPULL_POLL_PORT=$POLL_PORT PUSHPULL_LONG_POLL_PORT=$LONG_POLL_PORT PUSHPULL_WEBHOOK_PORT=$WEBHOOK_PORT
+export PUSHPULL_TLS_PRODUCER_PORT=$TLS_PRODUCER_PORT PUSHPULL_TLS_HTTP_PORT=$TLS_HTTP_PORT
+export PUSHPULL_TLS_PUSH_PORT=$TLS_PUSH_PORT PUSHPULL_TLS_LONG_POLL_PORT=$TLS_LONG_POLL_PORT
 # The checks rely on these two defaults; pin them against the caller's environment.
 export PRODUCER_DEMO_RATE=20 CONSUMER_FROM=earliest
 
@@ -103,7 +111,7 @@ dcq() { echo "\$ $COMPOSE $*" >>"$DC_LOG"; timeout 180 $COMPOSE "$@" >>"$DC_LOG"
 cleanup() {
   local project
   for project in "${projects[@]}"; do
-    COMPOSE_PROJECT_NAME=$project timeout 120 ${project_compose[$project]} down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
+    COMPOSE_PROJECT_NAME=$project timeout 120 ${project_compose[$project]} --profile tls down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
     # Belt and braces: whatever compose left (it should leave nothing).
     docker ps -aq --filter "label=com.docker.compose.project=$project" | xargs -r docker rm -f >/dev/null 2>&1 || true
     docker volume ls -q --filter "label=com.docker.compose.project=$project" | xargs -r docker volume rm >/dev/null 2>&1 || true
@@ -192,6 +200,8 @@ not_running() { [ "$(docker inspect -f '{{.State.Running}}' "$(container "$1")")
 # The consumer is connected again and past the given sequence.
 past() { stats "$1" && [ "${STATS[connected]}" = true ] && [ "${STATS[last_sequence]}" -gt "$2" ]; }
 eq() { [ "$1" = "$2" ] || { echo "       expected $2, got $1"; return 1; }; }
+not() { ! "$@" >/dev/null 2>&1; }
+all_of() { local test=$1 one; shift; for one in "$@"; do "$test" "$one" || return 1; done; }
 ge() { [ "$1" -ge "$2" ] || { echo "       expected >= $2, got $1"; return 1; }; }
 gt() { [ "$1" -gt "$2" ] || { echo "       expected > $2, got $1"; return 1; }; }
 ne() { [ "$1" != "$2" ] || { echo "       expected something other than $2"; return 1; }; }
@@ -398,10 +408,34 @@ scenario() {
   done
   check "all healthy at the end" wait_for 30 all_healthy
 
+  # -------- the tls profile, beside the default services
+  step "--profile tls: TLS and tokens"
+  if check "--profile tls up -d push-tls long-poll-tls" dcq --profile tls up -d push-tls long-poll-tls; then
+    for service in producer-tls push-tls long-poll-tls; do CID[$service]=$($COMPOSE --profile tls ps -a -q "$service"); done
+    check "producer-tls, push-tls, long-poll-tls healthy (TLS healthchecks) within 60 s" \
+      wait_for 60 all_of is_healthy producer-tls push-tls long-poll-tls
+    check "tls-certs ran once and succeeded" \
+      eq "$(docker inspect -f '{{.State.ExitCode}}' "$($COMPOSE --profile tls ps -a -q tls-certs)")" 0
+    for service in push-tls long-poll-tls; do
+      if ! check "$service: reads over TLS with its token" wait_for 30 past "$service" 10; then continue; fi
+      check "$service: 0 missed" eq "${STATS[events_missed]}" 0
+      check "$service: every event of the log (received = last_sequence)" \
+        eq "${STATS[events_received]}" "${STATS[last_sequence]}"
+    done
+    local ca
+    ca=$(mktemp)
+    docker exec "$(container producer-tls)" cat /certs/ca.pem >"$ca"
+    check "a TLS health check of producer-tls with its CA succeeds" \
+      "$STATS_BIN" healthcheck --address "https://127.0.0.1:$TLS_PRODUCER_PORT" --tls-ca "$ca" --timeout 3s
+    check "a plaintext call to producer-tls fails" \
+      not "$STATS_BIN" healthcheck --address "127.0.0.1:$TLS_PRODUCER_PORT" --timeout 3s
+    rm -f "$ca"
+  fi
+
   [ $failed -eq $failed_before ] || show_state
   # -------- down: nothing left behind
   step "down"
-  check "down -v" dcq down -v --remove-orphans -t 5
+  check "down -v" dcq --profile tls down -v --remove-orphans -t 5
   check "no container left" eq "$(docker ps -aq --filter "label=com.docker.compose.project=$project" | wc -l)" 0
   check "no volume left" eq "$(docker volume ls -q --filter "label=com.docker.compose.project=$project" | wc -l)" 0
   docker image rm "$IMAGE" >/dev/null 2>&1 || true

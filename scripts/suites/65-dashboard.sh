@@ -2,7 +2,8 @@
 # The live dashboard in headless chromium (playwright-core): it loads, shows events within a
 # second of publishing over both SSE and WebSocket, shows the consumers' stats, says when the
 # producer is gone and follows the restarted producer by itself. Leaves a screenshot in
-# target/dashboard/ (path printed).
+# target/dashboard/ (path printed). Then, against a producer serving HTTPS with tokens, the
+# page asks for a token (a form on 401/403, or #token=… in the address) and sends it everywhere.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 NODE_PATH=/opt/pushpull-node/node_modules
@@ -52,3 +53,21 @@ done
 PRODUCER_HTTP=127.0.0.1:$http PRODUCER_PID_FILE=$work/producer.pid \
   SCREENSHOT=$target/dashboard/dashboard.png NODE_PATH=$NODE_PATH \
   timeout 120 node scripts/suites/dashboard.cjs || { echo "--- producer log"; tail -20 "$work/producer.log"; exit 1; }
+
+# Again against a producer serving HTTPS and checking tokens: the page asks for a token, takes
+# one from the form or from #token=…, and sends it with every request and stream.
+tls_grpc=$(free_port); tls_http=$(free_port)
+"$bin/producer" dev-certs --out "$work/certs" >/dev/null
+read_token=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+publish_token=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+PRODUCER_TOKENS="$read_token read; $publish_token publish" "$bin/producer" --store memory \
+  --listen 127.0.0.1:$tls_grpc --http-listen 127.0.0.1:$tls_http \
+  --tls-cert "$work/certs/producer.pem" --tls-key "$work/certs/producer.key" \
+  2>>"$work/producer-tls.log" & pids+=($!)
+for _ in $(seq 100); do
+  curl -fsS --cacert "$work/certs/ca.pem" -o /dev/null "https://127.0.0.1:$tls_http/" 2>/dev/null && break
+  sleep 0.1
+done
+DASHBOARD_TOKENS=1 PRODUCER_BASE=https://127.0.0.1:$tls_http READ_TOKEN=$read_token \
+  PUBLISH_TOKEN=$publish_token NODE_EXTRA_CA_CERTS=$work/certs/ca.pem NODE_PATH=$NODE_PATH \
+  timeout 60 node scripts/suites/dashboard.cjs || { echo "--- producer log"; tail -20 "$work/producer-tls.log"; exit 1; }

@@ -34,6 +34,13 @@ deliveries, prints the events it accepts like subscribe (duplicates dropped) and
 of a second or less) and allow loopback. The deliveries pass through a recording proxy here
 (--url), so the checks see what went over the wire; the signature checks of this script use
 the Python `standardwebhooks` package.
+
+With --secure-producer (and --ca, --publish-token, --read-token), scenario_secure runs the
+examples with their connection flags against a producer serving TLS and checking tokens:
+  --ca PEM [--cert PEM --key PEM] [--token T]   (the token also from $PUSHPULL_TOKEN)
+A call the producer refuses exits 1 and its stderr names the gRPC code (UNAUTHENTICATED,
+PERMISSION_DENIED; UNAVAILABLE, or as the library has it, when the TLS handshake fails). --mtls-producer adds a producer
+asking for client certificates (--tls-client-ca).
 """
 
 from __future__ import annotations
@@ -64,18 +71,21 @@ class Client:
         self.published: dict[int, tuple[str, str]] = {}  # sequence -> (topic, payload)
         self.passed = self.failed = 0
         self.tmp = Path(args.tmp)
+        self.producer = args.producer
+        self.connect: list[str] = []  # connection flags every example gets (--ca, --token...)
+        self.env: dict[str, str] = {}  # and environment variables (PUSHPULL_TOKEN)
 
     def command(self, example: str, *options: str) -> list[str]:
         prefix = {"publish": self.args.publish, "subscribe": self.args.subscribe,
                   "poll": self.args.poll, "webhook": self.args.webhook}[example]
-        return [*shlex.split(prefix), "--producer", self.args.producer, *options]
+        return [*shlex.split(prefix), "--producer", self.producer, *self.connect, *options]
 
     def start(self, name: str, example: str, *options: str) -> subprocess.Popen:
         """Starts an example in the background; its output goes to files named after `name`."""
         out = open(self.tmp / f"{name}.out", "w")
         err = open(self.tmp / f"{name}.err", "w")
         proc = subprocess.Popen(self.command(example, *options), stdout=out, stderr=err,
-                                cwd=self.args.cwd)
+                                cwd=self.args.cwd, env={**os.environ, **self.env})
         proc.name, proc.started = name, time.monotonic()  # type: ignore[attr-defined]
         return proc
 
@@ -407,6 +417,74 @@ def scenario_webhooks(c: Client) -> None:
     recorder.server.shutdown()
 
 
+# The codes a connection that fails below gRPC (no TLS, a refused handshake) gets in the clients.
+HANDSHAKE_FAILED = "UNAVAILABLE|CANCELED|INTERNAL"
+
+
+def scenario_secure(c: Client) -> None:
+    """The connection flags against producers serving TLS and checking tokens: with the CA and
+    a token everything works, as with plaintext; a call without a token, with a token lacking
+    the scope, in plaintext to a TLS port, or without a client certificate where one is asked
+    for fails, exits 1 and names the gRPC code, and a refused publish appends nothing."""
+    a = c.args
+    ca, token = ["--ca", a.ca], ["--token", a.publish_token]
+    c.producer = a.secure_producer
+    c.connect = [*ca, *token]
+    c.publish("tls-publish", 3, "demo.tls")  # 1..3
+    c.connect = [*ca, "--token", a.read_token]
+    c.check("tls subscribe --after 0 (read token)", c.run(
+        "tls-subscribe", "subscribe", "--after", "0", "--count", "3", "--timeout", "20"),
+        range(1, 4), "push over TLS with a read token: 1..3", resume=3)
+    # The token from the environment instead of the flag.
+    c.connect, c.env = ca, {"PUSHPULL_TOKEN": a.read_token}
+    c.check("tls poll --after 0 (PUSHPULL_TOKEN)", c.run(
+        "tls-poll", "poll", "--after", "0", "--max-wait", "5", "--count", "3", "--timeout", "20"),
+        range(1, 4), "pull over TLS, the token from $PUSHPULL_TOKEN: 1..3", resume=3)
+    c.env = {}
+
+    def refused(name: str, example: str, connect: list[str], code: str, what: str,
+                *options: str) -> None:
+        """`code` may be `A|B`: how a failed TLS handshake surfaces differs between gRPC
+        libraries (grpcio: UNAVAILABLE; connect-node: CANCELED or INTERNAL)."""
+        c.connect = connect
+        rc, events, err, elapsed = c.run(name, example, *options)
+        named = any(f"{one}: " in err for one in code.split("|"))
+        c.report(name, rc == 1 and not events and named,
+                 f"{what}: exit 1, stderr names {code} ({elapsed:.1f}s)", rc, events, [], err,
+                 f"stderr lacks {code}")
+
+    publish = ("--count", "1", "--topic", "demo.tls", "--payload", "refused")
+    refused("tls publish without a token", "publish", ca, "UNAUTHENTICATED",
+            "no token", *publish)
+    refused("tls publish with a read token", "publish", [*ca, "--token", a.read_token],
+            "PERMISSION_DENIED", "the token lacks the publish scope", *publish)
+    refused("tls publish with a wrong token", "publish", [*ca, "--token", "x" * 24],
+            "UNAUTHENTICATED", "an unknown token", *publish)
+    refused("tls subscribe without a token", "subscribe", ca, "UNAUTHENTICATED",
+            "no token", "--after", "0", "--timeout", "10")
+    refused("tls poll without a token", "poll", ca, "UNAUTHENTICATED", "no token",
+            "--after", "0", "--timeout", "10")
+    refused("plaintext publish to the TLS port", "publish", token, HANDSHAKE_FAILED,
+            "no TLS where the producer speaks only TLS", *publish)
+    c.connect = [*ca, *token]
+    c.check("tls poll after the refusals", c.run(
+        "tls-poll-again", "poll", "--after", "0", "--max-events", "10", "--count", "4",
+        "--timeout", "1"), range(1, 4),
+        "the refused publishes appended nothing: still 1..3", resume=3)
+
+    if a.mtls_producer:
+        c.producer = a.mtls_producer
+        mtls = ["--cert", a.cert, "--key", a.key, *ca]
+        c.connect = [*mtls, *token]
+        c.published = {}
+        c.publish("mtls-publish", 2, "demo.mtls")  # 1..2
+        c.check("mtls poll --after 0", c.run(
+            "mtls-poll", "poll", "--after", "0", "--count", "2", "--timeout", "20"),
+            [1, 2], "pull over mutual TLS: 1..2", resume=2)
+        refused("mtls publish without a client certificate", "publish", [*ca, *token],
+                HANDSHAKE_FAILED, "the handshake fails without a client certificate", *publish)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--producer", required=True, help="host:port of a fresh producer")
@@ -418,12 +496,29 @@ def main() -> int:
     parser.add_argument("--tmp", required=True, help="directory for the examples' output")
     parser.add_argument("--retention", type=int, required=True,
                         help="the producer's --retention-events (at least 14)")
-    client = Client(parser.parse_args())
+    parser.add_argument("--secure-producer",
+                        help="host:port of a second fresh producer, serving TLS (a --tls-cert "
+                        "signed by --ca) and checking tokens: runs scenario_secure too")
+    parser.add_argument("--mtls-producer",
+                        help="host:port of a producer asking for client certificates signed "
+                        "by --ca (--tls-client-ca), with tokens as --secure-producer")
+    parser.add_argument("--ca", help="the CA of the secure producers (PEM)")
+    parser.add_argument("--cert", help="a client certificate signed by --ca (PEM)")
+    parser.add_argument("--key", help="its key (PEM)")
+    parser.add_argument("--publish-token", help="a token with the scopes publish and read")
+    parser.add_argument("--read-token", help="a token with the scope read only")
+    args = parser.parse_args()
+    client = Client(args)
     scenario(client)
-    if client.args.webhook:
+    if args.webhook:
         scenario_webhooks(client)
-    print(f"{client.passed} passed, {client.failed} failed")
-    return 1 if client.failed else 0
+    passed, failed = client.passed, client.failed
+    if args.secure_producer:
+        secure = Client(args)
+        scenario_secure(secure)
+        passed, failed = passed + secure.passed, failed + secure.failed
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

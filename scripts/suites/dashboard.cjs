@@ -1,6 +1,9 @@
 // The dashboard in a real browser: Debian's chromium driven by playwright-core (no browser
 // download). Run by scripts/suites/65-dashboard.sh, which starts the producer and consumers and
 // passes their addresses in the environment. Exits non-zero on the first failed check.
+// With DASHBOARD_TOKENS=1 it checks instead the page against a producer that checks tokens, over
+// HTTPS (PRODUCER_BASE=https://...; the certificate is accepted as the suite's CA is not the
+// browser's): READ_TOKEN (read scope), PUBLISH_TOKEN (publish only, also used to publish).
 "use strict";
 const { chromium } = require("playwright-core");
 const { spawn } = require("child_process");
@@ -10,7 +13,9 @@ const os = require("os");
 
 const HTTP = process.env.PRODUCER_HTTP; // 127.0.0.1:PORT
 const SCREENSHOT = process.env.SCREENSHOT;
-const base = `http://${HTTP}`;
+const base = process.env.PRODUCER_BASE || `http://${HTTP}`;
+const TOKENS = process.env.DASHBOARD_TOKENS === "1";
+const READ_TOKEN = process.env.READ_TOKEN, PUBLISH_TOKEN = process.env.PUBLISH_TOKEN;
 
 function check(ok, what) {
   if (!ok) throw new Error("check failed: " + what);
@@ -21,7 +26,10 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 async function publish(topic, payload) {
   const response = await fetch(base + "/publish", {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: {
+      "content-type": "application/json",
+      ...(PUBLISH_TOKEN ? { authorization: "Bearer " + PUBLISH_TOKEN } : {}),
+    },
     body: JSON.stringify({ events: [{ topic, payload }] }),
   });
   check(response.ok, `POST /publish answered ${response.status}`);
@@ -51,12 +59,72 @@ async function restartProducer() {
   // The suite's restart loop starts it again once it has exited; we only wait for the page.
 }
 
+const bothConnected = () =>
+  document.getElementById("sse-status").textContent === "connected" &&
+  document.getElementById("ws-status").textContent === "connected";
+
+// Against a producer with tokens: the form on a 401 (and nothing connected before a token is
+// given), the token from the form, from the fragment (then off the address bar), a refused one,
+// one without the read scope; events over SSE and WebSocket once it has a good one.
+async function tokensScenario(browser) {
+  const page = browser.pages()[0] || (await browser.newPage());
+  page.on("console", (m) => { if (m.type() === "error") console.log("page console:", m.text()); });
+  const sent = []; // every URL the page asked for, to check where the token went
+  page.on("request", (r) => sent.push(r.url()));
+  page.on("websocket", (w) => sent.push(w.url()));
+  await page.goto(base + "/", { waitUntil: "domcontentloaded" });
+  check((await page.title()).includes("pushpull"), `GET ${base}/ serves the dashboard without a token`);
+  await page.waitForSelector("#auth", { state: "visible", timeout: 5000 });
+  const asked = await page.textContent("#auth-why");
+  check(/needs one with the read scope/.test(asked), `a 401 shows the token form: "${asked}"`);
+  await sleep(1500);
+  check(!(await page.evaluate(bothConnected)) &&
+        (await page.textContent("#sse-status")) !== "connected",
+        "nothing connects while the form waits");
+
+  await page.fill("#token", READ_TOKEN);
+  await page.click("#auth button");
+  await page.waitForFunction(bothConnected, null, { timeout: 5000 });
+  check(!(await page.isVisible("#auth")), "a read token from the form: SSE and WebSocket connect, the form goes");
+  const { seq, took } = await publishAndWatch(page, "with-token");
+  check(took < 1000, `event ${seq} shown over SSE and WebSocket ${took} ms after publishing`);
+  const stored = await page.evaluate(() => sessionStorage.getItem("pushpull.token"));
+  check(stored === READ_TOKEN, "the token is kept in sessionStorage");
+  const streams = sent.filter((u) => /\/(events|ws)(\?|$)/.test(u));
+  check(streams.some((u) => u.startsWith("https:")) && streams.some((u) => u.startsWith("wss:")) &&
+        streams.slice(-2).every((u) => u.endsWith("?access_token=" + READ_TOKEN)),
+        `EventSource and WebSocket URLs carry access_token: ${streams.map((u) => u.split("?")[0]).join(", ")}`);
+  await page.close();
+
+  // A new tab (its own sessionStorage) with the token in the fragment.
+  const tab = await browser.newPage();
+  await tab.goto(base + "/#token=" + encodeURIComponent(READ_TOKEN), { waitUntil: "domcontentloaded" });
+  await tab.waitForFunction(bothConnected, null, { timeout: 5000 });
+  check(!(await tab.isVisible("#auth")), "#token=… in the address: connected, no form");
+  check((await tab.evaluate(() => location.hash)) === "", "the fragment is taken off the address bar");
+  await tab.close();
+
+  for (const [token, says, what] of [
+    ["x".repeat(24), /did not accept the token \(TOKEN_INVALID\)/, "an unknown token"],
+    [PUBLISH_TOKEN, /lacks the read scope/, "a token without the read scope (403)"],
+  ]) {
+    const refused = await browser.newPage();
+    await refused.goto(base + "/#token=" + token, { waitUntil: "domcontentloaded" });
+    await refused.waitForSelector("#auth", { state: "visible", timeout: 5000 });
+    const text = await refused.textContent("#auth-why");
+    check(says.test(text), `${what}: the form asks again: "${text}"`);
+    await refused.close();
+  }
+}
+
 (async () => {
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "pushpull-chromium-"));
   // A fresh profile each run (playwright passes it as --user-data-dir).
   const browser = await chromium.launchPersistentContext(userDataDir, {
     executablePath: "/usr/bin/chromium",
     headless: true,
+    // The suite's development CA is not the browser's; a CA it trusted would need an NSS db.
+    ignoreHTTPSErrors: TOKENS,
     viewport: { width: 1280, height: 900 },
     args: [
       "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -64,6 +132,7 @@ async function restartProducer() {
     ],
   });
   try {
+    if (TOKENS) return await tokensScenario(browser);
     const page = browser.pages()[0] || (await browser.newPage());
     page.on("console", (m) => { if (m.type() === "error") console.log("page console:", m.text()); });
     const started = Date.now();

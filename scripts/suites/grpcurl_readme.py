@@ -24,6 +24,14 @@ whitespace; `...` in a shown line stands for any text (a log_id, a repeated mess
 statuses are also checked by their details: the google.rpc.ErrorInfo reason and metadata, and the
 BadRequest field.
 
+Commands with -cacert go to a producer serving TLS with bearer tokens (--tls-producer), and
+those with -cert/-key too to one asking for client certificates (--mtls-producer), each with
+its own model of the log: the README's "Clients over TLS". Their certificate paths (certs/...,
+as `producer dev-certs --out certs` writes them) are rewritten to --certs, and
+$PUSHPULL_TOKEN in a header is --token. Such a command without an `authorization` header must be
+refused with Unauthenticated and the ErrorInfo reason TOKEN_MISSING (but for list, describe and
+health, which need no token).
+
 Before running anything it checks that the README covers every RPC (list, describe, Publish,
 Poll, long poll, Subscribe from the start and from now, GetStats, health) and shows the details
 of an expired cursor and of a cursor beyond the head; --coverage-only stops there.
@@ -69,9 +77,16 @@ LISTED = {
 }
 LISTED["retention"] = LISTED["producer"]
 LISTED["second"] = LISTED["producer"]
+LISTED["tls"] = LISTED["producer"]
+LISTED["mtls"] = LISTED["producer"]
+# Where the README's TLS commands find their files (`producer dev-certs --out certs`).
+CERTS_DIR = "certs/"
+CERT_FLAGS = ("-cacert", "-cert", "-key")
+TOKEN_VARIABLE = "$PUSHPULL_TOKEN"
 # grpcurl exits 64 + the gRPC status code when a call fails.
 EXIT_DEADLINE_EXCEEDED = 64 + 4
 EXIT_OUT_OF_RANGE = 64 + 11
+EXIT_UNAUTHENTICATED = 64 + 16
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 
@@ -98,6 +113,11 @@ class Command:
     @property
     def target(self) -> str:
         host, _, port = self.positional[0].rpartition(":")
+        if self.has_flag("-cacert"):
+            # The README's TLS producer is on the default port too; the flags tell it apart.
+            if host not in DEFAULT_HOSTS or port != PRODUCER_DEFAULT_PORT:
+                return "unknown"
+            return "mtls" if self.has_flag("-cert") else "tls"
         if host in DEFAULT_HOSTS and port == PRODUCER_DEFAULT_PORT:
             return "producer"
         if host in DEFAULT_HOSTS and port == CONSUMER_DEFAULT_PORT:
@@ -129,18 +149,39 @@ class Command:
     def has_flag(self, name: str) -> bool:
         return any(flag == name for flag, _ in self.flags)
 
-    def rewritten(self, addresses: dict[str, str], max_time: float) -> list[str]:
+    @property
+    def authorized(self) -> bool:
+        """Whether it sends a token (`-H "authorization: Bearer ..."`)."""
+        return any(flag in ("-H", "-rpc-header") and (value or "").lower().startswith(
+            "authorization:") for flag, value in self.flags)
+
+    @property
+    def needs_token(self) -> bool:
+        """Whether a producer with tokens refuses it without one: all but reflection and
+        health."""
+        return self.verb not in ("list", "describe") and not self.method.startswith("grpc.")
+
+    def rewritten(self, addresses: dict[str, str], max_time: float, certs: str = "",
+                  token: str = "") -> list[str]:
         address = addresses[self.target]
         argv = ["grpcurl"]
         for flag, value in self.flags:
             if flag == "-max-time":
                 continue
+            if flag in CERT_FLAGS and value and value.startswith(CERTS_DIR):
+                value = f"{certs.rstrip('/')}/{value[len(CERTS_DIR):]}"
+            if flag in ("-H", "-rpc-header") and value:
+                value = value.replace(TOKEN_VARIABLE, token)
             argv += [flag] if value is None else [flag, value]
         argv += ["-max-time", str(max_time), address, *self.positional[1:]]
         return argv
 
     def key(self) -> str:
         """What this command demonstrates, for the coverage check."""
+        if self.target in ("tls", "mtls"):
+            what = self.method or self.verb
+            refused = self.needs_token and not self.authorized
+            return f"{self.target} {what}" + (" without a token" if refused else "")
         if self.verb == "list":
             return f"list {self.target}"
         if self.verb == "describe":
@@ -173,6 +214,9 @@ REQUIRED = [
     "poll shows the details of CURSOR_EXPIRED", "poll shows the details of CURSOR_AHEAD",
     "pushpull.v1.WebhookService/CreateWebhook", "pushpull.v1.WebhookService/GetWebhook",
     "pushpull.v1.WebhookService/ListWebhooks", "pushpull.v1.WebhookService/DeleteWebhook",
+    "tls list", "tls pushpull.v1.ProducerService/Publish", "tls pushpull.v1.ProducerService/Poll",
+    "tls pushpull.v1.ProducerService/Poll without a token",
+    "mtls pushpull.v1.ProducerService/Poll",
 ]
 
 
@@ -345,14 +389,26 @@ class Runner:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.addresses = {"producer": args.producer, "consumer": args.consumer,
-                          "retention": args.retention_producer, "second": args.second_address}
-        self.logs = {"producer": Log(), "retention": Log(retention=args.retention_events)}
+                          "retention": args.retention_producer, "second": args.second_address,
+                          "tls": args.tls_producer, "mtls": args.mtls_producer}
+        self.logs = {"producer": Log(), "retention": Log(retention=args.retention_events),
+                     "tls": Log(), "mtls": Log()}
         self.printed = ""  # what the last command run printed, stdout then stderr
 
     def log(self, cmd: Command) -> Log:
         """The log a command reads; the consumer and the second address read the first
         producer's."""
-        return self.logs["retention" if cmd.target == "retention" else "producer"]
+        return self.logs.get(cmd.target, self.logs["producer"])
+
+    def connection(self, target: str) -> list[str]:
+        """The test's own grpcurl flags to reach a target: -plaintext, or TLS and the token."""
+        if target not in ("tls", "mtls"):
+            return ["-plaintext"]
+        certs = self.args.certs.rstrip("/")
+        flags = ["-cacert", f"{certs}/ca.pem", "-H", f"authorization: Bearer {self.args.token}"]
+        if target == "mtls":
+            flags += ["-cert", f"{certs}/client.pem", "-key", f"{certs}/client.key"]
+        return flags
 
     # --- the test's own calls (not README commands) ---
 
@@ -363,7 +419,7 @@ class Runner:
         payload = "Z3JwY3VybC1zdWl0ZQ=="  # "grpcurl-suite"
         request = json.dumps({"events": [{"topic": topic, "payload": payload}]})
         out = subprocess.run(
-            ["grpcurl", "-plaintext", "-max-time", "5", "-d", request,
+            ["grpcurl", *self.connection(cmd.target), "-max-time", "5", "-d", request,
              self.addresses[cmd.target], "pushpull.v1.ProducerService/Publish"],
             capture_output=True, text=True, timeout=10, check=True).stdout
         sequence = u64(json.loads(out), "firstSequence")
@@ -379,8 +435,12 @@ class Runner:
             raise CheckFailed(f"address {cmd.positional[0]} is none of localhost:"
                               f"{PRODUCER_DEFAULT_PORT}, localhost:{CONSUMER_DEFAULT_PORT}, "
                               f"localhost:{RETENTION_PRODUCER_PORT} (--retention-producer) and "
-                              f"localhost:{SECOND_ADDRESS_PORT} (--second-address)")
-        expect(cmd.has_flag("-plaintext"), "the services speak plaintext: -plaintext is missing")
+                              f"localhost:{SECOND_ADDRESS_PORT} (--second-address), or "
+                              f"-cacert with localhost:{PRODUCER_DEFAULT_PORT} (--tls-producer)")
+        if cmd.target in ("tls", "mtls"):
+            expect(not cmd.has_flag("-plaintext"), "-plaintext with -cacert")
+        else:
+            expect(cmd.has_flag("-plaintext"), "the services speak plaintext: -plaintext is missing")
         self.printed = ""
         what = self.check_call(cmd)
         if cmd.shown:
@@ -394,6 +454,8 @@ class Runner:
             return self.check_list(cmd)
         if cmd.verb == "describe":
             return self.check_describe(cmd)
+        if cmd.target in ("tls", "mtls") and cmd.needs_token and not cmd.authorized:
+            return self.check_unauthenticated(cmd)
         handler = {
             "pushpull.v1.ProducerService/Publish": self.check_publish,
             "pushpull.v1.ProducerService/Poll": self.check_poll,
@@ -409,7 +471,8 @@ class Runner:
         return handler(cmd)
 
     def run(self, cmd: Command, max_time: float | None = None) -> tuple[int, str, str, float]:
-        argv = cmd.rewritten(self.addresses, max_time or self.args.unary_max_time)
+        argv = cmd.rewritten(self.addresses, max_time or self.args.unary_max_time,
+                             self.args.certs or "", self.args.token or "")
         started = time.monotonic()
         done = subprocess.run(argv, capture_output=True, text=True,
                               timeout=(max_time or self.args.unary_max_time) + 10)
@@ -483,6 +546,24 @@ class Runner:
         return (f"OutOfRange, ErrorInfo {reason} {', '.join(f'{k}={v}' for k, v in want.items())}"
                 f", BadRequest field after_sequence")
 
+    def check_unauthenticated(self, cmd: Command) -> str:
+        """A call without a token to a producer with tokens: Unauthenticated, TOKEN_MISSING,
+        and nothing appended."""
+        log = self.log(cmd)
+        rc, _, err, _ = self.run(cmd)
+        expect(rc == EXIT_UNAUTHENTICATED and "Code: Unauthenticated" in err,
+               f"expected Unauthenticated (exit 80), got exit {rc}: {err}")
+        info = next((d for d in error_details(err) if d.get("@type") == ERROR_INFO), None)
+        expect(info is not None and (info.get("domain"), info.get("reason")) == (
+            "pushpull", "TOKEN_MISSING"), f"ErrorInfo {info}: expected pushpull, TOKEN_MISSING")
+        head = subprocess.run(
+            ["grpcurl", *self.connection(cmd.target), "-max-time", "5",
+             self.addresses[cmd.target], "pushpull.v1.ProducerService/Poll"],
+            capture_output=True, text=True, timeout=10, check=True).stdout
+        expect(u64(json.loads(head), "headSequence") == log.head,
+               f"headSequence {head}: expected {log.head}, a refused call appends nothing")
+        return "Unauthenticated, ErrorInfo TOKEN_MISSING"
+
     def check_poll(self, cmd: Command) -> str:
         log = self.log(cmd)
         req = cmd.request or {}
@@ -529,7 +610,8 @@ class Runner:
         req = cmd.request or {}
         cursor = req.get("after_sequence", req.get("afterSequence"))
         cursor = log.head if cursor is None else int(cursor)
-        argv = cmd.rewritten(self.addresses, self.args.stream_max_time)
+        argv = cmd.rewritten(self.addresses, self.args.stream_max_time, self.args.certs or "",
+                             self.args.token or "")
         started = time.monotonic()
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # Wait for the first response (sent at once), then publish: a live event must follow.
@@ -639,6 +721,13 @@ def main() -> int:
                         help="that producer's --retention-events")
     parser.add_argument("--second-address",
                         help="host:port of another way to the first producer, for localhost:50053")
+    parser.add_argument("--tls-producer",
+                        help="host:port of a producer serving TLS with tokens, for -cacert")
+    parser.add_argument("--mtls-producer",
+                        help="host:port of one asking for client certificates, for -cert/-key")
+    parser.add_argument("--certs", help="its `producer dev-certs` directory, for certs/")
+    parser.add_argument("--token", help="a token with the scopes publish and read, for "
+                        "$PUSHPULL_TOKEN")
     parser.add_argument("--consumer-mode", default="READ_MODE_LONG_POLL")
     parser.add_argument("--stream-max-time", type=float, default=3.0)
     parser.add_argument("--unary-max-time", type=float, default=15.0)

@@ -9,6 +9,7 @@
 // (a long poll), so there is no interval to wait. Stops after --count events, at the first call
 // that ends after --timeout seconds, or on Ctrl-C, and says which --after resumes.
 // Events go to stdout (`sequence=N topic=T payload=P`), everything else to stderr.
+// Over TLS and with a token: --ca ca.pem [--cert c.pem --key c.key] --token T (common.ts).
 // Run `npm run generate` first.
 //
 // Errors: every error status of the producer carries, in its details, a google.rpc.ErrorInfo
@@ -25,9 +26,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
 
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { ConnectError } from "@connectrpc/connect";
 
-import { cursorFlag, flags, printEvent, producerClient, topicsFlag } from "./common.js";
+import { codeName, cursorFlag, flags, printEvent, producerClient, topicsFlag } from "./common.js";
 import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 import { ErrorReason } from "./gen/pushpull/v1/errors_pb.js";
 
@@ -37,8 +38,7 @@ const CURSOR_AHEAD = ErrorReason[ErrorReason.CURSOR_AHEAD];
 
 /** What a person needs: code, reason, the field at fault, when to retry, the message. */
 function describe(error: ConnectError, reason: string): string {
-  // Code names as gRPC spells them: InvalidArgument -> INVALID_ARGUMENT.
-  const parts = [Code[error.code].replace(/(?<=[a-z])(?=[A-Z])/g, "_").toUpperCase()];
+  const parts = [codeName(error.code)];
   if (reason) parts.push(reason);
   const violation = error.findDetails(BadRequestSchema)[0]?.fieldViolations[0];
   if (violation) parts.push(`field ${violation.field}`);
@@ -73,7 +73,7 @@ let missed = 0n;
 let stopping = false;
 process.once("SIGINT", () => (stopping = true));
 
-const producer = producerClient(args.producer!);
+const producer = producerClient(args);
 while (!stopping) {
   let response;
   // A bound for a producer that never answers; cleared after the call so that it does not keep

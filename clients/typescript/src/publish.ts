@@ -3,10 +3,9 @@
 //   npx tsx src/publish.ts --count 3 --topic demo.ts --payload hello
 //
 // prints `sequence=1 topic=demo.ts payload=hello 1`, one line per event, in sequence order.
+// Over TLS and with a token: --ca ca.pem [--cert c.pem --key c.key] --token T (common.ts).
 // Run `npm run generate` first.
-import { ConnectError } from "@connectrpc/connect";
-
-import { flags, printEvent, producerClient } from "./common.js";
+import { failure, flags, printEvent, producerClient } from "./common.js";
 
 const args = flags(
   `usage: publish.ts [--producer host:port] [--count N] [--topic T] [--payload TEXT]
@@ -25,13 +24,12 @@ const events = Array.from({ length: Number(args.count) }, (_, i) => ({
 }));
 
 try {
-  const producer = producerClient(args.producer!);
+  const producer = producerClient(args);
   const response = await producer.publish({ events }, { timeoutMs: 10_000 });
   // The events got firstSequence..=lastSequence, consecutively, in request order.
   events.forEach((event, i) => printEvent({ sequence: response.firstSequence + BigInt(i), ...event }));
   console.error(`published ${response.firstSequence}..${response.lastSequence} to log ${response.logId}`);
 } catch (err) {
-  const error = ConnectError.from(err);
-  console.error(`publish failed: ${error.message}`);
+  console.error(`publish failed: ${failure(err)}`);
   process.exit(1);
 }

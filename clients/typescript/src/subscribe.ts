@@ -6,10 +6,11 @@
 // event; left out: only events published from now on). Stops after --count events, after
 // --timeout seconds, or on Ctrl-C, and says which --after resumes where it stopped.
 // Events go to stdout (`sequence=N topic=T payload=P`), everything else to stderr.
+// Over TLS and with a token: --ca ca.pem [--cert c.pem --key c.key] --token T (common.ts).
 // Run `npm run generate` first.
 import { ConnectError } from "@connectrpc/connect";
 
-import { cursorFlag, flags, printEvent, producerClient, topicsFlag } from "./common.js";
+import { cursorFlag, failure, flags, printEvent, producerClient, topicsFlag } from "./common.js";
 
 const args = flags(
   `usage: subscribe.ts [--producer host:port] [--after SEQ] [--topics a,b] [--count N] [--timeout SECONDS]`,
@@ -31,7 +32,7 @@ process.once("SIGINT", () => stop.abort());
 const timer = timeoutMs ? setTimeout(() => stop.abort(), timeoutMs) : undefined;
 
 try {
-  const producer = producerClient(args.producer!);
+  const producer = producerClient(args);
   const stream = producer.subscribe(
     { afterSequence: cursor, topics: topicsFlag(args.topics) }, // afterSequence undefined: from now
     { signal: stop.signal },
@@ -59,7 +60,7 @@ try {
   const error = ConnectError.from(err);
   // Stopped on purpose (count, Ctrl-C, timeout): a normal end, not a failure.
   if (!stop.signal.aborted) {
-    console.error(`stream failed: ${error.message}`);
+    console.error(`stream failed: ${failure(error)}`);
     process.exit(1);
   }
 }

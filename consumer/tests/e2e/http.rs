@@ -132,3 +132,95 @@ async fn the_producer_serves_its_consumers_stats_to_the_dashboard() {
     consumer.stop().await.expect("the consumer stops cleanly");
     producer.stop().await.expect("the producer stops cleanly");
 }
+
+#[tokio::test]
+async fn the_producer_reaches_https_consumers_with_its_consumers_ca() {
+    // A consumer serving TLS with a certificate of the development CA, which the producer
+    // trusts through --consumers-ca only (it is no system root).
+    let certs = tempfile::tempdir().unwrap();
+    pushpull::tls::dev_certs(certs.path(), &["consumer".to_owned()], &[]).unwrap();
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let (consumer_grpc, consumer_addr) = bind().await;
+    let config = producer::Config::parse_from([
+        "producer",
+        "--store",
+        "memory",
+        "--consumers",
+        &format!("https://{consumer_addr}"),
+        "--consumers-ca",
+        &file("ca.pem"),
+    ]);
+    let (grpc, producer_addr) = bind().await;
+    let (http, http_addr) = bind().await;
+    let producer = Served::spawn(|shutdown| {
+        let listeners = producer::Listeners {
+            grpc,
+            http: Some(http),
+        };
+        producer::run_with(config, listeners, shutdown)
+    });
+    let config = consumer::Config::parse_from([
+        "consumer",
+        "--producer",
+        &format!("http://{producer_addr}"),
+        "--mode",
+        "long-poll",
+        "--summary-interval",
+        "0s",
+        "--tls-cert",
+        &file("consumer.pem"),
+        "--tls-key",
+        &file("consumer.key"),
+    ]);
+    let consumer = Served::spawn(|shutdown| consumer::run(config, consumer_grpc, shutdown));
+
+    // The consumer may still be starting: ask until it answers (bounded).
+    let mut last = serde_json::Value::Null;
+    for _ in 0..50 {
+        last = reqwest::get(format!("http://{http_addr}/consumers"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if last["consumers"][0]["ok"] == true {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(last["consumers"][0]["ok"], true, "{last}");
+    assert_eq!(last["consumers"][0]["stats"]["mode"], "long-poll", "{last}");
+
+    consumer.stop().await.expect("the consumer stops cleanly");
+    producer.stop().await.expect("the producer stops cleanly");
+}
+
+#[tokio::test]
+async fn an_unreadable_consumers_ca_stops_the_producer_at_start() {
+    let config = producer::Config::parse_from([
+        "producer",
+        "--store",
+        "memory",
+        "--consumers",
+        "https://127.0.0.1:1,http://127.0.0.1:2",
+        "--consumers-ca",
+        "/nonexistent/ca.pem",
+    ]);
+    let (grpc, _) = bind().await;
+    let (http, _) = bind().await;
+    let listeners = producer::Listeners {
+        grpc,
+        http: Some(http),
+    };
+    // Bounded: a producer that accepted the CA would serve until stopped.
+    let started = producer::run_with(config, listeners, std::future::pending());
+    let err = tokio::time::timeout(std::time::Duration::from_secs(10), started)
+        .await
+        .expect("the producer refuses to start, it does not serve")
+        .expect_err("a CA that cannot be read is refused");
+    let err = err.to_string();
+    assert!(
+        err.contains("--consumers-ca /nonexistent/ca.pem"),
+        "names the flag and the file: {err}"
+    );
+}

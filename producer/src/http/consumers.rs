@@ -8,9 +8,10 @@ use axum::{Json, extract::State};
 use pushpull::{
     pb::{self, consumer_service_client::ConsumerServiceClient},
     time::std_duration,
+    tls::ClientFiles,
 };
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::AppState;
 
@@ -24,10 +25,21 @@ pub struct ConsumerLink {
     client: ConsumerServiceClient<Channel>,
 }
 
+/// The flags whose files [`ClientFiles`] holds here, as messages name them.
+const TLS_FLAGS: [&str; 3] = ["--consumers-ca", "--tls-cert", "--tls-key"];
+
 impl ConsumerLink {
-    /// Fails only on a malformed URL; an unreachable consumer is reported per request.
-    pub fn new(url: &str) -> Result<Self, String> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
+    /// Fails on a malformed URL or unreadable TLS files; an unreachable consumer is reported per
+    /// request. `tls` applies to `https://` consumers only: a list may mix them with plaintext
+    /// ones, and the producer's own certificate (its `--tls-cert`) is there whatever the list.
+    pub fn new(url: &str, tls: &ClientFiles) -> Result<Self, String> {
+        let plaintext = ClientFiles::default();
+        let tls = if url.starts_with("https://") {
+            tls
+        } else {
+            &plaintext
+        };
+        let endpoint = pushpull::tls::endpoint(url, tls, TLS_FLAGS)
             .map_err(|e| format!("--consumers {url:?}: {e}"))?
             .connect_timeout(STATS_TIMEOUT)
             .timeout(STATS_TIMEOUT);

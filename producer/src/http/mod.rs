@@ -71,7 +71,7 @@ pub struct AppState {
 
 impl AppState {
     /// The HTTP side's state for a producer configured by `config`, over its `api`. Fails on a
-    /// malformed `--consumers` URL.
+    /// malformed `--consumers` URL, or TLS files for them that cannot be read.
     pub fn new(
         config: &Config,
         api: Api,
@@ -79,10 +79,17 @@ impl AppState {
         webhooks: Webhooks,
         tokens: Tokens,
     ) -> Result<Self, String> {
+        // For https:// consumers: the CA that signed theirs, and the producer's own
+        // certificate for those that ask for a client's.
+        let consumers_tls = pushpull::tls::ClientFiles {
+            ca: config.consumers_ca.clone(),
+            cert: config.serving.tls_cert.clone(),
+            key: config.serving.tls_key.clone(),
+        };
         let consumers = config
             .consumers
             .iter()
-            .map(|url| ConsumerLink::new(url))
+            .map(|url| ConsumerLink::new(url, &consumers_tls))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             api,

@@ -260,10 +260,13 @@ async fn the_dashboard_page_is_served_at_the_root() {
         .to_owned();
     assert!(content_type.starts_with("text/html"), "{content_type}");
     let page = response.text().await.unwrap();
+    // The streams and fetches it makes, each with the token when the producer checks tokens
+    // (the browser test, scripts/suites/65-dashboard.sh, checks they work).
     for needle in [
-        "new EventSource(\"/events\")",
-        "/ws\"",
-        "fetch(\"/consumers\"",
+        "new EventSource(streamUrl(\"/events\"))",
+        "streamUrl(\"/ws\")",
+        "api(\"/consumers\")",
+        "authorization: \"Bearer \"",
     ] {
         assert!(page.contains(needle), "the page uses {needle}");
     }
