@@ -113,8 +113,8 @@ impl ServerFiles {
     }
 }
 
-/// What a client connects with: the CA to trust (none: the system's roots) and, for mutual
-/// TLS, its own certificate and key.
+/// What a client connects with: the CA to trust (only it; none: the system's roots) and, for
+/// mutual TLS, its own certificate and key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientFiles {
     pub ca: Option<PathBuf>,
@@ -131,12 +131,17 @@ impl ClientFiles {
     /// tonic's client TLS configuration; `flags` names the flags in messages (e.g.
     /// `--producer-ca/--producer-cert/--producer-key`).
     pub fn client_config(&self, flags: [&'static str; 3]) -> Result<ClientTlsConfig, TlsError> {
-        let mut config = ClientTlsConfig::new().with_native_roots();
-        if let Some(path) = &self.ca {
-            let pem = read(flags[0], path)?;
-            // Fails here, with the file's name, rather than at the first connection.
-            load_roots(flags[0], path)?;
-            config = config.ca_certificate(Certificate::from_pem(pem));
+        // A CA given is the one trusted; the system's roots only without one (a minimal
+        // container image has none, and tonic fails to build a configuration from zero).
+        let mut config = ClientTlsConfig::new();
+        match &self.ca {
+            Some(path) => {
+                let pem = read(flags[0], path)?;
+                // Fails here, with the file's name, rather than at the first connection.
+                load_roots(flags[0], path)?;
+                config = config.ca_certificate(Certificate::from_pem(pem));
+            }
+            None => config = config.with_native_roots(),
         }
         match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => {
@@ -181,9 +186,17 @@ pub fn endpoint(
         return Ok(endpoint);
     }
     let config = tls.client_config(flags).map_err(|e| e.to_string())?;
-    endpoint
-        .tls_config(config)
-        .map_err(|e| format!("{url}: TLS: {e}"))
+    endpoint.tls_config(config).map_err(|e| {
+        let hint = if tls.ca.is_none() {
+            format!(
+                " (no CA was given: are there system root certificates? or give {})",
+                flags[0]
+            )
+        } else {
+            String::new()
+        };
+        format!("{url}: TLS: {}{hint}", crate::errors::error_chain(&e))
+    })
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
