@@ -33,6 +33,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
@@ -489,7 +490,7 @@ impl Refusal {
             info.reason_name(),
             self.limit
         );
-        let mut response = Response::new(Body::new(http_body_full(body)));
+        let mut response = Response::new(Body::new(Full::new(Bytes::from(body))));
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         let headers = response.headers_mut();
         headers.insert(
@@ -500,28 +501,6 @@ impl Refusal {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         response
     }
-}
-
-/// A whole body in one frame.
-fn http_body_full(text: String) -> impl http_body::Body<Data = Bytes, Error = Infallible> {
-    struct Full(Option<Bytes>);
-    impl http_body::Body for Full {
-        type Data = Bytes;
-        type Error = Infallible;
-        fn poll_frame(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-            std::task::Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
-        }
-        fn is_end_stream(&self) -> bool {
-            self.0.is_none()
-        }
-        fn size_hint(&self) -> http_body::SizeHint {
-            http_body::SizeHint::with_exact(self.0.as_ref().map_or(0, |b| b.len() as u64))
-        }
-    }
-    Full(Some(Bytes::from(text)))
 }
 
 /// Smallest slice [`Sliced`] cuts: HTTP/2's default frame size, so a tiny
@@ -761,7 +740,7 @@ mod tests {
     #[tokio::test]
     async fn sliced_bodies_cut_frames_to_the_limit_without_losing_a_byte() {
         let text: String = ('a'..='z').cycle().take(100 * 1024 + 7).collect();
-        let mut sliced = Sliced::new(Body::new(http_body_full(text.clone())), 16 * 1024);
+        let mut sliced = Sliced::new(Body::new(Full::new(Bytes::from(text.clone()))), 16 * 1024);
         assert_eq!(sliced.size_hint().exact(), Some(text.len() as u64));
 
         let mut lengths = Vec::new();
