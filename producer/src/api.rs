@@ -14,6 +14,7 @@ use crate::{
     follow::{Follower, Take},
     limits::Limits,
     log::{Batch, EventLog, NewEvent, ReadLimits, TopicFilter},
+    stall::Stalls,
 };
 
 /// The log, the limits and the stop signal; cheap to clone, one per producer.
@@ -23,6 +24,8 @@ pub struct Api {
     limits: Limits,
     /// How many subscribers, long polls and HTTP streams are served now, against the limits.
     capacity: Capacity,
+    /// The stall timeout of gRPC subscribers, which have no task to time themselves.
+    stalls: Stalls,
     /// Cancelled when the producer starts shutting down: new calls are refused, and every
     /// stream and long poll waiting on the log ends with it (tonic's and axum's graceful
     /// shutdowns wait for open streams to end on their own).
@@ -32,10 +35,12 @@ pub struct Api {
 impl Api {
     pub fn new(log: EventLog, limits: Limits, stop: CancellationToken) -> Self {
         let capacity = Capacity::new(&limits);
+        let stalls = Stalls::new(limits.stall_timeout, stop.clone(), capacity.clone());
         Self {
             log,
             limits,
             capacity,
+            stalls,
             stop,
         }
     }
@@ -50,6 +55,11 @@ impl Api {
 
     pub fn capacity(&self) -> &Capacity {
         &self.capacity
+    }
+
+    /// Where gRPC subscribers are watched for stalls.
+    pub fn stalls(&self) -> &Stalls {
+        &self.stalls
     }
 
     /// A place under `resource`'s limit, held by a stream for its life; refused with

@@ -152,9 +152,10 @@ pub struct Config {
     /// long while a response waits for it is ended: RESOURCE_EXHAUSTED (reason
     /// SUBSCRIBER_STALLED) on gRPC, an `end` event on SSE, a close frame on WebSocket. The
     /// client resumes from the last event it received. Bounds what a client that stopped
-    /// reading costs: its task, cursor and place under --max-subscribers / --max-http-streams
-    /// are freed; the (at most two) responses prepared for it and what sits in socket and
-    /// HTTP/2 buffers wait for the client to read or leave (a WebSocket is closed at once).
+    /// reading costs: its cursor and place under --max-subscribers / --max-http-streams are
+    /// freed (and an SSE stream's task); what sits in socket and HTTP/2 buffers (at most
+    /// --stream-send-buffer and one response on gRPC, two prepared responses on SSE) waits for
+    /// the client to read or leave (a WebSocket is closed at once).
     #[arg(long, env = "PRODUCER_STALL_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub stall_timeout: Duration,
 

@@ -11,7 +11,9 @@
 //! - [`limits`]: the request limits every transport applies.
 //! - [`auth`]: bearer tokens and their scopes, checked on gRPC and HTTP.
 //! - [`capacity`]: how many subscribers, long polls and HTTP streams are served at once.
-//! - [`push`]: the channel from a push subscriber's task to its stream, and the stall timeout.
+//! - [`push`]: the channel from a push subscriber's task to its stream (SSE), and the stall
+//!   timeout.
+//! - [`stall`]: the stall timeout for gRPC subscribers, whose streams HTTP/2 pulls from.
 //! - [`follow`]: the one follow loop: a cursor waiting for the head to move, for push streams
 //!   and long polls on every transport.
 //! - [`service`]: `pushpull.v1.ProducerService` over the [`api`]: Publish, Subscribe (push),
@@ -42,6 +44,7 @@ mod metered;
 pub mod metrics;
 pub mod push;
 pub mod service;
+pub mod stall;
 pub mod store;
 pub mod webhook;
 

@@ -9,7 +9,13 @@
 //! ([`pushpull::wire`]): the server is generated from the same `.proto` with `Event` replaced by
 //! [`EncodedEvent`], so clients see ordinary `pushpull.v1` messages.
 
-use std::{pin::pin, time::Duration};
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures_util::Stream;
 
 use pushpull::{
     pb,
@@ -21,7 +27,7 @@ use pushpull::{
 };
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
-use tracing::{Instrument as _, debug, info, info_span, warn};
+use tracing::{Span, debug, info, info_span, warn};
 
 use crate::{
     api::Api,
@@ -30,17 +36,8 @@ use crate::{
     follow::Follower,
     log::{Batch, Event, NewEvent, TopicFilter},
     metrics::Transport,
-    push::{self, SendError},
+    stall::{Stalls, Watched},
 };
-
-/// Responses a subscriber's task may have made before the client has read them. Small on
-/// purpose: the log is the buffer, and a slow subscriber should hold a cursor, not a queue of
-/// copies. Two lets the task prepare the next batch while HTTP/2 writes the previous one.
-const SUBSCRIBER_CHANNEL_CAPACITY: usize = 2;
-
-/// How long a stream task tries to deliver its final UNAVAILABLE status at shutdown before it
-/// gives up on a client that is not reading.
-const FINAL_STATUS_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// The service implementation; one instance serves every connection.
 #[derive(Debug, Clone)]
@@ -89,7 +86,7 @@ impl ProducerService for ProducerApi {
         }))
     }
 
-    type SubscribeStream = push::Receiver<Result<wire::SubscribeResponse, Status>>;
+    type SubscribeStream = SubscriberStream;
 
     async fn subscribe(
         &self,
@@ -105,16 +102,14 @@ impl ProducerService for ProducerApi {
         let filter = TopicFilter::new(req.topics)?;
         let follower = self.api.subscribe(req.after_sequence, filter)?;
         let slot = self.api.admit(Resource::Subscribers)?;
-        let (tx, rx) = push::channel(SUBSCRIBER_CHANNEL_CAPACITY, self.api.limits().stall_timeout);
         let span = info_span!("subscriber", %peer, after_sequence = follower.cursor());
-        let subscriber = Subscriber {
-            api: self.api.clone(),
+        span.in_scope(|| info!("subscriber attached"));
+        Ok(Response::new(SubscriberStream::new(
+            self.api.clone(),
             follower,
-            tx,
-            _slot: slot,
-        };
-        tokio::spawn(subscriber.run().instrument(span));
-        Ok(Response::new(rx))
+            slot,
+            span,
+        )))
     }
 
     async fn poll(
@@ -140,112 +135,150 @@ impl ProducerService for ProducerApi {
     }
 }
 
-/// One push subscriber: a follower and the sending half of its stream. Runs as its own task
-/// and ends when the client goes away, the producer shuts down, retention overtakes the
-/// cursor, or the client stops reading.
-struct Subscriber {
-    api: Api,
-    follower: Follower<EncodedEvent>,
-    tx: push::Sender<Result<wire::SubscribeResponse, Status>>,
-    /// Its place under `--max-subscribers`, given back when the task ends: a stalled
-    /// subscriber's stream may linger until its client reads or leaves, but the task and cursor
-    /// it was counted for are gone.
-    _slot: Slot,
+/// One push subscriber: the response stream *is* the subscriber. hyper asks it for the next
+/// response only while HTTP/2 has room for one, and it then reads the log from its cursor, so
+/// the log stays the only buffer: no task, no channel, no response made before the client can
+/// take it. One wake-up per appended batch per subscriber (the head watch waking the HTTP/2
+/// stream's own task), where a task feeding a channel cost two; and an idle subscriber is its
+/// cursor, its place in the head watch and this struct.
+///
+/// It ends when the client goes away (hyper drops it), the producer shuts down or retention
+/// overtakes the cursor (a last status), or the client stops reading: then the stall reaper
+/// ([`crate::stall`]) frees its slot, and the stream ends with `SUBSCRIBER_STALLED` once
+/// asked again.
+pub struct SubscriberStream {
+    /// The log reads, one response each.
+    responses: Pin<Box<dyn Stream<Item = Result<wire::SubscribeResponse, Status>> + Send>>,
+    stalls: Stalls,
+    /// Its stall watch, which also holds its place under `--max-subscribers`.
+    watched: Arc<Watched>,
+    span: Span,
+    /// Its last response was returned: a status (shutdown, an expired cursor, a stall).
+    ended: bool,
 }
 
-/// Why a subscriber's task ended.
-enum End {
-    ClientGone,
-    ShuttingDown,
-    /// The client took nothing for the stall timeout while a response waited.
-    Stalled,
-    Failed(Error),
-}
-
-impl Subscriber {
-    async fn run(mut self) {
-        info!("subscriber attached");
-        let end = self.stream().await;
-        let after_sequence = self.follower.cursor();
-        match end {
-            End::Stalled => {
-                let timeout = self.api.limits().stall_timeout;
-                warn!(
-                    after_sequence,
-                    stall_timeout = %humantime::format_duration(timeout),
-                    "subscriber stalled; ending stream"
-                );
-                self.api.capacity().count_stalled(Transport::GrpcStream);
-                let status = Error::SubscriberStalled { timeout }.into();
-                self.tx.end_with(Err(status));
-            }
-            End::ClientGone => info!(after_sequence, "subscriber left"),
-            End::ShuttingDown => {
-                debug!(after_sequence, "ending stream: shutting down");
-                self.send_final(Error::ShuttingDown).await;
-            }
-            End::Failed(err) => {
-                warn!(after_sequence, %err, "ending stream");
-                self.send_final(err).await;
-            }
-        }
-    }
-
-    async fn send_final(&self, err: Error) {
-        self.tx
-            .send_last(Err(err.into()), FINAL_STATUS_TIMEOUT)
-            .await;
-    }
-
-    async fn stream(&mut self) -> End {
-        let heartbeat = self.api.limits().heartbeat_interval;
-        let stop = self.api.stop().clone();
+impl SubscriberStream {
+    fn new(api: Api, follower: Follower<EncodedEvent>, slot: Slot, span: Span) -> Self {
+        let watched = api.stalls().watch(slot, Transport::GrpcStream);
+        let stalls = api.stalls().clone();
+        let heartbeat = api.limits().heartbeat_interval;
         // The first response goes out at once, even when empty, so the client knows the stream
         // is established and learns log_id and head_sequence; after that, an empty one (a
         // heartbeat) whenever the stream has been quiet for a heartbeat interval.
-        let mut due = Instant::now();
-        loop {
-            let batch = tokio::select! {
-                biased;
-                () = self.tx.closed() => return End::ClientGone,
-                batch = self.follower.next_batch(Some(due), &stop) => batch,
-            };
-            let batch = match batch {
-                Ok(batch) => batch,
-                Err(Error::ShuttingDown) => return End::ShuttingDown,
-                Err(err) => return End::Failed(err),
-            };
-            if let Some(end) = self.send(batch).await {
-                return end;
+        let reader = Reader {
+            api,
+            follower,
+            due: Instant::now(),
+            done: false,
+        };
+        let responses = futures_util::stream::unfold(reader, move |mut reader| async move {
+            if reader.done {
+                return None;
             }
-            due = Instant::now() + heartbeat;
+            let stop = reader.api.stop().clone();
+            let response = match reader.follower.next_batch(Some(reader.due), &stop).await {
+                Ok(batch) => {
+                    reader.due = Instant::now() + heartbeat;
+                    Ok(reader.response(batch))
+                }
+                Err(err) => {
+                    reader.done = true;
+                    let after_sequence = reader.follower.cursor();
+                    if err == Error::ShuttingDown {
+                        debug!(after_sequence, "ending stream: shutting down");
+                    } else {
+                        warn!(after_sequence, %err, "ending stream");
+                    }
+                    Err(err.into())
+                }
+            };
+            Some((response, reader))
+        });
+        Self {
+            responses: Box::pin(responses),
+            stalls,
+            watched,
+            span,
+            ended: false,
         }
     }
+}
 
-    /// Sends one response, waiting for room in the channel (that is, for the client to read)
-    /// but not past shutdown, nor past the stall timeout.
-    async fn send(&self, batch: Batch<EncodedEvent>) -> Option<End> {
-        let response = wire::SubscribeResponse {
+/// The log side of a [`SubscriberStream`].
+struct Reader {
+    api: Api,
+    follower: Follower<EncodedEvent>,
+    /// When the next response is due even without events (a heartbeat).
+    due: Instant,
+    /// A final status was returned: nothing follows it.
+    done: bool,
+}
+
+impl Reader {
+    fn response(&self, batch: Batch<EncodedEvent>) -> wire::SubscribeResponse {
+        wire::SubscribeResponse {
             head_sequence: batch.head,
             log_id: self.api.log().log_id().to_owned(),
             next_after_sequence: batch.next_after,
             events: batch.events,
-        };
-        let send = pin!(self.tx.send(Ok(response)));
-        tokio::select! {
-            biased;
-            () = self.api.stop().cancelled() => Some(End::ShuttingDown),
-            sent = send => match sent {
-                Ok(()) => None,
-                Err(SendError::Gone) => Some(End::ClientGone),
-                Err(SendError::Stalled) => Some(End::Stalled),
-            },
+        }
+    }
+}
+
+impl Stream for SubscriberStream {
+    type Item = Result<wire::SubscribeResponse, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if this.watched.polled() {
+            // The reaper already freed the slot and counted the stall.
+            this.ended = true;
+            let timeout = this.stalls.timeout();
+            return Poll::Ready(Some(Err(Error::SubscriberStalled { timeout }.into())));
+        }
+        let _entered = this.span.enter();
+        match this.responses.as_mut().poll_next(cx) {
+            Poll::Ready(Some(response)) => {
+                match &response {
+                    Ok(ok) => this.watched.yielded(&this.stalls, ok.next_after_sequence),
+                    Err(_) => this.ended = true,
+                }
+                Poll::Ready(Some(response))
+            }
+            Poll::Ready(None) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl std::fmt::Debug for SubscriberStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriberStream")
+            .field("watched", &self.watched)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SubscriberStream {
+    fn drop(&mut self) {
+        if !self.ended {
+            let _entered = self.span.enter();
+            info!("subscriber left");
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use bytes::Bytes;
     use clap::Parser as _;
     use futures_util::StreamExt as _;
