@@ -293,19 +293,20 @@ async fn run(
         }
     }
 
-    for &n in settings.fanout.iter().filter(|_| wanted(Scenario::Fanout)) {
+    for &case in settings.fanout.iter().filter(|_| wanted(Scenario::Fanout)) {
         progress.start(&format!(
-            "fan-out: {n} subscribers at {} events/s",
-            settings.fanout_rate
+            "fan-out: {} subscribers at {} events/s",
+            case.subscribers, case.rate
         ));
-        match scenarios::fanout(n, &settings, &mut progress).await {
+        match scenarios::fanout(case, &settings, &mut progress).await {
             Ok(r) => {
                 progress.done(&format!(
-                    "{:.1} KB producer memory per idle subscriber, {}/{} delivered, p99 {:.2} ms",
+                    "{:.1} KB producer memory per idle subscriber, {}/{} delivered, p99 {:.2} ms, max {:.2} ms",
                     r.idle_bytes_per_subscriber() / 1000.0,
                     r.delivered,
-                    r.published * n as u64,
-                    scenarios::ms(r.p99)
+                    r.published * case.subscribers as u64,
+                    scenarios::ms(r.p99),
+                    scenarios::ms(r.max)
                 ));
                 results.fanout.push(r);
             }
