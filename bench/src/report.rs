@@ -1,7 +1,9 @@
 //! The results: targets as pass/miss, the Markdown report, a JSON copy and the SVG charts.
-//! The JetStream section's are in [`jetstream`], the soak's in [`soak`].
+//! The JetStream section's are in [`jetstream`], the peers' in [`peers`], the soak's in
+//! [`soak`].
 
 mod jetstream;
+mod peers;
 mod soak;
 
 use std::{fmt::Write as _, path::Path, time::Duration};
@@ -12,6 +14,7 @@ use serde_json::json;
 use crate::{
     Progress,
     jetstream::JetStreamResults,
+    peers::PeerResults,
     scenarios::{FanoutRun, LatencyRun, OutageRun, Settings, SlowRun, ThroughputRun, mib, ms},
     scrape::Quantile,
     soak::SoakRun,
@@ -31,6 +34,7 @@ pub struct Results {
     pub outage: Vec<OutageRun>,
     pub storage: StorageResults,
     pub jetstream: JetStreamResults,
+    pub peers: PeerResults,
     pub soak: Option<SoakRun>,
     /// The scenarios this run was asked for (`--only`, or the default set), by their flag
     /// names: what `check` then requires.
@@ -51,6 +55,7 @@ impl Results {
             outage: vec![],
             storage: StorageResults::default(),
             jetstream: JetStreamResults::default(),
+            peers: PeerResults::default(),
             soak: None,
             scenarios: vec![],
             errors: vec![],
@@ -186,6 +191,7 @@ impl Results {
         }
         t.extend(self.storage_targets());
         t.extend(jetstream::targets(self));
+        t.extend(peers::targets(self));
         t.extend(soak::targets(self));
         t
     }
@@ -703,6 +709,9 @@ fn markdown(r: &Results, targets: &[Target]) -> String {
 
     storage_markdown(&mut o, r);
     jetstream::markdown(&mut o, r);
+    if r.scenarios.iter().any(|s| s == "peers") {
+        peers::markdown(&mut o, r);
+    }
     soak::markdown(&mut o, r);
 
     let _ = writeln!(
@@ -878,6 +887,30 @@ fn storage_markdown(o: &mut String, r: &Results) {
     }
 }
 
+/// Events/s of every try, in M/s.
+fn rates(tries: &[f64]) -> String {
+    tries
+        .iter()
+        .map(|r| format!("{:.3}", r / 1e6))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `nats-server --version`'s version, e.g. `v2.9.10`.
+fn nats_version() -> String {
+    testkit::nats::installed()
+        .ok()
+        .and_then(|server| {
+            std::process::Command::new(server)
+                .arg("--version")
+                .output()
+                .ok()
+        })
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .and_then(|v| v.split_whitespace().last().map(str::to_owned))
+        .unwrap_or_else(|| "(not installed)".into())
+}
+
 fn or_dash(s: &str) -> &str {
     if s.is_empty() { "–" } else { s }
 }
@@ -943,6 +976,7 @@ fn to_json(r: &Results, targets: &[Target]) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "storage": storage_json(&r.storage),
         "jetstream": jetstream::json(&r.jetstream),
+        "peers": peers::json(&r.peers),
         "soak": r.soak.as_ref().map(soak::json),
         "scenarios": r.scenarios,
         "errors": r.errors,
@@ -1261,7 +1295,7 @@ pub fn check(dir: &Path) -> Result<String, String> {
     // scenario there was then, which is all but the soak.
     let ran = |scenario: &str| match r["scenarios"].as_array() {
         Some(names) => names.iter().any(|n| n == scenario),
-        None => scenario != "soak",
+        None => !matches!(scenario, "soak" | "peers"),
     };
     for (scenario, heading) in [
         ("", "## Targets"),
@@ -1272,6 +1306,7 @@ pub fn check(dir: &Path) -> Result<String, String> {
         ("outage", "## Receiver down"),
         ("storage", "## Storage"),
         ("jetstream", "## JetStream"),
+        ("peers", "## Peers"),
         ("soak", "## Soak"),
     ] {
         if (scenario.is_empty() || ran(scenario)) && !md.contains(heading) {
@@ -1288,6 +1323,9 @@ pub fn check(dir: &Path) -> Result<String, String> {
     }
     if ran("jetstream") {
         jetstream::check(&r["jetstream"])?;
+    }
+    if ran("peers") {
+        peers::check(&r["peers"])?;
     }
     if ran("soak") {
         soak::check(&r["soak"])?;

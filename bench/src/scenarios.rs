@@ -24,6 +24,7 @@ use crate::{
         self, ConsumerStats, MAX_PUBLISH, Subscribers, channel, channel_with, duration_of,
         producer_client, publish_at_rate, publish_at_rate_isolated, publish_flat_out,
     },
+    peers::PeerSettings,
     soak::SoakSettings,
     storage::StorageSettings,
 };
@@ -53,6 +54,7 @@ pub struct Settings {
     pub outage_after: Duration,
     pub storage: StorageSettings,
     pub jetstream: JetStreamSettings,
+    pub peers: PeerSettings,
     pub soak: SoakSettings,
 }
 
@@ -97,6 +99,7 @@ impl Settings {
             outage_after: Duration::from_secs(3),
             storage: StorageSettings::full(),
             jetstream: JetStreamSettings::full(),
+            peers: PeerSettings::full(),
             soak: SoakSettings::full(),
         }
     }
@@ -121,6 +124,7 @@ impl Settings {
             outage_after: Duration::from_secs(1),
             storage: StorageSettings::quick(),
             jetstream: JetStreamSettings::quick(),
+            peers: PeerSettings::quick(),
             soak: SoakSettings::quick(),
         }
     }
