@@ -5,7 +5,8 @@
 //! calls the real `producer::run_with` / `consumer::run` on a listener bound to `127.0.0.1:0`,
 //! prints `LISTENING <addr>` on stdout (a producer adds the address of its HTTP side, for
 //! `/metrics`: `LISTENING <grpc> <http>`), and stops when its stdin closes (the parent dropped it
-//! or died) or on SIGTERM.
+//! or died) or on SIGTERM. The peers scenario's bare tonic server
+//! ([`crate::peers::bare`]) is a child the same way (`child peer-stream`), so its CPU is its own.
 
 use std::{
     net::SocketAddr,
@@ -25,14 +26,24 @@ use tokio::{
 pub enum Role {
     Producer,
     Consumer,
+    /// Not ours: the peers scenario's plain tonic server of the same service.
+    PeerStream,
 }
 
 impl Role {
-    fn name(self) -> &'static str {
+    pub const ALL: [Role; 3] = [Role::Producer, Role::Consumer, Role::PeerStream];
+
+    /// The name `pushpull-bench child NAME` takes.
+    pub fn name(self) -> &'static str {
         match self {
             Role::Producer => "producer",
             Role::Consumer => "consumer",
+            Role::PeerStream => "peer-stream",
         }
+    }
+
+    pub fn from_name(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == name)
     }
 }
 
@@ -48,6 +59,9 @@ pub async fn serve(role: Role, args: Vec<String>) -> Result<(), String> {
         Role::Consumer => {
             Config::Consumer(consumer::Config::try_parse_from(argv).map_err(|e| e.to_string())?)
         }
+        Role::PeerStream => Config::PeerStream(
+            crate::peers::bare::Config::try_parse_from(argv).map_err(|e| e.to_string())?,
+        ),
     };
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -63,21 +77,11 @@ pub async fn serve(role: Role, args: Vec<String>) -> Result<(), String> {
             _ = stdin_closed => {}
         }
     };
-    // Both services get an HTTP port: the producer's /metrics, which the storage scenario
-    // reads (fsync times, store reads), and the consumer's /metrics and, in webhook mode, the
-    // endpoint the producer POSTs to. Idle, it costs nothing.
-    let http = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| format!("bind HTTP: {e}"))?;
-    println!(
-        "LISTENING {addr} {}",
-        http.local_addr().map_err(|e| e.to_string())?
-    );
     match config {
         Config::Producer(config) => {
             let listeners = producer::Listeners {
                 grpc: listener,
-                http: Some(http),
+                http: Some(announce_with_http(addr).await?),
             };
             producer::run_with(config, listeners, shutdown)
                 .await
@@ -86,19 +90,40 @@ pub async fn serve(role: Role, args: Vec<String>) -> Result<(), String> {
         Config::Consumer(config) => {
             let listeners = consumer::Listeners {
                 grpc: listener,
-                metrics: Some(http),
+                metrics: Some(announce_with_http(addr).await?),
             };
             consumer::run_with(config, listeners, shutdown)
                 .await
                 .map_err(|e| e.to_string())
         }
+        Config::PeerStream(config) => {
+            println!("LISTENING {addr}");
+            crate::peers::bare::serve(config, listener, shutdown).await
+        }
     }
+}
+
+/// Binds the HTTP port of a service and prints `LISTENING <grpc> <http>`.
+///
+/// Both services get one: the producer's /metrics, which the storage scenario reads (fsync
+/// times, store reads), and the consumer's /metrics and, in webhook mode, the endpoint the
+/// producer POSTs to. Idle, it costs nothing.
+async fn announce_with_http(grpc: SocketAddr) -> Result<TcpListener, String> {
+    let http = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("bind HTTP: {e}"))?;
+    println!(
+        "LISTENING {grpc} {}",
+        http.local_addr().map_err(|e| e.to_string())?
+    );
+    Ok(http)
 }
 
 /// A child's parsed flags.
 enum Config {
     Producer(producer::Config),
     Consumer(consumer::Config),
+    PeerStream(crate::peers::bare::Config),
 }
 
 /// A running child: its address, its pid for `/proc`, and the stdin that keeps it alive.

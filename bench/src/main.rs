@@ -8,6 +8,8 @@
 //!   to the store's fsync time, catch-up from disk, recovery and bytes per event.
 //! - [`jetstream`]: the JetStream store next to the file and memory stores and next to raw
 //!   JetStream: publish throughput, catch-up, push latency, two producers' fan-out.
+//! - [`peers`]: the producer next to a bare tonic server stream and NATS core pub/sub, on the
+//!   same payloads in the same run: each of our throughputs as a ratio to its peer's.
 //! - [`nats`]: the `nats-server` processes it runs on (one node, a three-node cluster).
 //! - [`soak`]: one producer for minutes under a mixed load that includes stalled and garbage
 //!   clients: its RSS, descriptors and tasks before and after, every reader's every event once.
@@ -24,6 +26,7 @@ mod child;
 mod jetstream;
 mod load;
 mod nats;
+mod peers;
 mod report;
 mod scenarios;
 mod scrape;
@@ -77,6 +80,8 @@ enum Scenario {
     Outage,
     Storage,
     Jetstream,
+    /// The producer next to a bare tonic server stream and NATS core pub/sub (issue 13).
+    Peers,
     /// A producer for minutes under a mixed load with stalled and garbage clients: flat
     /// resources, every event once. Part of a full run; a quick one runs it only when named,
     /// as it would make the quick run several times longer. Exits non-zero when a check fails.
@@ -100,7 +105,7 @@ enum ChildCommand {
     /// Internal: run one service as a child process of the benchmark.
     #[command(hide = true)]
     Child {
-        #[arg(value_parser = ["producer", "consumer"])]
+        #[arg(value_parser = Role::ALL.map(Role::name))]
         role: String,
         /// The service's own flags.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -133,10 +138,9 @@ fn main() -> ExitCode {
         };
     }
     if let Some(ChildCommand::Child { role, args }) = cli.child {
-        let role = if role == "producer" {
-            Role::Producer
-        } else {
-            Role::Consumer
+        let Some(role) = Role::from_name(&role) else {
+            eprintln!("no such child role: {role}");
+            return ExitCode::FAILURE;
         };
         return match runtime.block_on(child::serve(role, args)) {
             Ok(()) => ExitCode::SUCCESS,
@@ -198,6 +202,7 @@ async fn run(
         (Scenario::Outage, 2),
         (Scenario::Storage, storage::steps(&settings.storage)),
         (Scenario::Jetstream, jetstream::steps(&settings.jetstream)),
+        (Scenario::Peers, peers::steps(&settings)),
         (Scenario::Soak, 1),
     ]
     .into_iter()
@@ -293,19 +298,20 @@ async fn run(
         }
     }
 
-    for &n in settings.fanout.iter().filter(|_| wanted(Scenario::Fanout)) {
+    for &case in settings.fanout.iter().filter(|_| wanted(Scenario::Fanout)) {
         progress.start(&format!(
-            "fan-out: {n} subscribers at {} events/s",
-            settings.fanout_rate
+            "fan-out: {} subscribers at {} events/s",
+            case.subscribers, case.rate
         ));
-        match scenarios::fanout(n, &settings, &mut progress).await {
+        match scenarios::fanout(case, &settings, &mut progress).await {
             Ok(r) => {
                 progress.done(&format!(
-                    "{:.1} KB producer memory per idle subscriber, {}/{} delivered, p99 {:.2} ms",
+                    "{:.1} KB producer memory per idle subscriber, {}/{} delivered, p99 {:.2} ms, max {:.2} ms",
                     r.idle_bytes_per_subscriber() / 1000.0,
                     r.delivered,
-                    r.published * n as u64,
-                    scenarios::ms(r.p99)
+                    r.published * case.subscribers as u64,
+                    scenarios::ms(r.p99),
+                    scenarios::ms(r.max)
                 ));
                 results.fanout.push(r);
             }
@@ -366,6 +372,10 @@ async fn run(
 
     if wanted(Scenario::Jetstream) {
         jetstream::run(&settings, &mut progress, &mut results).await;
+    }
+
+    if wanted(Scenario::Peers) {
+        peers::run(&settings, &mut progress, &mut results).await;
     }
 
     if wanted(Scenario::Soak) {

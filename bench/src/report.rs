@@ -1,7 +1,9 @@
 //! The results: targets as pass/miss, the Markdown report, a JSON copy and the SVG charts.
-//! The JetStream section's are in [`jetstream`], the soak's in [`soak`].
+//! The JetStream section's are in [`jetstream`], the peers' in [`peers`], the soak's in
+//! [`soak`].
 
 mod jetstream;
+mod peers;
 mod soak;
 
 use std::{fmt::Write as _, path::Path, time::Duration};
@@ -12,6 +14,7 @@ use serde_json::json;
 use crate::{
     Progress,
     jetstream::JetStreamResults,
+    peers::PeerResults,
     scenarios::{FanoutRun, LatencyRun, OutageRun, Settings, SlowRun, ThroughputRun, mib, ms},
     scrape::Quantile,
     soak::SoakRun,
@@ -31,6 +34,7 @@ pub struct Results {
     pub outage: Vec<OutageRun>,
     pub storage: StorageResults,
     pub jetstream: JetStreamResults,
+    pub peers: PeerResults,
     pub soak: Option<SoakRun>,
     /// The scenarios this run was asked for (`--only`, or the default set), by their flag
     /// names: what `check` then requires.
@@ -51,6 +55,7 @@ impl Results {
             outage: vec![],
             storage: StorageResults::default(),
             jetstream: JetStreamResults::default(),
+            peers: PeerResults::default(),
             soak: None,
             scenarios: vec![],
             errors: vec![],
@@ -167,14 +172,7 @@ impl Results {
             }),
             pass: thousand.map(|f| f.all_delivered),
         });
-        let tenk = self.fanout.iter().find(|f| f.subscribers == 10_000);
-        t.push(Target {
-            name: "10,000 idle subscribers ≤ 20 KB producer memory each".into(),
-            measured: tenk.map_or("not run (quick mode)".into(), |f| {
-                format!("{:.1} KB each", f.idle_bytes_per_subscriber() / 1000.0)
-            }),
-            pass: tenk.map(|f| f.idle_bytes_per_subscriber() <= 20_000.0),
-        });
+        t.extend(self.fanout_targets());
         if let Some(s) = &self.slow {
             let p99_ok =
                 s.p99_after <= (s.p99_before * 2).max(s.p99_before + Duration::from_millis(1));
@@ -193,8 +191,61 @@ impl Results {
         }
         t.extend(self.storage_targets());
         t.extend(jetstream::targets(self));
+        t.extend(peers::targets(self));
         t.extend(soak::targets(self));
         t
+    }
+
+    /// Issue 13's fan-out targets, for its 10,000 subscribers (the case [`Settings::full`]
+    /// runs: a unit test holds the two together).
+    fn fanout_targets(&self) -> Vec<Target> {
+        let case = FANOUT_CASE;
+        let run = self
+            .fanout
+            .iter()
+            .find(|f| f.subscribers == FANOUT_SUBSCRIBERS && f.rate == FANOUT_RATE);
+        let not_run = || "not run (a full run's fan-out has it)".to_owned();
+        vec![
+            Target {
+                name: format!("{case}: every event delivered"),
+                measured: run.map_or_else(not_run, |f| {
+                    format!(
+                        "{} of {} in {:.1} s",
+                        f.delivered,
+                        f.published * f.subscribers as u64,
+                        f.elapsed.as_secs_f64()
+                    )
+                }),
+                pass: run
+                    .map(|f| f.all_delivered && f.delivered == f.published * f.subscribers as u64),
+            },
+            Target {
+                name: format!(
+                    "{case}: producer RSS ≤ {:.0} KB per idle subscriber",
+                    FANOUT_IDLE_BYTES / 1000.0
+                ),
+                measured: run.map_or_else(not_run, |f| {
+                    format!("{:.1} KB each", f.idle_bytes_per_subscriber() / 1000.0)
+                }),
+                pass: run.map(|f| f.idle_bytes_per_subscriber() <= FANOUT_IDLE_BYTES),
+            },
+            Target {
+                name: format!(
+                    "{case}: p99 ≤ {} ms publish-to-receipt",
+                    FANOUT_P99.as_millis()
+                ),
+                measured: run.map_or_else(not_run, |f| format!("{:.2} ms", ms(f.p99))),
+                pass: run.map(|f| f.p99 <= FANOUT_P99),
+            },
+            Target {
+                name: format!(
+                    "{case}: worst ≤ {} ms publish-to-receipt",
+                    FANOUT_MAX.as_millis()
+                ),
+                measured: run.map_or_else(not_run, |f| format!("{:.2} ms", ms(f.max))),
+                pass: run.map(|f| f.max <= FANOUT_MAX),
+            },
+        ]
     }
 
     /// The storage targets of issue 9.
@@ -282,6 +333,16 @@ impl Results {
         t
     }
 }
+
+/// Issue 13's fan-out case and its bounds: producer memory per idle subscriber (decimal KB,
+/// as the report prints it), p99 and worst latency.
+const FANOUT_CASE: &str =
+    "10,000 subscribers / 100 connections, 100 events/s each for 5 s (64-byte payloads)";
+const FANOUT_SUBSCRIBERS: usize = 10_000;
+const FANOUT_RATE: u64 = 100;
+const FANOUT_IDLE_BYTES: f64 = 8_000.0;
+const FANOUT_P99: Duration = Duration::from_millis(20);
+const FANOUT_MAX: Duration = Duration::from_millis(50);
 
 /// A quantile from histogram buckets, in ms, with the bucket it lies in.
 fn quantile_ms(q: &Quantile) -> String {
@@ -474,11 +535,15 @@ fn markdown(r: &Results, targets: &[Target]) -> String {
     );
     let _ = writeln!(
         o,
-        "| settings | payload 64 B, one topic; latency window {:.1} s per mode and rate; catch-up {} events; live {} events; fan-out at {} events/s for {:.0} s, {} streams per HTTP/2 connection; producer defaults (batch 1,000 events, heartbeat 5 s) |",
+        "| settings | payload 64 B, one topic; latency window {:.1} s per mode and rate; catch-up {} events; live {} events; fan-out {} for {:.0} s, {} streams per HTTP/2 connection; producer defaults (batch 1,000 events, heartbeat 5 s) |",
         s.window.as_secs_f64(),
         s.catchup_events,
         s.live_events,
-        s.fanout_rate,
+        s.fanout
+            .iter()
+            .map(|c| format!("{} at {} events/s", c.subscribers, c.rate))
+            .collect::<Vec<_>>()
+            .join(", "),
         s.fanout_window.as_secs_f64(),
         s.streams_per_connection
     );
@@ -559,19 +624,21 @@ fn markdown(r: &Results, targets: &[Target]) -> String {
 
     let _ = writeln!(
         o,
-        "\n## Fan-out at {} events/s\n\nSubscribers are Subscribe streams made with the generated client in the benchmark process, {} per HTTP/2 connection. Memory per subscriber: producer RSS with every stream attached and idle, minus RSS before, divided by the count.\n",
-        s.fanout_rate, s.streams_per_connection
+        "\n## Fan-out\n\nSubscribers are Subscribe streams made with the generated client in the benchmark process, {} per HTTP/2 connection; each count has its own publish rate, for {:.0} s. Memory per subscriber: producer RSS with every stream attached and idle, minus RSS before, divided by the count. Latency: from the producer's `produced_at` (set as it appends) to the subscriber's receipt, over every delivery; max is the slowest of all.\n",
+        s.streams_per_connection,
+        s.fanout_window.as_secs_f64()
     );
     let _ = writeln!(
         o,
-        "| subscribers | producer RSS before → idle MiB | per idle subscriber KB | delivered | all delivered | seconds to deliver | events/s per subscriber | p50 ms | p99 ms | producer RSS peak MiB | producer CPU s |\n|--:|--:|--:|--:|:-:|--:|--:|--:|--:|--:|--:|"
+        "| subscribers | published events/s | producer RSS before → idle MiB | per idle subscriber KB | delivered | all delivered | seconds to deliver | events/s per subscriber | p50 ms | p99 ms | max ms | producer RSS peak MiB | producer CPU s |\n|--:|--:|--:|--:|--:|:-:|--:|--:|--:|--:|--:|--:|--:|"
     );
     for f in &r.fanout {
         let secs = f.elapsed.as_secs_f64();
         let _ = writeln!(
             o,
-            "| {} | {:.1} → {:.1} | {:.1} | {}/{} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.1} | {:.2} |",
+            "| {} | {} | {:.1} → {:.1} | {:.1} | {}/{} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} |",
             f.subscribers,
+            f.rate,
             mib(f.rss_before),
             mib(f.rss_idle),
             f.idle_bytes_per_subscriber() / 1000.0,
@@ -582,6 +649,7 @@ fn markdown(r: &Results, targets: &[Target]) -> String {
             f.delivered as f64 / f.subscribers as f64 / secs.max(1e-9),
             ms(f.p50),
             ms(f.p99),
+            ms(f.max),
             mib(f.rss_peak),
             f.producer_cpu.as_secs_f64(),
         );
@@ -592,7 +660,7 @@ fn markdown(r: &Results, targets: &[Target]) -> String {
             o,
             "\n## Slow consumer\n\n{} subscribers read at {} events/s for {:.0} s; then one more subscriber (its own connection, a 64 KiB HTTP/2 window, from the oldest event) stops reading and the same load runs again.\n",
             sl.subscribers,
-            s.fanout_rate,
+            s.slow_rate,
             s.slow_window.as_secs_f64()
         );
         let _ = writeln!(
@@ -641,6 +709,9 @@ fn markdown(r: &Results, targets: &[Target]) -> String {
 
     storage_markdown(&mut o, r);
     jetstream::markdown(&mut o, r);
+    if r.scenarios.iter().any(|s| s == "peers") {
+        peers::markdown(&mut o, r);
+    }
     soak::markdown(&mut o, r);
 
     let _ = writeln!(
@@ -816,6 +887,30 @@ fn storage_markdown(o: &mut String, r: &Results) {
     }
 }
 
+/// Events/s of every try, in M/s.
+fn rates(tries: &[f64]) -> String {
+    tries
+        .iter()
+        .map(|r| format!("{:.3}", r / 1e6))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `nats-server --version`'s version, e.g. `v2.9.10`.
+fn nats_version() -> String {
+    testkit::nats::installed()
+        .ok()
+        .and_then(|server| {
+            std::process::Command::new(server)
+                .arg("--version")
+                .output()
+                .ok()
+        })
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .and_then(|v| v.split_whitespace().last().map(str::to_owned))
+        .unwrap_or_else(|| "(not installed)".into())
+}
+
 fn or_dash(s: &str) -> &str {
     if s.is_empty() { "–" } else { s }
 }
@@ -858,11 +953,13 @@ fn to_json(r: &Results, targets: &[Target]) -> serde_json::Value {
             "producer_cpu_us": us(t.producer_cpu), "consumer_cpu_us": us(t.consumer_cpu),
         })).collect::<Vec<_>>(),
         "fanout": r.fanout.iter().map(|f| json!({
-            "subscribers": f.subscribers, "rss_before": f.rss_before, "rss_idle": f.rss_idle,
+            "subscribers": f.subscribers, "rate": f.rate,
+            "rss_before": f.rss_before, "rss_idle": f.rss_idle,
             "idle_bytes_per_subscriber": f.idle_bytes_per_subscriber(),
             "rss_peak": f.rss_peak, "published": f.published, "delivered": f.delivered,
             "all_delivered": f.all_delivered, "elapsed_us": us(f.elapsed),
-            "p50_us": us(f.p50), "p99_us": us(f.p99), "producer_cpu_us": us(f.producer_cpu),
+            "p50_us": us(f.p50), "p99_us": us(f.p99), "max_us": us(f.max),
+            "producer_cpu_us": us(f.producer_cpu),
         })).collect::<Vec<_>>(),
         "slow_consumer": r.slow.as_ref().map(|s| json!({
             "subscribers": s.subscribers, "p99_before_us": us(s.p99_before),
@@ -879,6 +976,7 @@ fn to_json(r: &Results, targets: &[Target]) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "storage": storage_json(&r.storage),
         "jetstream": jetstream::json(&r.jetstream),
+        "peers": peers::json(&r.peers),
         "soak": r.soak.as_ref().map(soak::json),
         "scenarios": r.scenarios,
         "errors": r.errors,
@@ -1078,11 +1176,13 @@ fn throughput_chart(path: &Path, r: &Results) -> ChartResult {
 fn fanout_chart(path: &Path, r: &Results) -> ChartResult {
     let root = SVGBackend::new(path, (1100, 460)).into_drawing_area();
     root.fill(&WHITE)?;
+    let rates: Vec<String> = r
+        .fanout
+        .iter()
+        .map(|f| format!("{} at {}/s", f.subscribers, f.rate))
+        .collect();
     let root = root.titled(
-        &format!(
-            "Fan-out: push subscribers at {} events/s",
-            r.settings.fanout_rate
-        ),
+        &format!("Fan-out: push subscribers ({})", rates.join(", ")),
         ("sans-serif", 20),
     )?;
     let panels = root.split_evenly((1, 2));
@@ -1099,10 +1199,11 @@ fn fanout_chart(path: &Path, r: &Results) -> ChartResult {
         .iter()
         .map(|f| (f.subscribers as f64, f.idle_bytes_per_subscriber() / 1000.0))
         .collect();
-    let kb_max = kb.iter().map(|p| p.1).fold(25.0, f64::max) * 1.2;
+    let kb_target = FANOUT_IDLE_BYTES / 1000.0;
+    let kb_max = kb.iter().map(|p| p.1).fold(kb_target * 1.25, f64::max) * 1.2;
     let mut left = ChartBuilder::on(&panels[0])
         .caption(
-            "producer memory per idle subscriber, KB (target ≤ 20)",
+            format!("producer memory per idle subscriber, KB (target ≤ {kb_target:.0})"),
             ("sans-serif", 16),
         )
         .margin(12)
@@ -1117,7 +1218,7 @@ fn fanout_chart(path: &Path, r: &Results) -> ChartResult {
     left.draw_series(LineSeries::new(kb.clone(), PALETTE[0].stroke_width(2)))?;
     left.draw_series(kb.iter().map(|p| Circle::new(*p, 4, PALETTE[0].filled())))?;
     left.draw_series(DashedLineSeries::new(
-        vec![(0.5, 20.0), (x_max, 20.0)],
+        vec![(0.5, kb_target), (x_max, kb_target)],
         6,
         4,
         PALETTE[3].stroke_width(1),
@@ -1133,7 +1234,12 @@ fn fanout_chart(path: &Path, r: &Results) -> ChartResult {
         .iter()
         .map(|f| (f.subscribers as f64, ms(f.p50).max(0.01)))
         .collect();
-    let y_max = p99.iter().map(|p| p.1).fold(1.0, f64::max) * 2.0;
+    let max: Vec<(f64, f64)> = r
+        .fanout
+        .iter()
+        .map(|f| (f.subscribers as f64, ms(f.max).max(0.01)))
+        .collect();
+    let y_max = max.iter().map(|p| p.1).fold(1.0, f64::max) * 2.0;
     let mut right = ChartBuilder::on(&panels[1])
         .caption("latency of delivered events, ms", ("sans-serif", 16))
         .margin(12)
@@ -1147,7 +1253,10 @@ fn fanout_chart(path: &Path, r: &Results) -> ChartResult {
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| format!("{v}"))
         .draw()?;
-    for (i, (name, points)) in [("p50", p50), ("p99", p99)].into_iter().enumerate() {
+    for (i, (name, points)) in [("p50", p50), ("p99", p99), ("max", max)]
+        .into_iter()
+        .enumerate()
+    {
         let color = PALETTE[i + 1];
         right
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
@@ -1186,7 +1295,7 @@ pub fn check(dir: &Path) -> Result<String, String> {
     // scenario there was then, which is all but the soak.
     let ran = |scenario: &str| match r["scenarios"].as_array() {
         Some(names) => names.iter().any(|n| n == scenario),
-        None => scenario != "soak",
+        None => !matches!(scenario, "soak" | "peers"),
     };
     for (scenario, heading) in [
         ("", "## Targets"),
@@ -1197,6 +1306,7 @@ pub fn check(dir: &Path) -> Result<String, String> {
         ("outage", "## Receiver down"),
         ("storage", "## Storage"),
         ("jetstream", "## JetStream"),
+        ("peers", "## Peers"),
         ("soak", "## Soak"),
     ] {
         if (scenario.is_empty() || ran(scenario)) && !md.contains(heading) {
@@ -1213,6 +1323,9 @@ pub fn check(dir: &Path) -> Result<String, String> {
     }
     if ran("jetstream") {
         jetstream::check(&r["jetstream"])?;
+    }
+    if ran("peers") {
+        peers::check(&r["peers"])?;
     }
     if ran("soak") {
         soak::check(&r["soak"])?;
@@ -1353,4 +1466,67 @@ fn check_storage(st: &serde_json::Value) -> Result<(), String> {
         return Err(format!("storage recovery incomplete: {recovery:?}"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenarios::FanoutCase;
+
+    #[test]
+    fn the_full_run_has_issue_13s_fanout_case() {
+        let s = Settings::full();
+        let case = FanoutCase {
+            subscribers: FANOUT_SUBSCRIBERS,
+            rate: FANOUT_RATE,
+        };
+        assert!(s.fanout.contains(&case), "{:?}", s.fanout);
+        assert_eq!(s.fanout_window, Duration::from_secs(5));
+        assert_eq!(FANOUT_SUBSCRIBERS / s.streams_per_connection, 100);
+        assert!(
+            FANOUT_CASE
+                .starts_with("10,000 subscribers / 100 connections, 100 events/s each for 5 s")
+        );
+    }
+
+    fn ten_thousand(max: Duration) -> FanoutRun {
+        FanoutRun {
+            subscribers: FANOUT_SUBSCRIBERS,
+            rate: FANOUT_RATE,
+            rss_before: 10_000_000,
+            rss_idle: 10_000_000 + 7_900 * FANOUT_SUBSCRIBERS as u64,
+            rss_peak: 200_000_000,
+            published: 500,
+            delivered: 500 * FANOUT_SUBSCRIBERS as u64,
+            all_delivered: true,
+            elapsed: Duration::from_secs(5),
+            p50: Duration::from_millis(2),
+            p99: Duration::from_millis(19),
+            max,
+            producer_cpu: Duration::from_secs(3),
+        }
+    }
+
+    #[test]
+    fn the_fanout_targets_judge_the_ten_thousand_subscriber_run() {
+        let mut r = Results::new(&Settings::quick());
+        let verdicts = |r: &Results| -> Vec<&'static str> {
+            r.fanout_targets().iter().map(Target::verdict).collect()
+        };
+        assert_eq!(verdicts(&r), ["n/a"; 4], "not run");
+        r.fanout.push(ten_thousand(Duration::from_millis(49)));
+        assert_eq!(verdicts(&r), ["pass"; 4]);
+        r.fanout[0].max = Duration::from_millis(51);
+        assert_eq!(verdicts(&r), ["pass", "pass", "pass", "MISS"]);
+        r.fanout[0].delivered -= 1;
+        r.fanout[0].rss_idle += FANOUT_SUBSCRIBERS as u64 * 200;
+        r.fanout[0].p99 = Duration::from_millis(21);
+        assert_eq!(verdicts(&r), ["MISS"; 4]);
+        r.fanout[0].rate = 1_000;
+        assert_eq!(
+            verdicts(&r),
+            ["n/a"; 4],
+            "another rate is not the issue's case"
+        );
+    }
 }

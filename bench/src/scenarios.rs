@@ -5,7 +5,8 @@
 //!    from the consumer's own HDR histogram (GetStats), and the cost per event (RPCs, socket
 //!    bytes, CPU of both processes).
 //! 2. [`throughput`]: one consumer draining a full log (push and poll), and live publish→receive.
-//! 3. [`fanout`]: many Subscribe streams at 1,000 events/s; producer memory per subscriber.
+//! 3. [`fanout`]: many Subscribe streams, each count at its own rate (10,000 at 100 events/s,
+//!    issue 13's case; fewer at 1,000); producer memory per subscriber, p99 and worst latency.
 //! 4. [`slow_consumer`]: one subscriber stops reading; do the others notice?
 //! 5. [`outage`]: the consumer (push, or a webhook receiver) is down for a while under load;
 //!    the backlog, and how long the restarted one takes to catch up.
@@ -23,6 +24,7 @@ use crate::{
         self, ConsumerStats, MAX_PUBLISH, Subscribers, channel, channel_with, duration_of,
         producer_client, publish_at_rate, publish_at_rate_isolated, publish_flat_out,
     },
+    peers::PeerSettings,
     soak::SoakSettings,
     storage::StorageSettings,
 };
@@ -35,13 +37,14 @@ pub struct Settings {
     pub window: Duration,
     pub catchup_events: u64,
     pub live_events: u64,
-    pub fanout: Vec<usize>,
-    pub fanout_rate: u64,
+    pub fanout: Vec<FanoutCase>,
     pub fanout_window: Duration,
     pub streams_per_connection: usize,
     /// Each throughput measurement runs this many times; the fastest is reported.
     pub throughput_tries: usize,
     pub slow_subscribers: usize,
+    /// Events/s the slow-consumer phases publish.
+    pub slow_rate: u64,
     pub slow_window: Duration,
     /// The receiver-down scenario: events/s published throughout, how long before the consumer
     /// stops, how long it stays down, and how long publishing goes on after it is back.
@@ -51,7 +54,21 @@ pub struct Settings {
     pub outage_after: Duration,
     pub storage: StorageSettings,
     pub jetstream: JetStreamSettings,
+    pub peers: PeerSettings,
     pub soak: SoakSettings,
+}
+
+/// One fan-out run: how many subscribers, and the events/s published to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FanoutCase {
+    pub subscribers: usize,
+    pub rate: u64,
+}
+
+impl FanoutCase {
+    const fn new(subscribers: usize, rate: u64) -> Self {
+        Self { subscribers, rate }
+    }
 }
 
 impl Settings {
@@ -62,12 +79,19 @@ impl Settings {
             window: Duration::from_secs(6),
             catchup_events: 3_000_000,
             live_events: 3_000_000,
-            fanout: vec![1, 100, 1_000, 10_000],
-            fanout_rate: 1_000,
+            // Issue 13's case is 10,000 subscribers at 100 events/s each (a million deliveries
+            // a second); the smaller counts run at 1,000 events/s, as they always have.
+            fanout: vec![
+                FanoutCase::new(1, 1_000),
+                FanoutCase::new(100, 1_000),
+                FanoutCase::new(1_000, 1_000),
+                FanoutCase::new(10_000, 100),
+            ],
             fanout_window: Duration::from_secs(5),
             streams_per_connection: 100,
             throughput_tries: 3,
             slow_subscribers: 100,
+            slow_rate: 1_000,
             slow_window: Duration::from_secs(5),
             outage_rate: 10_000,
             outage_before: Duration::from_secs(2),
@@ -75,6 +99,7 @@ impl Settings {
             outage_after: Duration::from_secs(3),
             storage: StorageSettings::full(),
             jetstream: JetStreamSettings::full(),
+            peers: PeerSettings::full(),
             soak: SoakSettings::full(),
         }
     }
@@ -86,12 +111,12 @@ impl Settings {
             window: Duration::from_millis(1200),
             catchup_events: 100_000,
             live_events: 100_000,
-            fanout: vec![1, 100],
-            fanout_rate: 1_000,
+            fanout: vec![FanoutCase::new(1, 1_000), FanoutCase::new(100, 1_000)],
             fanout_window: Duration::from_secs(1),
             streams_per_connection: 100,
             throughput_tries: 1,
             slow_subscribers: 20,
+            slow_rate: 1_000,
             slow_window: Duration::from_secs(1),
             outage_rate: 1_000,
             outage_before: Duration::from_millis(500),
@@ -99,6 +124,7 @@ impl Settings {
             outage_after: Duration::from_secs(1),
             storage: StorageSettings::quick(),
             jetstream: JetStreamSettings::quick(),
+            peers: PeerSettings::quick(),
             soak: SoakSettings::quick(),
         }
     }
@@ -421,6 +447,8 @@ pub async fn live(
 #[derive(Debug, Clone)]
 pub struct FanoutRun {
     pub subscribers: usize,
+    /// Events/s published.
+    pub rate: u64,
     pub rss_before: u64,
     pub rss_idle: u64,
     pub rss_peak: u64,
@@ -431,6 +459,8 @@ pub struct FanoutRun {
     pub elapsed: Duration,
     pub p50: Duration,
     pub p99: Duration,
+    /// The slowest delivery of all: `produced_at` to receipt.
+    pub max: Duration,
     pub producer_cpu: Duration,
 }
 
@@ -441,10 +471,11 @@ impl FanoutRun {
 }
 
 pub async fn fanout(
-    subscribers: usize,
+    case: FanoutCase,
     settings: &Settings,
     progress: &mut Progress,
 ) -> Result<FanoutRun, String> {
+    let subscribers = case.subscribers;
     let producer = Proc::spawn(Role::Producer, &memory_store()).await?;
     let mut publisher = producer_client(channel(&producer.url()).await?);
     // Warm up the code paths (and the allocator) before the baseline.
@@ -471,8 +502,7 @@ pub async fn fanout(
     let peak = load::sample_peak_rss(producer.pid, stop.clone());
     let p0 = producer.usage();
     let started = Instant::now();
-    let published =
-        publish_at_rate(&mut publisher, settings.fanout_rate, settings.fanout_window).await?;
+    let published = publish_at_rate(&mut publisher, case.rate, settings.fanout_window).await?;
     let limit = Instant::now() + settings.fanout_window * 2 + Duration::from_secs(5);
     let mut last_note = Instant::now();
     while subs.caught_up(published.last_sequence) < subscribers && Instant::now() < limit {
@@ -486,7 +516,9 @@ pub async fn fanout(
         }
     }
     let elapsed = started.elapsed();
-    let all_delivered = subs.caught_up(published.last_sequence) == subscribers;
+    // A publisher that fell behind its rate gave up early: fewer events, not all delivered.
+    let all_delivered =
+        published.complete && subs.caught_up(published.last_sequence) == subscribers;
     let p1 = producer.usage();
     stop.cancel();
     let rss_peak = peak.await.map_err(|e| e.to_string())?;
@@ -496,6 +528,7 @@ pub async fn fanout(
     producer.stop().await;
     Ok(FanoutRun {
         subscribers,
+        rate: case.rate,
         rss_before,
         rss_idle,
         rss_peak,
@@ -505,6 +538,7 @@ pub async fn fanout(
         elapsed,
         p50: micros(histogram.value_at_quantile(0.5)),
         p99: micros(histogram.value_at_quantile(0.99)),
+        max: micros(histogram.max()),
         producer_cpu: p1.since(&p0).cpu,
     })
 }
@@ -537,7 +571,7 @@ pub async fn slow_consumer(
         let stop = tokio_util::sync::CancellationToken::new();
         let peak = load::sample_peak_rss(producer.pid, stop.clone());
         let published =
-            publish_at_rate_isolated(&producer.url(), settings.fanout_rate, settings.slow_window)
+            publish_at_rate_isolated(&producer.url(), settings.slow_rate, settings.slow_window)
                 .await?;
         let limit = Instant::now() + Duration::from_secs(10);
         while subs.caught_up(published.last_sequence) < m && Instant::now() < limit {

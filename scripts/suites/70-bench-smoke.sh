@@ -5,9 +5,9 @@
 # stalled and garbage clients, which exits non-zero if the producer's RSS, descriptors or tasks
 # do not come back within their margins, or a reader missed or repeated an event.
 #
-# The jetstream scenario starts nats-server (one node and a three-node cluster); CI installs it
-# (.ci/install.d/40-nats.sh). Without it the run fails under CI=true; elsewhere the report says
-# the scenario was not run, and why.
+# The jetstream scenario starts nats-server (one node and a three-node cluster), and the peers
+# scenario one node for NATS core pub/sub; CI installs it (.ci/install.d/40-nats.sh). Without it
+# the run fails under CI=true; elsewhere the report says what was not run, and why.
 #
 # It uses the dev profile on purpose: `cargo test` has already built every dependency for it, so
 # only the bench crate itself compiles here (a release build of the workspace would cost minutes).

@@ -5,7 +5,7 @@ use std::{fmt::Write as _, time::Duration};
 
 use serde_json::json;
 
-use super::{Results, Target, or_dash, per_event_us, yes};
+use super::{Results, Target, nats_version, or_dash, per_event_us, rates, yes};
 use crate::{
     jetstream::{CatchUpJsRun, JetStreamResults, PublishJsRun, Publisher, Raw, Source},
     scenarios::{mib, ms},
@@ -337,29 +337,6 @@ pub(super) fn markdown(o: &mut String, r: &Results) {
             );
         }
     }
-}
-
-fn rates(tries: &[f64]) -> String {
-    tries
-        .iter()
-        .map(|r| format!("{:.3}", r / 1e6))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `nats-server --version`'s version, e.g. `v2.9.10`.
-fn nats_version() -> String {
-    testkit::nats::installed()
-        .ok()
-        .and_then(|server| {
-            std::process::Command::new(server)
-                .arg("--version")
-                .output()
-                .ok()
-        })
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .and_then(|v| v.split_whitespace().last().map(str::to_owned))
-        .unwrap_or_else(|| "(not installed)".into())
 }
 
 pub(super) fn json(js: &JetStreamResults) -> serde_json::Value {
