@@ -4,14 +4,12 @@
 //! This root crate is what both services (and any Rust client) share:
 //! - [`pb`]: the generated `pushpull.v1` types, clients and servers (from `proto/`).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors that gRPC reflection serves.
-//! - [`codec`]: the gRPC codec of the generated code: prost, decoding from contiguous bytes,
-//!   encoding into exactly the buffer a message needs.
+//! - [`codec`]: the gRPC codec of the generated code: prost, decoding from contiguous bytes.
 //! - [`time`]: conversions between protobuf and std time types.
 //! - [`grpc`]: the one gRPC server assembly both services use: health, reflection, message
 //!   limits, a request guard, graceful shutdown with a bounded grace period.
 //! - [`serve`]: connections, for gRPC and HTTP alike: TLS, HTTP/2 settings, the connection
 //!   limit, the first-request timeout.
-//! - [`coalesce`]: served connections' writes, gathered into one per burst (fan-out).
 //! - [`tls`]: TLS configurations from PEM files, for servers and clients, and development
 //!   certificates.
 //! - [`errors`]: structured errors (`google.rpc.ErrorInfo` reasons and metadata), built by the
@@ -23,7 +21,6 @@
 //! - [`shutdown`]: the SIGTERM / SIGINT future.
 //! - [`wire`]: events encoded once, and the producer's server that sends them as they are.
 
-pub mod coalesce;
 pub mod codec;
 pub mod errors;
 pub mod grpc;

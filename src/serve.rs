@@ -47,7 +47,6 @@ use tower::ServiceExt as _;
 use tracing::{debug, warn};
 
 use crate::{
-    coalesce::Coalesce,
     errors::{ErrorInfo, ErrorReason, key},
     grpc::{HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT, Incoming},
 };
@@ -402,7 +401,7 @@ impl Server {
         };
         let conn = self
             .builder
-            .serve_connection_with_upgrades(TokioIo::new(Coalesce::new(io)), hyper_service);
+            .serve_connection_with_upgrades(TokioIo::new(io), hyper_service);
         let mut conn = pin!(conn);
         let timeout = tokio::time::sleep(self.limits.first_request_timeout);
         let mut timeout = pin!(timeout);
