@@ -67,11 +67,14 @@ impl ProducerService for MeteredApi {
             .into_inner();
         let metrics = self.metrics.clone();
         let counted = metrics.subscriber(Transport::GrpcStream);
+        let delivered = metrics.delivered_counter(Transport::GrpcStream);
         let stream = stream.map(move |item| {
             // Moved in so the stream stays counted until it is dropped.
             let _counted = &counted;
             match &item {
-                Ok(response) => metrics.delivered(Transport::GrpcStream, response.events.len()),
+                Ok(response) => {
+                    delivered.inc_by(response.events.len() as u64);
+                }
                 Err(status) if errors::reason(status) == Some(ErrorReason::CursorExpired) => {
                     metrics.lagged(Transport::GrpcStream)
                 }
