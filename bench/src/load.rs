@@ -351,6 +351,9 @@ pub struct Subscribers {
     pub attached: Arc<AtomicUsize>,
     /// Events received by all subscribers (sequence > `after`).
     pub received: Arc<AtomicU64>,
+    /// Responses that carried events, received by all subscribers: with `received`, how many
+    /// events a response carried on average (the producer batches what a subscriber is behind).
+    pub responses: Arc<AtomicU64>,
     /// One latency histogram per connection, so recording rarely contends.
     pub histograms: Vec<Arc<Mutex<Histogram<u64>>>>,
     /// Per subscriber: the last sequence received.
@@ -370,6 +373,7 @@ impl Subscribers {
         let connections = count.div_ceil(per_connection);
         let attached = Arc::new(AtomicUsize::new(0));
         let received = Arc::new(AtomicU64::new(0));
+        let responses = Arc::new(AtomicU64::new(0));
         let last_seen: Arc<Vec<AtomicU64>> =
             Arc::new((0..count).map(|_| AtomicU64::new(after)).collect());
         let stop = CancellationToken::new();
@@ -381,9 +385,10 @@ impl Subscribers {
             histograms.push(histogram.clone());
             for i in (c * per_connection)..((c + 1) * per_connection).min(count) {
                 let mut client = client.clone();
-                let (attached, received, last_seen, stop, histogram) = (
+                let (attached, received, responses, last_seen, stop, histogram) = (
                     attached.clone(),
                     received.clone(),
+                    responses.clone(),
                     last_seen.clone(),
                     stop.clone(),
                     histogram.clone(),
@@ -433,6 +438,7 @@ impl Subscribers {
                         let last = response.events.last().map_or(0, |e| e.sequence);
                         last_seen[i].store(last, Ordering::Relaxed);
                         received.fetch_add(response.events.len() as u64, Ordering::Relaxed);
+                        responses.fetch_add(1, Ordering::Relaxed);
                         let mut h = histogram.lock().unwrap_or_else(|p| p.into_inner());
                         for &us in &latencies {
                             h.saturating_record(us);
@@ -444,6 +450,7 @@ impl Subscribers {
         Ok(Self {
             attached,
             received,
+            responses,
             histograms,
             last_seen,
             stop,

@@ -59,6 +59,10 @@ struct Cli {
     /// 3–10 s, comes on top). Default: 180 for a full run, 20 for a quick one.
     #[arg(long, value_name = "SECONDS")]
     soak_secs: Option<u64>,
+    /// The fan-out runs, in place of the mode's own: subscriber count and events/s each, e.g.
+    /// `--fanout 1000@1000,10000@100` (to look at one case without the others).
+    #[arg(long, value_delimiter = ',', value_name = "SUBSCRIBERS@RATE")]
+    fanout: Vec<scenarios::FanoutCase>,
     /// Where to write results.md, results.json and the charts. Default: docs/bench for a full
     /// run, target/bench-quick for a quick one.
     #[arg(long)]
@@ -156,6 +160,9 @@ fn main() -> ExitCode {
     } else {
         Settings::full()
     };
+    if !cli.fanout.is_empty() {
+        settings.fanout = cli.fanout.clone();
+    }
     if let Some(secs) = cli.soak_secs {
         settings.soak.duration = Duration::from_secs(secs.max(1));
     }

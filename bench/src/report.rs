@@ -624,19 +624,19 @@ fn markdown(r: &Results, targets: &[Target]) -> String {
 
     let _ = writeln!(
         o,
-        "\n## Fan-out\n\nSubscribers are Subscribe streams made with the generated client in the benchmark process, {} per HTTP/2 connection; each count has its own publish rate, for {:.0} s. Memory per subscriber: producer RSS with every stream attached and idle, minus RSS before, divided by the count. Latency: from the producer's `produced_at` (set as it appends) to the subscriber's receipt, over every delivery; max is the slowest of all.\n",
+        "\n## Fan-out\n\nSubscribers are Subscribe streams made with the generated client in the benchmark process, {} per HTTP/2 connection; each count has its own publish rate, for {:.0} s. Memory per subscriber: producer RSS with every stream attached and idle, minus RSS before, divided by the count. Latency: from the producer's `produced_at` (set as it appends) to the subscriber's receipt, over every delivery; max is the slowest of all. Per response: each subscriber gets what it is behind in one response, so when the two processes cannot keep up with one response per subscriber per event, responses carry several events and latency grows to the time one round of responses takes; the CPU columns say what a response costs the producer and the benchmark's client (its 10,000 generated-client streams decode on the same two cores).\n",
         s.streams_per_connection,
         s.fanout_window.as_secs_f64()
     );
     let _ = writeln!(
         o,
-        "| subscribers | published events/s | producer RSS before → idle MiB | per idle subscriber KB | delivered | all delivered | seconds to deliver | events/s per subscriber | p50 ms | p99 ms | max ms | producer RSS peak MiB | producer CPU s |\n|--:|--:|--:|--:|--:|:-:|--:|--:|--:|--:|--:|--:|--:|"
+        "| subscribers | published events/s | producer RSS before → idle MiB | per idle subscriber KB | delivered | all delivered | seconds to deliver | events/s per subscriber | p50 ms | p99 ms | max ms | producer RSS peak MiB | producer CPU s | events per response | producer CPU µs per response | client CPU µs per response |\n|--:|--:|--:|--:|--:|:-:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     );
     for f in &r.fanout {
         let secs = f.elapsed.as_secs_f64();
         let _ = writeln!(
             o,
-            "| {} | {} | {:.1} → {:.1} | {:.1} | {}/{} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} |",
+            "| {} | {} | {:.1} → {:.1} | {:.1} | {}/{} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} |",
             f.subscribers,
             f.rate,
             mib(f.rss_before),
@@ -652,6 +652,9 @@ fn markdown(r: &Results, targets: &[Target]) -> String {
             ms(f.max),
             mib(f.rss_peak),
             f.producer_cpu.as_secs_f64(),
+            f.delivered as f64 / f.responses.max(1) as f64,
+            f.producer_cpu.as_secs_f64() * 1e6 / f.responses.max(1) as f64,
+            f.client_cpu.as_secs_f64() * 1e6 / f.responses.max(1) as f64,
         );
     }
 
@@ -959,7 +962,8 @@ fn to_json(r: &Results, targets: &[Target]) -> serde_json::Value {
             "rss_peak": f.rss_peak, "published": f.published, "delivered": f.delivered,
             "all_delivered": f.all_delivered, "elapsed_us": us(f.elapsed),
             "p50_us": us(f.p50), "p99_us": us(f.p99), "max_us": us(f.max),
-            "producer_cpu_us": us(f.producer_cpu),
+            "producer_cpu_us": us(f.producer_cpu), "responses": f.responses,
+            "client_cpu_us": us(f.client_cpu),
         })).collect::<Vec<_>>(),
         "slow_consumer": r.slow.as_ref().map(|s| json!({
             "subscribers": s.subscribers, "p99_before_us": us(s.p99_before),
@@ -1504,6 +1508,8 @@ mod tests {
             p99: Duration::from_millis(19),
             max,
             producer_cpu: Duration::from_secs(3),
+            responses: 500 * FANOUT_SUBSCRIBERS as u64,
+            client_cpu: Duration::from_secs(4),
         }
     }
 

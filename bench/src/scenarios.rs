@@ -71,6 +71,28 @@ impl FanoutCase {
     }
 }
 
+impl std::str::FromStr for FanoutCase {
+    type Err = String;
+
+    /// `SUBSCRIBERS@RATE`, e.g. `10000@100` (`--fanout`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (n, rate) = s
+            .split_once('@')
+            .ok_or_else(|| format!("{s:?}: expected SUBSCRIBERS@RATE, e.g. 10000@100"))?;
+        let number = |what: &str, v: &str| {
+            v.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|&v| v > 0)
+                .ok_or_else(|| format!("{s:?}: {what} must be a whole number above 0"))
+        };
+        Ok(Self::new(
+            number("SUBSCRIBERS", n)? as usize,
+            number("RATE", rate)?,
+        ))
+    }
+}
+
 impl Settings {
     pub fn full() -> Self {
         Self {
@@ -462,6 +484,11 @@ pub struct FanoutRun {
     /// The slowest delivery of all: `produced_at` to receipt.
     pub max: Duration,
     pub producer_cpu: Duration,
+    /// Responses with events the subscribers received: `delivered / responses` events each.
+    pub responses: u64,
+    /// CPU of the benchmark process over the same time: the subscribers' decoding, mostly (and
+    /// the publisher's thread).
+    pub client_cpu: Duration,
 }
 
 impl FanoutRun {
@@ -501,8 +528,11 @@ pub async fn fanout(
     let stop = tokio_util::sync::CancellationToken::new();
     let peak = load::sample_peak_rss(producer.pid, stop.clone());
     let p0 = producer.usage();
+    let me0 = Usage::of(std::process::id());
     let started = Instant::now();
-    let published = publish_at_rate(&mut publisher, case.rate, settings.fanout_window).await?;
+    // From a thread of its own: this runtime is busy with every subscriber's decoding.
+    let published =
+        publish_at_rate_isolated(&producer.url(), case.rate, settings.fanout_window).await?;
     let limit = Instant::now() + settings.fanout_window * 2 + Duration::from_secs(5);
     let mut last_note = Instant::now();
     while subs.caught_up(published.last_sequence) < subscribers && Instant::now() < limit {
@@ -520,10 +550,12 @@ pub async fn fanout(
     let all_delivered =
         published.complete && subs.caught_up(published.last_sequence) == subscribers;
     let p1 = producer.usage();
+    let me1 = Usage::of(std::process::id());
     stop.cancel();
     let rss_peak = peak.await.map_err(|e| e.to_string())?;
     let histogram = subs.merged_histogram();
     let delivered = subs.received.load(std::sync::atomic::Ordering::Relaxed);
+    let responses = subs.responses.load(std::sync::atomic::Ordering::Relaxed);
     subs.close().await;
     producer.stop().await;
     Ok(FanoutRun {
@@ -540,6 +572,8 @@ pub async fn fanout(
         p99: micros(histogram.value_at_quantile(0.99)),
         max: micros(histogram.max()),
         producer_cpu: p1.since(&p0).cpu,
+        responses,
+        client_cpu: me1.since(&me0).cpu,
     })
 }
 
@@ -759,4 +793,21 @@ pub async fn outage(mode: &Mode, settings: &Settings) -> Result<OutageRun, Strin
         missed: s.events_missed,
         duplicates: s.duplicates_dropped,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fanout_case_is_subscribers_at_rate() {
+        assert_eq!(
+            "10000@100".parse::<FanoutCase>(),
+            Ok(FanoutCase::new(10_000, 100))
+        );
+        for bad in ["10000", "@100", "0@100", "10@0", "x@1", "10@-1"] {
+            let err = bad.parse::<FanoutCase>().unwrap_err();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
 }
