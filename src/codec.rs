@@ -7,8 +7,9 @@
 //! - Encoding: tonic gives every response stream (and every unary response) an encode buffer of
 //!   `buffer_size` bytes when the call starts, 8 KiB by default. For a push subscriber that
 //!   sits idle, that buffer was most of what it cost the producer (13 KB of 13.9 KB per idle
-//!   subscriber with 10,000 attached). Here the buffer starts empty and each message reserves
-//!   exactly its encoded length before it is written, so an idle stream holds no buffer, and a
+//!   subscriber with 10,000 attached). Here the buffer starts at 128 bytes and each message
+//!   reserves exactly its encoded length before it is written, so an idle stream holds almost
+//!   nothing, and a
 //!   1,000-event Poll response is written into one allocation instead of growing through
 //!   doublings (each one a copy of what was written so far).
 
@@ -50,10 +51,14 @@ where
     }
 }
 
-/// How tonic buffers what [`ReservingEncoder`] writes: no buffer until a message is encoded;
-/// messages are still gathered into one HTTP/2 write until 32 KiB (tonic's default yield
+/// How tonic buffers what [`ReservingEncoder`] writes: messages are still gathered into one HTTP/2 write until 32 KiB (tonic's default yield
 /// threshold), so a catching-up stream sends big frames.
 const YIELD_THRESHOLD: usize = 32 * 1024;
+
+/// The encode buffer a call starts with. Not 0: tonic also grows a compressed message's buffer
+/// in steps of this size, and divides by it (a client that accepts gzip made the producer
+/// panic with 0).
+const INITIAL_BUFFER: usize = 128;
 
 /// Encodes a prost message into exactly as much buffer as it needs; see the module doc.
 #[derive(Debug)]
@@ -71,7 +76,7 @@ impl<T: Message> Encoder for ReservingEncoder<T> {
     }
 
     fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(0, YIELD_THRESHOLD)
+        BufferSettings::new(INITIAL_BUFFER, YIELD_THRESHOLD)
     }
 }
 

@@ -172,3 +172,44 @@ async fn a_departed_subscriber_does_not_hold_the_producer() {
         .expect("exits well within the 30 s grace period");
     assert!(status.success(), "{status:?}");
 }
+
+/// A client that sends and accepts gzip (as grpcio's and grpc-js's can) gets every call served
+/// compressed: Publish, a Subscribe stream's backlog and live events, and Poll.
+#[tokio::test]
+async fn a_client_that_accepts_gzip_is_served_compressed_on_every_call() {
+    use tonic::codec::CompressionEncoding::Gzip;
+    let producer = spawn_producer(&[]).await;
+    let gzip = client(producer.addr)
+        .await
+        .send_compressed(Gzip)
+        .accept_compressed(Gzip);
+    let payload = vec![b'z'; 4096];
+    let events = (0..50).map(|_| new_event("a", &payload)).collect();
+    let published = gzip
+        .clone()
+        .publish(pb::PublishRequest { events })
+        .await
+        .expect("a compressed Publish")
+        .into_inner();
+    assert_eq!((published.first_sequence, published.last_sequence), (1, 50));
+
+    let mut stream = subscribe(&gzip, Some(0), &[]).await;
+    let backlog = collect(&mut stream, 50).await;
+    assert_eq!(sequences(&backlog), (1..=50).collect::<Vec<_>>());
+    assert!(backlog.iter().all(|e| e.payload == payload));
+    producer.publish("a", &["live"]).await;
+    assert_eq!(sequences(&collect(&mut stream, 1).await), vec![51]);
+
+    let polled = gzip
+        .clone()
+        .poll(pb::PollRequest {
+            after_sequence: Some(0),
+            max_events: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("a compressed Poll")
+        .into_inner();
+    assert_eq!(polled.events.len(), 10);
+    assert_eq!(polled.events[9].payload, payload);
+}
