@@ -43,6 +43,32 @@ pub fn encode_event(
     produced_at: SystemTime,
     buf: &mut BytesMut,
 ) -> std::ops::Range<usize> {
+    encode_event_at(sequence, topic, payload, &ProducedAt::new(produced_at), buf)
+}
+
+/// The `produced_at` field of an event, encoded once for a batch whose events share it: the
+/// conversion to a `Timestamp` and its encoding were a fifth of the cost of encoding a
+/// 64-byte event.
+#[derive(Debug, Clone)]
+pub struct ProducedAt(BytesMut);
+
+impl ProducedAt {
+    pub fn new(at: SystemTime) -> Self {
+        let ts = prost_types::Timestamp::from(at);
+        let mut field = BytesMut::with_capacity(24);
+        encoding::message::encode(PRODUCED_AT, &ts, &mut field);
+        Self(field)
+    }
+}
+
+/// [`encode_event`] with `produced_at` encoded beforehand.
+pub fn encode_event_at(
+    sequence: u64,
+    topic: &str,
+    payload: &[u8],
+    produced_at: &ProducedAt,
+    buf: &mut BytesMut,
+) -> std::ops::Range<usize> {
     if sequence != 0 {
         encoding::uint64::encode(SEQUENCE, &sequence, buf);
     }
@@ -59,8 +85,7 @@ pub fn encode_event(
         buf.put_slice(payload);
         payload_at = start..buf.len();
     }
-    let ts = prost_types::Timestamp::from(produced_at);
-    encoding::message::encode(PRODUCED_AT, &ts, buf);
+    buf.put_slice(&produced_at.0);
     payload_at
 }
 
