@@ -77,8 +77,49 @@ pub struct Event {
 /// An event as a publisher gives it.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub topic: String,
+    /// Shared by the events of a call that name the same topic (see [`Topics`]).
+    pub topic: Arc<str>,
     pub payload: Bytes,
+}
+
+/// The topics of one call, so its events share one allocation per distinct topic: a batch
+/// usually repeats a few topics, and readers then share them too.
+#[derive(Debug, Default)]
+pub struct Topics(Vec<Arc<str>>);
+
+impl Topics {
+    /// Distinct topics remembered per call: a lookup is a scan, so a batch of all-different
+    /// topics costs at most this many comparisons per event (and its topics are not shared).
+    const MAX: usize = 32;
+
+    /// `topic`, shared with an earlier event's when one named it.
+    pub fn get(&mut self, topic: &str) -> Arc<str> {
+        match self.0.iter().find(|t| ***t == *topic) {
+            Some(t) => Arc::clone(t),
+            None => self.remember(Arc::from(topic)),
+        }
+    }
+
+    /// [`Topics::get`] for a topic already allocated: kept as it is when it is the one shared
+    /// (what the gRPC side hands over), swapped for the shared one when equal.
+    pub fn share(&mut self, topic: Arc<str>) -> Arc<str> {
+        match self
+            .0
+            .iter()
+            .find(|t| Arc::ptr_eq(t, &topic) || ***t == *topic)
+        {
+            Some(t) if !Arc::ptr_eq(t, &topic) => Arc::clone(t),
+            Some(_) => topic,
+            None => self.remember(topic),
+        }
+    }
+
+    fn remember(&mut self, topic: Arc<str>) -> Arc<str> {
+        if self.0.len() < Self::MAX {
+            self.0.push(Arc::clone(&topic));
+        }
+        topic
+    }
 }
 
 /// Limits on what one Publish may carry.
@@ -537,22 +578,14 @@ impl EventLog {
                 });
             }
         }
-        // Topics are interned per call: a batch usually repeats a few topics, and readers
-        // then share one allocation per topic.
-        let mut topics: Vec<Arc<str>> = Vec::new();
-        let mut prepared = Vec::with_capacity(events.len());
-        for NewEvent { topic, payload } in events {
-            let topic = match topics.iter().find(|t| ***t == *topic) {
-                Some(t) => Arc::clone(t),
-                None => {
-                    let t: Arc<str> = Arc::from(topic);
-                    topics.push(Arc::clone(&t));
-                    t
-                }
-            };
-            prepared.push((topic, payload));
-        }
-        Ok(NewBatch { events: prepared })
+        // Topics are interned per call (the gRPC side has done it already; the HTTP side has
+        // not), so readers share one allocation per topic.
+        let mut topics = Topics::default();
+        let events = events
+            .into_iter()
+            .map(|NewEvent { topic, payload }| (topics.share(topic), payload))
+            .collect();
+        Ok(NewBatch { events })
     }
 
     /// Reads the events after `after` that pass `filter`, within `limits`.
@@ -868,6 +901,30 @@ mod tests {
             .unwrap();
         let whole = encoded.events[0].0.as_ptr_range();
         assert!(whole.contains(&batch.events[0].payload.as_ptr()));
+    }
+
+    #[test]
+    fn topics_of_a_call_share_one_allocation_each_up_to_the_limit() {
+        let mut topics = Topics::default();
+        let a = topics.get("a");
+        assert!(Arc::ptr_eq(&a, &topics.get("a")));
+        assert!(Arc::ptr_eq(&a, &topics.share(Arc::clone(&a))));
+        assert!(
+            Arc::ptr_eq(&a, &topics.share(Arc::from("a"))),
+            "an equal one is swapped"
+        );
+        let b: Arc<str> = Arc::from("b");
+        assert!(Arc::ptr_eq(&b, &topics.share(Arc::clone(&b))));
+        assert!(Arc::ptr_eq(&b, &topics.get("b")), "a new one is remembered");
+        for i in 0..Topics::MAX {
+            topics.get(&format!("t{i}"));
+        }
+        let last = format!("t{}", Topics::MAX - 1);
+        assert!(
+            !Arc::ptr_eq(&topics.get(&last), &topics.get(&last)),
+            "past the limit"
+        );
+        assert_eq!(&*topics.get(&last), last);
     }
 
     /// The memory store as the producer runs it: no tail cache, so every read goes to the
