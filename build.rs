@@ -39,8 +39,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The producer's server a second time, into `wire/`, with `Event` replaced by
     // `crate::wire::EncodedEvent`: an event encoded once when it is appended, whose bytes every
-    // response then copies as they are (no per-reader conversion or encoding). The other
-    // messages are the ordinary generated ones; the bytes on the wire are the same.
+    // response then copies as they are (no per-reader conversion or encoding); and
+    // `PublishRequest` by `crate::wire::PublishRequest`, whose topics stay in the request's
+    // bytes. The other messages are the ordinary generated ones; the bytes on the wire are the
+    // same.
     let wire_dir = out_dir.join("wire");
     fs::create_dir_all(&wire_dir)?;
     let producer_fds = protox::compile([PROTO_FILES[0]], [PROTO_ROOT])?;
@@ -49,14 +51,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(false)
         .codec_path("crate::codec::ProstCodec")
         .out_dir(&wire_dir)
-        .extern_path(".pushpull.v1.Event", "crate::wire::EncodedEvent");
-    for message in [
-        "NewEvent",
-        "PublishRequest",
-        "PublishResponse",
-        "SubscribeRequest",
-        "PollRequest",
-    ] {
+        .extern_path(".pushpull.v1.Event", "crate::wire::EncodedEvent")
+        // Publish requests decoded without a `String` per event (`crate::wire::PublishRequest`).
+        .extern_path(".pushpull.v1.PublishRequest", "crate::wire::PublishRequest")
+        .extern_path(".pushpull.v1.NewEvent", "crate::wire::NewEvent");
+    for message in ["PublishResponse", "SubscribeRequest", "PollRequest"] {
         wire = wire.extern_path(
             format!(".pushpull.v1.{message}"),
             format!("crate::pb::{message}"),

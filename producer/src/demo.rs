@@ -75,7 +75,7 @@ fn quotes(prices: &mut [f64], offset: u64, n: usize) -> Vec<NewEvent> {
                 "ask": round2(*price + spread),
             });
             NewEvent {
-                topic: format!("quotes.{symbol}"),
+                topic: format!("quotes.{symbol}").into(),
                 payload: Bytes::from(payload.to_string()),
             }
         })
@@ -101,7 +101,7 @@ mod tests {
             let v: serde_json::Value = serde_json::from_slice(&event.payload).unwrap();
             assert_eq!(
                 format!("quotes.{}", v["symbol"].as_str().unwrap()),
-                event.topic
+                &*event.topic
             );
             assert!(v["bid"].as_f64().unwrap() < v["ask"].as_f64().unwrap());
         }

@@ -8,7 +8,10 @@ use futures_util::{Stream, StreamExt as _};
 use pushpull::{
     errors::{self, ErrorReason},
     pb,
-    wire::server::{self as wire, producer_service_server::ProducerService},
+    wire::{
+        PublishRequest,
+        server::{self as wire, producer_service_server::ProducerService},
+    },
 };
 use tonic::{Request, Response, Status};
 
@@ -47,7 +50,7 @@ fn reason(status: &Status) -> ErrorReason {
 impl ProducerService for MeteredApi {
     async fn publish(
         &self,
-        request: Request<pb::PublishRequest>,
+        request: Request<PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
         let timer = self.metrics.timer("grpc", "publish");
         let result = self.rejected(self.api.publish(request).await);

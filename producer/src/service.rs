@@ -21,7 +21,7 @@ use pushpull::{
     pb,
     time::timestamp,
     wire::{
-        EncodedEvent,
+        EncodedEvent, PublishRequest,
         server::{self as wire, producer_service_server::ProducerService},
     },
 };
@@ -34,7 +34,7 @@ use crate::{
     capacity::{Resource, Slot},
     error::Error,
     follow::Follower,
-    log::{Batch, Event, NewEvent, TopicFilter},
+    log::{Batch, Event, NewEvent, TopicFilter, Topics},
     metrics::Transport,
     stall::{Stalls, Watched},
 };
@@ -66,14 +66,17 @@ impl From<Event> for pb::Event {
 impl ProducerService for ProducerApi {
     async fn publish(
         &self,
-        request: Request<pb::PublishRequest>,
+        request: Request<PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
+        // The topics come as slices of the request's bytes: each distinct one is allocated
+        // once per call here, not once per event.
+        let mut topics = Topics::default();
         let events = request
             .into_inner()
             .events
             .into_iter()
             .map(|e| NewEvent {
-                topic: e.topic,
+                topic: topics.get(e.topic()),
                 payload: e.payload,
             })
             .collect();

@@ -10,7 +10,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::log::{Batch, Event, NewEvent};
+use crate::log::{Batch, Event, NewEvent, Topics};
 
 /// How a payload is written in JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -105,6 +105,7 @@ pub struct PublishedJson {
 
 /// Decodes the events of a publish request; the error names the field (`events[2].payload`).
 pub fn decode_events(events: Vec<NewEventJson>) -> Result<Vec<NewEvent>, (String, String)> {
+    let mut topics = Topics::default();
     events
         .into_iter()
         .enumerate()
@@ -121,7 +122,7 @@ pub fn decode_events(events: Vec<NewEventJson>) -> Result<Vec<NewEvent>, (String
                 }
             };
             Ok(NewEvent {
-                topic: e.topic,
+                topic: topics.get(&e.topic),
                 payload,
             })
         })

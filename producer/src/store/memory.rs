@@ -148,9 +148,17 @@ impl Store for MemoryStore {
                     oldest,
                 });
             }
-            let mut records = Vec::new();
-            let mut bytes = 0;
             let skip = (range.from - oldest) as usize;
+            // Sized at once: a Poll of 10,000 otherwise grows it through a dozen copies.
+            let wanted = range.to.saturating_sub(range.from).saturating_add(1);
+            let mut records = Vec::with_capacity(
+                range
+                    .max_records
+                    .max(1)
+                    .min(state.entries.len().saturating_sub(skip))
+                    .min(usize::try_from(wanted).unwrap_or(usize::MAX)),
+            );
+            let mut bytes = 0;
             for entry in state.entries.range(skip.min(state.entries.len())..) {
                 if entry.event.sequence > range.to
                     || records.len() >= range.max_records.max(1)

@@ -40,7 +40,7 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
-use pushpull::wire::encode_event;
+use pushpull::wire::{ProducedAt, encode_event_at};
 
 use crate::log::{EVENT_OVERHEAD_BYTES, Event};
 
@@ -301,9 +301,10 @@ pub fn encode_entries(
         .sum();
     let mut buf = BytesMut::with_capacity(capacity);
     let mut spans = Vec::with_capacity(batch.events.len());
+    let at = ProducedAt::new(produced_at);
     for (i, (topic, payload)) in batch.events.iter().enumerate() {
         let start = buf.len();
-        let payload_at = encode_event(first + i as u64, topic, payload, produced_at, &mut buf);
+        let payload_at = encode_event_at(first + i as u64, topic, payload, &at, &mut buf);
         spans.push((start..buf.len(), payload_at));
     }
     let buf = buf.freeze();

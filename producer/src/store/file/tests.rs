@@ -67,7 +67,7 @@ fn log_at(dir: &Path, retention: Retention) -> Result<EventLog, OpenError> {
 
 fn ev(i: usize) -> NewEvent {
     NewEvent {
-        topic: format!("t{}", i % 3),
+        topic: format!("t{}", i % 3).into(),
         payload: Bytes::from(format!("event {i:05} {}", "x".repeat(i % 40))),
     }
 }

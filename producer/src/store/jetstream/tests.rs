@@ -84,7 +84,7 @@ async fn metered_producer(server: &NatsServer, stream: &str) -> (EventLog, Store
 fn events(n: usize, tag: &str) -> Vec<crate::log::NewEvent> {
     (0..n)
         .map(|i| crate::log::NewEvent {
-            topic: format!("t.{tag}"),
+            topic: format!("t.{tag}").into(),
             payload: bytes::Bytes::from(format!("{tag}-{i}")),
         })
         .collect()
