@@ -364,7 +364,46 @@ struct Read {
     last_at: Option<Instant>,
 }
 
+/// The CPU the server and this process had used when a measurement started.
+#[derive(Debug, Clone, Copy)]
+struct CpuMark {
+    server: Duration,
+    client: Duration,
+}
+
+impl CpuMark {
+    /// Now, with `server` the server's CPU so far.
+    fn now(server: Duration) -> Self {
+        Self {
+            server,
+            client: own_cpu(),
+        }
+    }
+}
+
 impl Read {
+    /// The figure this read makes: `expected` events asked for, timed from `start`, with the
+    /// CPU used since `mark` (`server` is the server's CPU now).
+    fn run(
+        &self,
+        figure: Figure,
+        expected: u64,
+        start: Instant,
+        mark: CpuMark,
+        server: Duration,
+    ) -> PeerRun {
+        PeerRun {
+            figure,
+            events: self.events,
+            expected,
+            elapsed: self.elapsed_since(start),
+            messages: self.messages,
+            server_cpu: server.saturating_sub(mark.server),
+            client_cpu: own_cpu().saturating_sub(mark.client),
+            tries: vec![],
+        }
+    }
+
     fn elapsed_since(&self, start: Instant) -> Duration {
         self.last_at
             .unwrap_or(start)
@@ -452,21 +491,12 @@ async fn bare_stream(figure: Figure, per_message: u64, n: u64) -> Result<PeerRun
     )
     .await?;
     let mut client = producer_client(channel(&peer.url()).await?);
-    let (s0, c0) = (peer.usage().cpu, own_cpu());
-    let read = subscribe_and_count(&mut client, 0, n).await;
-    let (s1, c1) = (peer.usage().cpu, own_cpu());
+    let mark = CpuMark::now(peer.usage().cpu);
+    let run = subscribe_and_count(&mut client, 0, n)
+        .await
+        .map(|(read, start)| read.run(figure, n, start, mark, peer.usage().cpu));
     peer.stop().await;
-    let (read, start) = read.map_err(|e| format!("{}: {e}", figure.name()))?;
-    Ok(PeerRun {
-        figure,
-        events: read.events,
-        expected: n,
-        elapsed: read.elapsed_since(start),
-        messages: read.messages,
-        server_cpu: s1.saturating_sub(s0),
-        client_cpu: c1.saturating_sub(c0),
-        tries: vec![],
-    })
+    run.map_err(|e| format!("{}: {e}", figure.name()))
 }
 
 /// One producer prefilled with `n` events (not timed), then drained by one poller with
@@ -483,39 +513,19 @@ async fn drains(n: u64) -> Result<Vec<PeerRun>, String> {
     let mut runs = Vec::new();
     for (figure, max_events) in [(Figure::Poll1000, 1_000), (Figure::Poll10000, 10_000)] {
         let mut client = producer_client(channel(&producer.url()).await?);
-        let (s0, c0) = (producer.usage().cpu, own_cpu());
+        let mark = CpuMark::now(producer.usage().cpu);
         let start = Instant::now();
         let read = poll_drain(&mut client, n, max_events)
             .await
             .map_err(|e| format!("{}: {e}", figure.name()))?;
-        let (s1, c1) = (producer.usage().cpu, own_cpu());
-        runs.push(PeerRun {
-            figure,
-            events: read.events,
-            expected: n,
-            elapsed: read.elapsed_since(start),
-            messages: read.messages,
-            server_cpu: s1.saturating_sub(s0),
-            client_cpu: c1.saturating_sub(c0),
-            tries: vec![],
-        });
+        runs.push(read.run(figure, n, start, mark, producer.usage().cpu));
     }
     let mut client = producer_client(channel(&producer.url()).await?);
-    let (s0, c0) = (producer.usage().cpu, own_cpu());
+    let mark = CpuMark::now(producer.usage().cpu);
     let (read, start) = subscribe_and_count(&mut client, 0, n)
         .await
         .map_err(|e| format!("{}: {e}", Figure::CatchUp.name()))?;
-    let (s1, c1) = (producer.usage().cpu, own_cpu());
-    runs.push(PeerRun {
-        figure: Figure::CatchUp,
-        events: read.events,
-        expected: n,
-        elapsed: read.elapsed_since(start),
-        messages: read.messages,
-        server_cpu: s1.saturating_sub(s0),
-        client_cpu: c1.saturating_sub(c0),
-        tries: vec![],
-    });
+    runs.push(read.run(Figure::CatchUp, n, start, mark, producer.usage().cpu));
     producer.stop().await;
     Ok(runs)
 }
@@ -582,7 +592,7 @@ async fn live(n: u64, batch: usize) -> Result<PeerRun, String> {
         tokio::spawn(async move { count_stream(&mut stream, n, &mut read).await.map(|()| read) });
     let mut publisher = producer_client(channel(&producer.url()).await?);
     let events = load::events(batch.clamp(1, MAX_PUBLISH));
-    let (s0, c0) = (producer.usage().cpu, own_cpu());
+    let mark = CpuMark::now(producer.usage().cpu);
     let start = Instant::now();
     let mut sent = 0;
     while sent < n {
@@ -599,19 +609,10 @@ async fn live(n: u64, batch: usize) -> Result<PeerRun, String> {
         .await
         .map_err(|e| format!("{name}: reader: {e}"))?
         .map_err(|e| format!("{name}: {e}"))?;
-    let (s1, c1) = (producer.usage().cpu, own_cpu());
+    let run = read.run(Figure::Live, n, start, mark, producer.usage().cpu);
     producer.stop().await;
     read.complete(0, n).map_err(|e| format!("{name}: {e}"))?;
-    Ok(PeerRun {
-        figure: Figure::Live,
-        events: read.events,
-        expected: n,
-        elapsed: read.elapsed_since(start),
-        messages: read.messages,
-        server_cpu: s1.saturating_sub(s0),
-        client_cpu: c1.saturating_sub(c0),
-        tries: vec![],
-    })
+    Ok(run)
 }
 
 /// NATS core pub/sub on the server at `url`: one subscriber (its own connection, a capacity of
