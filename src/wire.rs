@@ -219,24 +219,12 @@ pub struct PublishRequest {
 /// prost checks a `string`.
 #[derive(Clone, Default, PartialEq, Eq, Debug)]
 pub struct NewEvent {
-    /// UTF-8, always: checked when decoded, `&str` when made.
+    /// UTF-8, always: checked when decoded (the only way one is made).
     topic: Bytes,
     pub payload: Bytes,
 }
 
 impl NewEvent {
-    pub fn new(topic: &str, payload: Bytes) -> Self {
-        Self {
-            topic: Bytes::copy_from_slice(topic.as_bytes()),
-            payload,
-        }
-    }
-
-    /// The topic's bytes, to compare with another topic without a UTF-8 check.
-    pub fn topic_bytes(&self) -> &[u8] {
-        &self.topic
-    }
-
     pub fn topic(&self) -> &str {
         std::str::from_utf8(&self.topic).expect("a NewEvent's topic is UTF-8: checked when made")
     }

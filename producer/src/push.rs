@@ -1,5 +1,6 @@
-//! The channel between a push subscriber's task and the response stream its transport sends
-//! (gRPC Subscribe, SSE).
+//! The channel between an SSE subscriber's task and the response stream it sends. (A gRPC
+//! Subscribe stream has no task: it reads the log when HTTP/2 asks, see
+//! [`crate::service::SubscriberStream`] and [`crate::stall`].)
 //!
 //! Bounded and small, because the log is the buffer: a subscriber holds a cursor, not a queue of
 //! copies. Two rules make a client that stops reading cost a bounded amount:
