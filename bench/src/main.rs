@@ -19,6 +19,7 @@
 //! ```text
 //! cargo run --release -p pushpull-bench -- --full     # minutes; writes docs/bench/
 //! cargo run -p pushpull-bench -- --quick              # seconds; writes target/bench-quick/
+//! cargo run -p pushpull-bench -- --only fanout         # some scenarios; writes target/bench-partial/
 //! cargo run -p pushpull-bench -- --quick --only soak --soak-secs 60 --out target/soak
 //! ```
 
@@ -64,7 +65,9 @@ struct Cli {
     #[arg(long, value_delimiter = ',', value_name = "SUBSCRIBERS@RATE")]
     fanout: Vec<scenarios::FanoutCase>,
     /// Where to write results.md, results.json and the charts. Default: docs/bench for a full
-    /// run, target/bench-quick for a quick one.
+    /// run of every scenario (the report the repository keeps), target/bench-quick for a quick
+    /// one, target/bench-partial for a run of some scenarios or chosen fan-out cases (so that
+    /// one does not overwrite the kept report).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Run only these scenarios (comma-separated), e.g. to compare two builds.
@@ -169,6 +172,8 @@ fn main() -> ExitCode {
     let out = cli.out.unwrap_or_else(|| {
         PathBuf::from(if cli.quick {
             "target/bench-quick"
+        } else if !cli.only.is_empty() || !cli.fanout.is_empty() {
+            "target/bench-partial"
         } else {
             "docs/bench"
         })
