@@ -178,8 +178,8 @@ impl SubscriberStream {
             if reader.done {
                 return None;
             }
-            let stop = reader.api.stop().clone();
-            let response = match reader.follower.next_batch(Some(reader.due), &stop).await {
+            let due = Some(reader.due);
+            let response = match reader.follower.next_batch(due, reader.api.stop()).await {
                 Ok(batch) => {
                     reader.due = Instant::now() + heartbeat;
                     Ok(reader.response(batch))
